@@ -1,0 +1,64 @@
+package vnccloud_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"time"
+
+	"github.com/vncfleet/vncfleet/internal/sim"
+	"github.com/vncfleet/vncfleet/vnccloud"
+)
+
+// Example creates a connect address against the simulator, waits until it is ready,
+// and resets its password with If-Match, as vncfleet does for every device.
+func Example() {
+	s, err := sim.New(sim.Config{
+		Accounts:   []sim.Account{{Key: "demo", Secret: "demo-secret"}},
+		ReadyDelay: 50 * time.Millisecond, // the real API takes a few seconds
+	})
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+
+	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+
+	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"line-a"}})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("created:", vnccloud.IsWellFormedAddress(created.CloudAddress))
+
+	// Poll /ready with a growing interval until the address is usable.
+	ready := false
+	for wait := 20 * time.Millisecond; !ready; wait *= 2 {
+		time.Sleep(wait)
+		if ready, err = client.Ready(ctx, created.CloudAddress); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Println("ready:", ready)
+
+	// GET gives the ETag; the reset only applies if nobody changed the address since.
+	details, err := client.Get(ctx, created.CloudAddress)
+	if err != nil {
+		panic(err)
+	}
+	reset, err := client.ResetPassword(ctx, created.CloudAddress, details.ETag)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("password changed:", reset.CloudPassword != created.CloudPassword)
+	fmt.Println("printed safely:", fmt.Sprint(reset) == fmt.Sprintf("{CloudAddress:%s CloudPassword:<redacted>}", created.CloudAddress))
+	// Output:
+	// created: true
+	// ready: true
+	// password changed: true
+	// printed safely: true
+}
