@@ -1,0 +1,63 @@
+package fleet
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Problem is one reason a manifest is rejected, located by line and column (both
+// 1-based; the column is the position of the header field).
+type Problem struct {
+	Line       int
+	Column     int
+	ColumnName string
+	Reason     string
+}
+
+func (p Problem) Error() string {
+	if p.ColumnName != "" {
+		return fmt.Sprintf("line %d, column %d (%s): %s", p.Line, p.Column, p.ColumnName, p.Reason)
+	}
+	return fmt.Sprintf("line %d, column %d: %s", p.Line, p.Column, p.Reason)
+}
+
+// DefaultMaxProblems caps the problems listed; Total still counts all of them.
+const DefaultMaxProblems = 1000
+
+// Problems collects a manifest's problems. It is an error when non-empty.
+type Problems struct {
+	List  []Problem
+	Total int
+	Cap   int
+}
+
+// Add records a problem, keeping at most Cap of them.
+func (p *Problems) Add(pr Problem) {
+	p.Total++
+	limit := p.Cap
+	if limit <= 0 {
+		limit = DefaultMaxProblems
+	}
+	if len(p.List) < limit {
+		p.List = append(p.List, pr)
+	}
+}
+
+// Len is the number of problems found, listed or not.
+func (p *Problems) Len() int { return p.Total }
+
+func (p *Problems) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "manifest rejected: %d problem", p.Total)
+	if p.Total != 1 {
+		b.WriteString("s")
+	}
+	for _, pr := range p.List {
+		b.WriteString("\n")
+		b.WriteString(pr.Error())
+	}
+	if more := p.Total - len(p.List); more > 0 {
+		fmt.Fprintf(&b, "\n... and %d more", more)
+	}
+	return b.String()
+}
