@@ -1,0 +1,263 @@
+// Package jobs holds vncfleet's River jobs: the work driver that creates, updates,
+// deletes and rotates cloud addresses in batches, the readiness poller, and the
+// sweeper that makes sure no owed work is left without a job. All state lives in the
+// store; a job only claims rows, calls VNC Cloud through the cluster-wide rate
+// limiter, and records what happened, so any process can pick up where another died.
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/ratelimit"
+	"github.com/vncfleet/vncfleet/vnccloud"
+)
+
+// Cloud is what the jobs need of VNC Cloud; *vnccloud.Client provides it.
+type Cloud interface {
+	Create(ctx context.Context, spec vnccloud.Spec) (vnccloud.Created, error)
+	Get(ctx context.Context, address string) (vnccloud.Details, error)
+	Update(ctx context.Context, address string, spec vnccloud.Spec, ifMatch string) error
+	ResetPassword(ctx context.Context, address string, ifMatch string) (vnccloud.Created, error)
+	Delete(ctx context.Context, address string, ifMatch string) error
+	Ready(ctx context.Context, address string) (bool, error)
+}
+
+// Config tunes the jobs. Zero fields take the defaults named on each.
+type Config struct {
+	// BatchSize is how many devices one work job claims at a time. Defaults to 100:
+	// large enough that database round trips are a small share of a batch, small
+	// enough that a crash repeats little and manifests interleave fairly.
+	BatchSize int
+	// Fanout is how many API calls one batch makes at once. Defaults to 32. The rate
+	// limiter decides the pace; fan-out only hides each call's latency.
+	Fanout int
+	// Chains is how many work jobs one manifest gets at once. Defaults to 4, so that a
+	// large manifest spreads over processes while a small upload still gets its turn.
+	Chains int
+	// ClaimLease is how long a claim on a device lasts. A process that dies holding
+	// claims delays those devices by at most this much. Defaults to 2 minutes.
+	ClaimLease time.Duration
+	// CallTimeout bounds one API call. Defaults to 30 seconds. No call is started later
+	// than CallTimeout before its claim ends, so an expired claim never races a call.
+	CallTimeout time.Duration
+	// MaxAttempts is how many transient failures in a row fail a device. Defaults to 10.
+	MaxAttempts int
+	// RetryInitial and RetryMax shape the backoff between transient failures.
+	// Default 2s and 5m.
+	RetryInitial, RetryMax time.Duration
+	// ReadyInitial is the first readiness poll after a create, change or reset;
+	// ReadyMultiplier and ReadyMax grow the interval; ReadyMaxElapsed fails a device
+	// that is still pending after it. Defaults: 1s, 1.6, 30s, 10m. The first poll
+	// waits the usual readiness delay so that most devices need one poll only: every
+	// poll spends rate budget.
+	ReadyInitial    time.Duration
+	ReadyMultiplier float64
+	ReadyMax        time.Duration
+	ReadyMaxElapsed time.Duration
+	// PollBatch is how many due polls the poller claims at a time. Defaults to 200.
+	PollBatch int
+	// MaxWorkers is River's number of concurrent jobs per process. Defaults to 20.
+	MaxWorkers int
+	// SweepInterval is how often the sweeper looks for work without a job. Defaults to 5s.
+	SweepInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.BatchSize, 100)
+	def(&c.Fanout, 64)
+	def(&c.Chains, 4)
+	def(&c.MaxAttempts, 10)
+	def(&c.PollBatch, 1000)
+	def(&c.MaxWorkers, 20)
+	defDur(&c.ClaimLease, 2*time.Minute)
+	defDur(&c.CallTimeout, 30*time.Second)
+	defDur(&c.RetryInitial, 2*time.Second)
+	defDur(&c.RetryMax, 5*time.Minute)
+	defDur(&c.ReadyInitial, time.Second)
+	defDur(&c.ReadyMax, 30*time.Second)
+	defDur(&c.ReadyMaxElapsed, 10*time.Minute)
+	defDur(&c.SweepInterval, 5*time.Second)
+	if c.ReadyMultiplier <= 1 {
+		c.ReadyMultiplier = 1.6
+	}
+	// A claim must outlive at least one call with room to record its result.
+	if c.ClaimLease < 2*c.CallTimeout {
+		c.ClaimLease = 2 * c.CallTimeout
+	}
+}
+
+// Deps are the collaborators of every job.
+type Deps struct {
+	Store   *store.Store
+	Cloud   Cloud
+	Limiter ratelimit.Limiter
+	Logger  *slog.Logger
+	Config  Config
+	// AfterReady, when set, runs in the transaction that marks devices ready.
+	AfterReady AfterReady
+
+	// Zenlayer fetches console URLs under ZenlayerLimiter; nil when not configured.
+	Zenlayer        ConsoleURLs
+	ZenlayerLimiter ratelimit.Limiter
+	// Lifecycle runs scheduled rotation and reconciliation; nil disables both.
+	Lifecycle Lifecycle
+	// RotationSchedule and ReconcileSchedule are when they run (cron schedules).
+	RotationSchedule, ReconcileSchedule river.PeriodicSchedule
+	// Extra registers more workers and periodic jobs (webhook delivery).
+	Extra func(workers *river.Workers) []*river.PeriodicJob
+}
+
+// River queue names.
+const QueueDefault = river.QueueDefault
+
+// NewClient builds the River client with every worker and periodic job registered.
+// It inserts jobs from any process; it works them only once Start is called.
+func NewClient(pool *pgxpool.Pool, deps *Deps) (*river.Client[pgx.Tx], error) {
+	deps.Config.setDefaults()
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &WorkWorker{deps: deps})
+	river.AddWorker(workers, &PollWorker{deps: deps})
+	river.AddWorker(workers, &SweepWorker{deps: deps})
+	river.AddWorker(workers, &ConsoleURLWorker{deps: deps})
+	river.AddWorker(workers, &RotationWorker{deps: deps})
+	river.AddWorker(workers, &ReconcileWorker{deps: deps})
+	cfg := deps.Config
+	periodic := []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(time.Second),
+			func() (river.JobArgs, *river.InsertOpts) { return PollArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "poll_ready", RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return SweepArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "sweep", RunOnStart: true}),
+	}
+	if deps.Lifecycle != nil && deps.RotationSchedule != nil {
+		periodic = append(periodic, river.NewPeriodicJob(deps.RotationSchedule,
+			func() (river.JobArgs, *river.InsertOpts) { return RotationArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "rotation_schedule"}))
+	}
+	if deps.Lifecycle != nil && deps.ReconcileSchedule != nil {
+		periodic = append(periodic, river.NewPeriodicJob(deps.ReconcileSchedule,
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "reconcile"}))
+	}
+	if deps.Extra != nil {
+		periodic = append(periodic, deps.Extra(workers)...)
+	}
+	jobTimeout := cfg.ClaimLease + time.Minute
+	return river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:  map[string]river.QueueConfig{QueueDefault: {MaxWorkers: cfg.MaxWorkers}},
+		Workers: workers,
+		Logger:  deps.Logger,
+		// A job's own claims expire after ClaimLease; River may rescue the job itself a
+		// little after that.
+		JobTimeout:           jobTimeout,
+		RescueStuckJobsAfter: jobTimeout + time.Minute,
+		FetchPollInterval:    200 * time.Millisecond,
+		PeriodicJobs:         periodic,
+	})
+}
+
+// EnqueueWork inserts the work jobs of a queue in tx: one per chain, as many chains as
+// the work can use.
+func EnqueueWork(ctx context.Context, client *river.Client[pgx.Tx], tx pgx.Tx, cfg Config, key string, devices int) error {
+	cfg.setDefaults()
+	chains := min(cfg.Chains, (devices+cfg.BatchSize-1)/cfg.BatchSize)
+	chains = max(chains, 1)
+	params := make([]river.InsertManyParams, chains)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: WorkArgs{Key: key, Chain: i}}
+	}
+	if _, err := client.InsertManyTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("enqueue work %s: %w", key, err)
+	}
+	return nil
+}
+
+// retryBackoff is the delay before the n-th retry of a transient failure.
+func (c Config) retryBackoff(n int) time.Duration {
+	return nthBackoff(c.RetryInitial, 2, c.RetryMax, 0.2, n)
+}
+
+// pollInterval is the delay before readiness poll number n+1, after n pending answers.
+func (c Config) pollInterval(n int) time.Duration {
+	return nthBackoff(c.ReadyInitial, c.ReadyMultiplier, c.ReadyMax, 0.1, n)
+}
+
+// nthBackoff is the n-th interval (1-based) of an exponential backoff. The schedule
+// lives in the database rather than in a sleeping goroutine, so each interval is
+// computed from the attempt count alone.
+func nthBackoff(initial time.Duration, mult float64, maxInterval time.Duration, jitter float64, n int) time.Duration {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     initial,
+		RandomizationFactor: jitter,
+		Multiplier:          mult,
+		MaxInterval:         maxInterval,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	d := initial
+	for i := 0; i < max(n, 1); i++ {
+		d = b.NextBackOff()
+	}
+	return d
+}
+
+// call makes one VNC Cloud call under the rate limiter and feeds its outcome back.
+// sent is false when the call never left (the limiter gave up waiting): such a call
+// is known to have had no effect.
+func (d *Deps) call(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	if err := d.Limiter.Wait(ctx); err != nil {
+		return false, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, d.Config.CallTimeout)
+	defer cancel()
+	err = fn(callCtx)
+	var apiErr *vnccloud.APIError
+	switch {
+	case err == nil:
+		d.Limiter.Report(ratelimit.OK)
+	case errors.As(err, &apiErr) && (apiErr.StatusCode == vnccloud.StatusServiceUnavailable || apiErr.StatusCode == vnccloud.StatusTooManyRequests):
+		d.Limiter.Report(ratelimit.Throttled)
+		if apiErr.RetryAfter > 0 {
+			if perr := d.Limiter.Pause(ctx, apiErr.RetryAfter); perr != nil {
+				d.Logger.Warn("rate limiter pause failed", "err", perr)
+			}
+		}
+	default:
+		d.Limiter.Report(ratelimit.Failed)
+	}
+	return true, err
+}
+
+func unmarshalArgs(job *rivertype.JobRow, args any) error {
+	if err := json.Unmarshal(job.EncodedArgs, args); err != nil {
+		return fmt.Errorf("decode args of job %d: %w", job.ID, err)
+	}
+	return nil
+}

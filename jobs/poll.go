@@ -1,0 +1,98 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/vnccloud"
+)
+
+// PollArgs runs the readiness poller once. It is a periodic job (every second): one
+// poller serves every device awaiting readiness, so no job holds a worker slot while
+// a device is pending; the schedule of each device's next poll is in its row.
+type PollArgs struct{}
+
+func (PollArgs) Kind() string { return "poll_ready" }
+
+// InsertOpts keeps at most one poller queued: a slow run is not joined by a pile of
+// others waiting behind it. A failed run is not retried: the next tick is a second away.
+func (PollArgs) InsertOpts() river.InsertOpts { return singleton(1) }
+
+// PollWorker polls due devices until none is due, for at most pollRunBudget.
+type PollWorker struct {
+	river.WorkerDefaults[PollArgs]
+	deps *Deps
+}
+
+const pollRunBudget = 20 * time.Second
+
+func (w *PollWorker) Timeout(*river.Job[PollArgs]) time.Duration {
+	return pollRunBudget + w.deps.Config.CallTimeout + 30*time.Second
+}
+
+// AfterReady is called, in the transaction that marks them ready, with the devices
+// that just became ready. Lifecycle features (webhooks, console URLs) hook in here.
+type AfterReady func(ctx context.Context, tx pgx.Tx, became []store.PollItem) error
+
+func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
+	d := w.deps
+	stop := time.Now().Add(pollRunBudget)
+	for time.Now().Before(stop) {
+		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2)
+		if err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(ctx, it) })
+		if err := d.finishDurably(ctx, func(ctx context.Context) error {
+			return d.Store.FinishPolls(ctx, results, d.AfterReady)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Deps) pollOne(ctx context.Context, item store.PollItem) store.PollResult {
+	res := store.PollResult{Item: item}
+	var ready bool
+	sent, err := d.call(ctx, func(ctx context.Context) error {
+		var err error
+		ready, err = d.Cloud.Ready(ctx, item.CloudAddress)
+		return err
+	})
+	switch {
+	case err == nil && ready:
+		res.Event = store.Event{Operation: "ready", Outcome: "ok"}
+		res.Ready = true
+		return res
+	case err == nil:
+		res.Event = store.Event{Operation: "ready", Outcome: "pending"}
+	case errors.Is(err, vnccloud.ErrNotFound):
+		res.Event = store.EventFromError("ready", err)
+		res.Vanished = true
+		return res
+	case !sent:
+		res.Event = store.Event{Operation: "ready", Outcome: "skipped", Message: "not sent: " + err.Error()}
+	case !vnccloud.IsRetryable(err):
+		res.Event = store.EventFromError("ready", err)
+		res.FailedErr = err
+		return res
+	default:
+		res.Event = store.EventFromError("ready", err)
+	}
+	if elapsed := time.Since(item.AwaitingSince); elapsed > d.Config.ReadyMaxElapsed {
+		res.FailedErr = fmt.Errorf("still not ready after %s", elapsed.Round(time.Second))
+		return res
+	}
+	res.NextPoll = d.Config.pollInterval(item.Polls + 1)
+	return res
+}
