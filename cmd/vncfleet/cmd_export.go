@@ -1,0 +1,34 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newExportCmd) }
+
+func newExportCmd() *cobra.Command {
+	var fleetName string
+	var secrets bool
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "One CSV row per device on stdout; cloud passwords only with --secrets",
+		Long: `export streams the server's device table to stdout unchanged, one CSV row per device:
+device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error
+
+Every fleet unless --fleet. cloud_password is empty unless --secrets, which needs a token
+with the secrets role; each such export is written to the server's audit log.`,
+		Example: `  vncfleet export --fleet factory > factory.csv
+  VNCFLEET_TOKEN_FILE=/run/secrets/vncfleet vncfleet export --secrets --fleet factory`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			return apiExit(client.Export(cmd.Context(), fleetName, secrets, cmd.OutOrStdout()))
+		},
+	}
+	cmd.Flags().StringVar(&fleetName, "fleet", "", "only this fleet (default: every fleet)")
+	cmd.Flags().BoolVar(&secrets, "secrets", false, "include the cloud passwords (needs the secrets role; audited)")
+	return cmd
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"unicode"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newReconcileCmd) }
+
+func newReconcileCmd() *cobra.Command {
+	var dryRun, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "reconcile",
+		Short: "Compare the cloud account with the fleet now, act on the differences, and report",
+		Long: `reconcile asks the server to run reconciliation now: it lists the cloud account's addresses,
+compares them with the stored fleet, repairs what drifted or vanished and handles the
+addresses vncfleet does not know. It prints the server's report as readable text, or with
+--json as the server wrote it. --dry-run only reports what it would do.`,
+		Example: `  vncfleet reconcile --dry-run
+  vncfleet reconcile --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			raw, err := client.Reconcile(ctx, dryRun)
+			if err != nil {
+				return apiExit(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				var buf bytes.Buffer
+				if err := json.Indent(&buf, raw, "", "  "); err != nil {
+					return fmt.Errorf("reconcile: the server's report is not JSON: %w", err)
+				}
+				buf.WriteByte('\n')
+				_, err := buf.WriteTo(out)
+				return err
+			}
+			if dryRun {
+				fmt.Fprintln(out, "reconciliation report (dry run: nothing was changed)")
+			} else {
+				fmt.Fprintln(out, "reconciliation report")
+			}
+			return printReport(out, raw)
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what reconciliation would do; change nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as the server's JSON instead of text")
+	return cmd
+}
+
+// printReport renders a JSON report generically, keeping the server's field order:
+// a field per line, lists one item per line, nested objects as indented JSON. The
+// report's shape belongs to the server; this knows none of its fields.
+func printReport(w io.Writer, raw json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("reconcile: the server's report is not JSON: %w", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return printIndented(w, "", raw)
+	}
+	for dec.More() {
+		keyTok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("reconcile: report: %w", err)
+		}
+		key, _ := keyTok.(string)
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return fmt.Errorf("reconcile: report field %q: %w", key, err)
+		}
+		if err := printField(w, humanize(key), val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printField(w io.Writer, name string, val json.RawMessage) error {
+	trimmed := bytes.TrimSpace(val)
+	switch {
+	case len(trimmed) == 0 || string(trimmed) == "null":
+		fmt.Fprintf(w, "%s: none\n", name)
+	case trimmed[0] == '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(trimmed, &items); err != nil {
+			return fmt.Errorf("reconcile: report field %q: %w", name, err)
+		}
+		if len(items) == 0 {
+			fmt.Fprintf(w, "%s: none\n", name)
+			return nil
+		}
+		fmt.Fprintf(w, "%s (%d):\n", name, len(items))
+		for _, it := range items {
+			if s, ok := scalar(it); ok {
+				fmt.Fprintf(w, "  %s\n", s)
+			} else if err := printIndented(w, "  ", it); err != nil {
+				return err
+			}
+		}
+	case trimmed[0] == '{':
+		fmt.Fprintf(w, "%s:\n", name)
+		return printIndented(w, "  ", trimmed)
+	default:
+		s, _ := scalar(trimmed)
+		fmt.Fprintf(w, "%s: %s\n", name, s)
+	}
+	return nil
+}
+
+// scalar renders a JSON string, number or boolean as text.
+func scalar(v json.RawMessage) (string, bool) {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || v[0] == '{' || v[0] == '[' {
+		return "", false
+	}
+	var s string
+	if v[0] == '"' && json.Unmarshal(v, &s) == nil {
+		return oneLine(s), true
+	}
+	return string(v), true
+}
+
+func printIndented(w io.Writer, prefix string, v json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, v, prefix, "  "); err != nil {
+		return fmt.Errorf("reconcile: report: %w", err)
+	}
+	fmt.Fprintf(w, "%s%s\n", prefix, buf.String())
+	return nil
+}
+
+// humanize turns a JSON field name into words: "deletedOrphans" → "deleted orphans".
+func humanize(key string) string {
+	var b strings.Builder
+	rs := []rune(key)
+	for i, r := range rs {
+		switch {
+		case r == '_' || r == '-':
+			b.WriteByte(' ')
+		case unicode.IsUpper(r) && i > 0 && (unicode.IsLower(rs[i-1]) || (i+1 < len(rs) && unicode.IsLower(rs[i+1]))):
+			b.WriteByte(' ')
+			b.WriteRune(unicode.ToLower(r))
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return oneLine(b.String())
+}

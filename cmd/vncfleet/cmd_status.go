@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vncfleet/vncfleet/internal/apiclient"
+	"github.com/vncfleet/vncfleet/internal/progress"
+)
+
+func init() { register(newStatusCmd) }
+
+func newStatusCmd() *cobra.Command {
+	var fleetName string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [MANIFEST_ID]",
+		Short: "Counts per status, per group and per manifest",
+		Long: `status asks the server at VNCFLEET_URL how far the work is.
+
+With MANIFEST_ID: the progress of the devices that manifest last set, by status and by
+group. Without: the counts of every fleet (or of --fleet NAME) per status, per group and
+per manifest. Aligned text tables by default; --json prints the server's answer as JSON.`,
+		Example: `  vncfleet status
+  vncfleet status --fleet factory
+  vncfleet status 12 --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id int64
+			if len(args) == 1 {
+				var err error
+				id, err = strconv.ParseInt(strings.TrimPrefix(args[0], "#"), 10, 64)
+				if err != nil || id <= 0 {
+					return withExit(exitBadInput, fmt.Errorf("MANIFEST_ID must be a positive number, not %q", args[0]))
+				}
+			}
+			client, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if id > 0 {
+				p, err := client.Manifest(cmd.Context(), id)
+				if err != nil {
+					return apiExit(err)
+				}
+				if fleetName != "" && p.Manifest != nil && p.Manifest.Fleet != fleetName {
+					return withExit(exitBadInput, fmt.Errorf("manifest #%d belongs to fleet %s, not %s", id, p.Manifest.Fleet, fleetName))
+				}
+				if asJSON {
+					return writeJSON(out, p)
+				}
+				printManifestProgress(out, id, p)
+				return nil
+			}
+			st, err := client.Status(cmd.Context(), fleetName)
+			if err != nil {
+				return apiExit(err)
+			}
+			if asJSON {
+				return writeJSON(out, st)
+			}
+			printFleetStatus(out, fleetName, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fleetName, "fleet", "", "only this fleet (default: every fleet); with MANIFEST_ID, check that the manifest belongs to it")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's answer as JSON instead of tables")
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printManifestProgress(w io.Writer, id int64, p *apiclient.Progress) {
+	state := "in progress"
+	if p.Done {
+		state = "done"
+	}
+	if m := p.Manifest; m != nil {
+		fmt.Fprintf(w, "manifest #%d (fleet %s, %s, %d rows, uploaded %s by %s)\n", id, m.Fleet, m.Mode, m.Rows,
+			m.UploadedAt.Local().Format("2006-01-02 15:04:05"), m.Uploader)
+	} else {
+		fmt.Fprintf(w, "manifest #%d\n", id)
+	}
+	fmt.Fprintf(w, "%d of %d devices settled, %d failed: %s\n\n", p.Settled, p.Total, p.Failed, state)
+	printStatusTable(w, p.ByStatus)
+	if len(p.ByGroup) > 0 {
+		fmt.Fprintln(w)
+		printMatrix(w, "GROUP", sortedKeys(p.ByGroup), p.ByGroup, groupName)
+	}
+}
+
+func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
+	scope := "every fleet"
+	if fleetName != "" {
+		scope = "fleet " + fleetName
+	}
+	fmt.Fprintf(w, "%s: %d devices\n\n", scope, st.Total)
+	printStatusTable(w, st.ByStatus)
+	if len(st.ByGroup) > 0 {
+		fmt.Fprintln(w)
+		printMatrix(w, "GROUP", sortedKeys(st.ByGroup), st.ByGroup, groupName)
+	}
+	if len(st.ByManifest) > 0 {
+		fmt.Fprintln(w)
+		rows := make([]string, len(st.ByManifest))
+		counts := make(map[string]map[string]int, len(st.ByManifest))
+		for i, m := range st.ByManifest {
+			name := fmt.Sprintf("#%d", m.Manifest)
+			if m.Fleet != "" {
+				name += " (" + m.Fleet + ")"
+			}
+			rows[i] = name
+			counts[name] = m.ByStatus
+		}
+		printMatrix(w, "MANIFEST", rows, counts, func(s string) string { return s })
+	}
+}
+
+// printStatusTable prints one row per status with devices, in life order.
+func printStatusTable(w io.Writer, byStatus map[string]int) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATUS\tDEVICES")
+	for _, s := range presentStatuses(byStatus) {
+		fmt.Fprintf(tw, "%s\t%d\n", s, byStatus[s])
+	}
+	_ = tw.Flush()
+}
+
+// printMatrix prints one row per name with its total and one column per status
+// that any row has, in life order.
+func printMatrix(w io.Writer, title string, rows []string, counts map[string]map[string]int, label func(string) string) {
+	all := map[string]int{}
+	for _, c := range counts {
+		for s, n := range c {
+			all[s] += n
+		}
+	}
+	cols := presentStatuses(all)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\tTOTAL", title)
+	for _, s := range cols {
+		fmt.Fprintf(tw, "\t%s", strings.ToUpper(s))
+	}
+	fmt.Fprintln(tw)
+	for _, r := range rows {
+		total := 0
+		for _, n := range counts[r] {
+			total += n
+		}
+		fmt.Fprintf(tw, "%s\t%d", label(r), total)
+		for _, s := range cols {
+			fmt.Fprintf(tw, "\t%d", counts[r][s])
+		}
+		fmt.Fprintln(tw)
+	}
+	_ = tw.Flush()
+}
+
+// presentStatuses lists the statuses with a count, in life order, unknown ones last.
+func presentStatuses(m map[string]int) []string { return progress.Ordered(m, statusOrder()) }
+
+// formatStatus renders counts as "ready 10, failed 1" in life order.
+func formatStatus(m map[string]int) string {
+	if s := progress.FormatCounts(m, statusOrder()); s != "" {
+		return s
+	}
+	return "none"
+}
+
+func groupName(g string) string {
+	if g == "" {
+		return "(no group)"
+	}
+	return oneLine(g)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/apiclient"
+	"github.com/vncfleet/vncfleet/internal/progress"
+)
+
+func init() { register(newUploadCmd) }
+
+// pollPolicy paces the --wait loops. A variable so that tests can wait faster.
+var pollPolicy = struct {
+	// First is the first gap between two polls: progress shows up quickly.
+	First time.Duration
+	// Max is where the gap stops growing: a long wait costs the server one cheap
+	// query every two seconds.
+	Max time.Duration
+	// Outage is how long polls may fail to reach the server (a restart, a database
+	// failover) before the wait gives up with exit 3.
+	Outage time.Duration
+}{First: 500 * time.Millisecond, Max: 2 * time.Second, Outage: time.Minute}
+
+// maxFailedShown bounds the failed devices listed after a wait; the rest are counted.
+const maxFailedShown = 50
+
+// apiClient builds the client of the server at VNCFLEET_URL with VNCFLEET_TOKEN
+// (or the file named by VNCFLEET_TOKEN_FILE, or --config): a secret never comes
+// from the command line.
+func apiClient(cmd *cobra.Command) (*apiclient.Client, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c, err := apiclient.New(cfg.URL, cfg.Token)
+	if err != nil {
+		return nil, withExit(exitBadInput, fmt.Errorf("VNCFLEET_URL: %w", err))
+	}
+	return c, nil
+}
+
+// apiExit maps an API failure to the contract's exit codes: 3 when the server
+// cannot be reached or cannot serve (5xx), 2 when it refused the request.
+func apiExit(err error) error {
+	var apiErr *apiclient.Error
+	switch {
+	case err == nil:
+		return nil
+	case apiclient.IsUnreachable(err):
+		return withExit(exitUnreachable, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return withExit(exitUnreachable, fmt.Errorf("no answer in time: %w", err))
+	case errors.Is(err, context.Canceled):
+		return withExit(exitUnreachable, fmt.Errorf("interrupted: %w", err))
+	case !errors.As(err, &apiErr):
+		return err
+	case apiErr.Status >= 500:
+		return withExit(exitUnreachable, fmt.Errorf("the server failed: %w", err))
+	case apiErr.Status == 401:
+		return withExit(exitBadInput, fmt.Errorf("%w (set VNCFLEET_TOKEN or VNCFLEET_TOKEN_FILE to a token the server knows)", err))
+	case apiErr.Status == 403:
+		return withExit(exitBadInput, fmt.Errorf("%w (the token lacks the role this needs)", err))
+	}
+	return withExit(exitBadInput, err)
+}
+
+func newUploadCmd() *cobra.Command {
+	var (
+		fleetName, mode string
+		dryRun, wait    bool
+		maxDeletions    int
+		timeout         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "upload FILE",
+		Short: "Send a CSV manifest to the server (FILE - reads standard input)",
+		Long: `upload streams the CSV manifest FILE ("-": standard input) to the server at VNCFLEET_URL,
+authenticated by VNCFLEET_TOKEN (or the file named by VNCFLEET_TOKEN_FILE).
+
+An invalid manifest is rejected whole and nothing is stored: every problem is printed as
+"line N, column C (name): reason", and the exit code is 2. A replace upload that would delete
+more devices than allowed is refused (exit 2) with its plan, listing every deletion.
+--dry-run prints the plan (creates, updates with the fields that change, deletions) and
+changes nothing. An upload identical to the fleet's latest manifest stores nothing and
+prints "manifest unchanged (same as #ID)".
+
+--wait shows progress on stderr (a bar on a terminal, a line every few seconds otherwise)
+until every row is ready, deleted or failed, then prints the counts per status and the
+failed devices on stdout. Exit codes: 0 done, 1 some devices failed (or --timeout passed
+first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
+		Example: `  vncfleet upload --fleet factory --wait devices.csv
+  vncfleet upload --fleet factory --mode replace --dry-run devices.csv
+  generate-manifest | vncfleet upload --fleet factory -`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if mode != "merge" && mode != "replace" {
+				return withExit(exitBadInput, fmt.Errorf("--mode must be merge or replace, not %q", mode))
+			}
+			if cmd.Flags().Changed("max-deletions") && maxDeletions < 0 {
+				return withExit(exitBadInput, errors.New("--max-deletions must be ≥ 0"))
+			}
+			if !cmd.Flags().Changed("max-deletions") {
+				maxDeletions = -1 // the server's default share of the fleet
+			}
+			if timeout < 0 {
+				return withExit(exitBadInput, errors.New("--timeout must be ≥ 0"))
+			}
+			client, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			body, size, closeBody, err := openManifest(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			defer closeBody()
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			res, err := client.Upload(ctx, body, apiclient.UploadOptions{
+				Fleet: fleetName, Mode: mode, DryRun: dryRun, MaxDeletions: maxDeletions, ContentLength: size,
+			})
+			if err != nil {
+				return uploadError(cmd.ErrOrStderr(), err)
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case res.DryRun:
+				fmt.Fprintf(out, "dry run (fleet %s, %s): nothing was changed\n", fleetName, mode)
+				printPlan(out, &res.Plan)
+				return nil
+			case res.Unchanged:
+				fmt.Fprintf(out, "manifest unchanged (same as #%d): nothing to do\n", res.Manifest.ID)
+			default:
+				m := res.Manifest
+				fmt.Fprintf(out, "manifest #%d stored (fleet %s, %s, %d rows): %s\n", m.ID, m.Fleet, m.Mode, m.Rows, planSummary(&res.Plan))
+			}
+			if !wait {
+				return nil
+			}
+			return waitManifest(ctx, cmd, client, res.Manifest.ID)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fleetName, "fleet", "default", "fleet the manifest describes")
+	f.StringVar(&mode, "mode", "merge", "merge (add and change the listed devices), or replace (also delete the fleet's devices the manifest leaves out)")
+	f.BoolVar(&dryRun, "dry-run", false, "print the plan (creates, updates, deletions) and change nothing")
+	f.BoolVar(&wait, "wait", false, "show progress and return only when every row is ready, deleted or failed (exit 1 if any failed)")
+	f.IntVar(&maxDeletions, "max-deletions", 0, "replace mode: allow up to N deletions (default: the server's, 10% of the fleet, at least 1)")
+	f.DurationVar(&timeout, "timeout", 0, "give up after this long, upload and wait together, e.g. 30m (0: no limit)")
+	return cmd
+}
+
+// openManifest opens FILE, or standard input for "-". size is the file's length
+// when it is a regular file (else -1), so that the server can refuse an oversized
+// manifest before it is sent.
+func openManifest(cmd *cobra.Command, name string) (io.Reader, int64, func(), error) {
+	if name == "-" {
+		return cmd.InOrStdin(), -1, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, nil, withExit(exitBadInput, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, nil, withExit(exitBadInput, err)
+	}
+	if st.IsDir() {
+		f.Close()
+		return nil, 0, nil, withExit(exitBadInput, fmt.Errorf("%s is a directory, not a CSV manifest", name))
+	}
+	size := int64(-1)
+	if st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	return f, size, func() { f.Close() }, nil
+}
+
+// uploadError explains a refused upload on stderr and picks the exit code.
+func uploadError(errOut io.Writer, err error) error {
+	var apiErr *apiclient.Error
+	if !errors.As(err, &apiErr) || apiclient.IsUnreachable(err) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return withExit(exitUnreachable, fmt.Errorf("the server did not answer within --timeout; the manifest may or may not be stored (check with vncfleet status): %w", err))
+		}
+		return apiExit(err)
+	}
+	switch apiErr.Status {
+	case 422:
+		for _, p := range apiErr.Problems {
+			fmt.Fprintln(errOut, p)
+		}
+		listed := ""
+		if apiErr.Total > len(apiErr.Problems) {
+			listed = fmt.Sprintf(", the first %d listed", len(apiErr.Problems))
+		}
+		return withExit(exitBadInput, fmt.Errorf("manifest rejected: %d problems%s; nothing was stored", apiErr.Total, listed))
+	case 409:
+		fmt.Fprintln(errOut, "refused plan:")
+		if apiErr.Plan != nil {
+			printPlan(errOut, apiErr.Plan)
+		}
+		n := 0
+		if apiErr.Plan != nil {
+			n = apiErr.Plan.Deletes
+		}
+		return withExit(exitBadInput, fmt.Errorf("%s: this replace would delete %d devices, more than the %d allowed; nothing was changed. "+
+			"If every deletion listed above is intended, upload again with --max-deletions %d", apiErr.Message, n, apiErr.MaxDeletions, n))
+	case 413:
+		return withExit(exitBadInput, fmt.Errorf("manifest too large for the server (%s); split it into several fleets or raise the server's upload limit", apiErr.Message))
+	}
+	return apiExit(err)
+}
+
+func planSummary(p *apiclient.Plan) string {
+	return fmt.Sprintf("%d to create, %d to update, %d to delete, %d unchanged", p.Creates, p.Updates, p.Deletes, p.Unchanged)
+}
+
+// printPlan prints the plan: its counts, then one line per create, update (with
+// the fields that change) and deletion. The server caps the create and update
+// lists; the counts stay exact and the rest is counted here.
+func printPlan(w io.Writer, p *apiclient.Plan) {
+	fmt.Fprintf(w, "plan: %s\n", planSummary(p))
+	for _, id := range p.CreateIDs {
+		fmt.Fprintf(w, "  create %s\n", id)
+	}
+	if n := p.Creates - len(p.CreateIDs); n > 0 {
+		fmt.Fprintf(w, "  ... and %d more to create\n", n)
+	}
+	for _, u := range p.UpdateList {
+		fmt.Fprintf(w, "  update %s: %s\n", u.DeviceID, strings.Join(u.Fields, ", "))
+	}
+	if n := p.Updates - len(p.UpdateList); n > 0 {
+		fmt.Fprintf(w, "  ... and %d more to update\n", n)
+	}
+	for _, id := range p.DeleteIDs {
+		fmt.Fprintf(w, "  delete %s\n", id)
+	}
+	if n := p.Deletes - len(p.DeleteIDs); n > 0 {
+		fmt.Fprintf(w, "  ... and %d more to delete\n", n)
+	}
+	if p.MaxDeletions > 0 && p.Deletes > p.MaxDeletions {
+		fmt.Fprintf(w, "note: %d deletions exceed the %d allowed: the upload needs --max-deletions %d\n", p.Deletes, p.MaxDeletions, p.Deletes)
+	}
+}
+
+// newProgress builds the renderer on stderr: a bar redrawn in place when stderr is
+// a terminal, plain lines otherwise.
+func newProgress(cmd *cobra.Command, label string) *progress.Renderer {
+	errOut := cmd.ErrOrStderr()
+	cfg := progress.Config{Out: errOut, Label: label, Order: statusOrder()}
+	if f, ok := errOut.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		cfg.TTY = true
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
+			cfg.Columns = w
+		}
+	}
+	return progress.New(cfg)
+}
+
+func statusOrder() []string {
+	order := make([]string, len(fleet.Statuses))
+	for i, s := range fleet.Statuses {
+		order[i] = string(s)
+	}
+	return order
+}
+
+// pollUntilDone polls fetch until the work is done, drawing progress. Polls back
+// off from pollPolicy.First to Max; the server being unreachable for a while (a
+// restart) is waited out up to pollPolicy.Outage.
+func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
+	bar := newProgress(cmd, label)
+	delay := pollPolicy.First
+	var outageSince time.Time
+	for {
+		p, err := fetch(ctx)
+		switch {
+		case err == nil:
+			outageSince = time.Time{}
+			snap := progress.Snapshot{Settled: p.Settled, Total: p.Total, ByStatus: p.ByStatus}
+			if p.Done {
+				bar.Finish(snap)
+				return p, nil
+			}
+			bar.Update(snap)
+		case apiclient.IsUnreachable(err) && ctx.Err() == nil:
+			if outageSince.IsZero() {
+				outageSince = time.Now()
+				bar.Abandon()
+				fmt.Fprintf(cmd.ErrOrStderr(), "%v; still waiting\n", err)
+			} else if time.Since(outageSince) > pollPolicy.Outage {
+				bar.Abandon()
+				return nil, apiExit(err)
+			}
+		default:
+			bar.Abandon()
+			if ctx.Err() != nil {
+				return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+			}
+			return nil, apiExit(err)
+		}
+		select {
+		case <-ctx.Done():
+			bar.Abandon()
+			return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+		case <-time.After(delay):
+		}
+		delay = min(delay*3/2, pollPolicy.Max)
+	}
+}
+
+// waitManifest waits until every device of manifest id is settled, prints the
+// counts per status and the failed devices, and returns exit 1 if any failed.
+func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, id int64) error {
+	label := fmt.Sprintf("manifest #%d", id)
+	p, err := pollUntilDone(ctx, cmd, label, func(ctx context.Context) (*apiclient.Progress, error) { return client.Manifest(ctx, id) })
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
+	printStatusTable(out, p.ByStatus)
+	failed := failedOf(p)
+	if failed == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	if err := printFailed(ctx, out, client, id); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "cannot list the failed devices: %v\n", err)
+	}
+	return withExit(exitSomeFailed, fmt.Errorf("%d of %d devices failed (vncfleet retry --manifest %d schedules them again)", failed, p.Total, id))
+}
+
+// printFailed lists the failed devices of the manifest's report (device_id, error),
+// the first maxFailedShown of them, then how many more there are.
+func printFailed(ctx context.Context, w io.Writer, client *apiclient.Client, id int64) error {
+	rc, err := client.OpenReport(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	r := csv.NewReader(rc)
+	r.FieldsPerRecord = -1
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	col := map[string]int{}
+	for i, name := range header {
+		col[strings.ToLower(strings.TrimSpace(name))] = i
+	}
+	idCol, okID := col["device_id"]
+	stCol, okSt := col["status"]
+	errCol, okErr := col["error"]
+	if !okID || !okSt {
+		return fmt.Errorf("report: no device_id or status column in %q", header)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FAILED DEVICE\tERROR")
+	shown, total := 0, 0
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			_ = tw.Flush()
+			return fmt.Errorf("report: %w", err)
+		}
+		if stCol >= len(rec) || rec[stCol] != string(fleet.StatusFailed) {
+			continue
+		}
+		total++
+		if shown == maxFailedShown {
+			continue
+		}
+		shown++
+		msg := ""
+		if okErr && errCol < len(rec) {
+			msg = oneLine(rec[errCol])
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", oneLine(rec[idCol]), msg)
+	}
+	_ = tw.Flush()
+	if total > shown {
+		fmt.Fprintf(w, "... %d more\n", total-shown)
+	}
+	return nil
+}
+
+// oneLine keeps a cell on its table row: control characters (newlines, tabs that
+// would shift the columns, escapes) become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,478 @@
+// Package apiclient is the CLI's typed client of the vncfleet HTTP API that
+// `vncfleet serve` answers (docs/http-api.md).
+//
+// Errors are typed so that callers can branch on them: an answer of the server with
+// a non-2xx status is an *Error (carrying the status, the message, and for 422 the
+// problems, for 409 the refused plan); a server that cannot be reached, or answers
+// that it cannot serve (502/503/504), is an *UnreachableError, which wraps the *Error
+// when there was an answer. Neither ever contains the bearer token.
+package apiclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultURL is where the server listens unless VNCFLEET_URL says otherwise.
+const DefaultURL = "http://127.0.0.1:8080"
+
+// maxErrorBody bounds how much of an error answer is read. A 409 lists every
+// deletion of the refused plan, so this is generous (a million ids of 64 bytes).
+const maxErrorBody = 64 << 20
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the server's root, e.g. http://127.0.0.1:8080. Default DefaultURL,
+	// the contract's default for VNCFLEET_URL.
+	BaseURL string
+	// Token is the bearer token sent with every /v1 request. Default none: the server
+	// then answers 401, which is the honest outcome of a missing token.
+	Token string
+	// HTTPClient sends the requests. Default a client without an overall timeout,
+	// because an upload streams an arbitrarily large body and export an arbitrarily
+	// large answer; callers bound calls with their context instead.
+	HTTPClient *http.Client
+}
+
+// Client talks to one vncfleet server. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// New builds a client of the server at baseURL sending token (never taken from a
+// command line). An empty baseURL means DefaultURL.
+func New(baseURL, token string) (*Client, error) {
+	return NewWithConfig(Config{BaseURL: baseURL, Token: token})
+}
+
+// NewWithConfig builds a client from cfg; see Config for the defaults.
+func NewWithConfig(cfg Config) (*Client, error) {
+	raw := cfg.BaseURL
+	if raw == "" {
+		raw = DefaultURL
+	}
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q is not an http(s) URL", raw)
+	}
+	u.RawQuery, u.Fragment = "", ""
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	return &Client{base: u, token: cfg.Token, http: hc}, nil
+}
+
+// String names the server, never the token.
+func (c *Client) String() string { return "vncfleet server " + c.base.Redacted() }
+
+// UnreachableError means the server could not be reached, or answered that it
+// cannot serve now (502, 503, 504: e.g. its database is down). The CLI exits 3.
+type UnreachableError struct {
+	// URL is the server's base URL (credentials redacted).
+	URL string
+	// Err is the transport error, or the *Error of a 502/503/504 answer.
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the vncfleet server at %s: %v", e.URL, e.Err)
+}
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Error is a non-2xx answer of the API.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int
+	// Message is the answer's "error" field (the status text when the body had none).
+	Message string
+	// Problems lists the invalid rows of a 422 (at most 1000, the server's cap).
+	Problems []string
+	// Total counts every problem of a 422, listed or not.
+	Total int
+	// Plan is the refused plan of a 409 (replace deletion guard).
+	Plan *Plan
+	// MaxDeletions is the limit a 409 refusal broke.
+	MaxDeletions int
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
+
+// IsUnreachable reports whether err means the server cannot be reached or cannot serve.
+func IsUnreachable(err error) bool {
+	var u *UnreachableError
+	return errors.As(err, &u)
+}
+
+// StatusOf is the HTTP status of an error answer in err's chain, or 0 if there is none.
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+// Plan is what an upload changes (or would change).
+type Plan struct {
+	Creates   int `json:"creates"`
+	Updates   int `json:"updates"`
+	Deletes   int `json:"deletes"`
+	Unchanged int `json:"unchanged"`
+	// CreateIDs lists the created devices, capped at 1000 by the server (Creates is exact).
+	CreateIDs []string `json:"createIds"`
+	// UpdateList lists the changed devices and fields, capped at 1000 (Updates is exact).
+	UpdateList []PlanUpdate `json:"updateList"`
+	// DeleteIDs lists every deletion.
+	DeleteIDs []string `json:"deleteIds"`
+	// MaxDeletions is the replace guard's limit, when the server reports it.
+	MaxDeletions int `json:"maxDeletions,omitempty"`
+}
+
+// PlanUpdate is one device whose desired state changes.
+type PlanUpdate struct {
+	DeviceID string   `json:"deviceId"`
+	Fields   []string `json:"fields"`
+}
+
+// Manifest is a stored upload.
+type Manifest struct {
+	ID         int64     `json:"id"`
+	Fleet      string    `json:"fleet"`
+	Mode       string    `json:"mode"`
+	Rows       int       `json:"rows"`
+	SHA256     string    `json:"sha256"`
+	Uploader   string    `json:"uploader"`
+	UploadedAt time.Time `json:"uploadedAt"`
+}
+
+// UploadResult is the answer to an upload: stored (201), unchanged (200,
+// Unchanged), or a dry run (200, DryRun, no Manifest).
+type UploadResult struct {
+	Manifest  *Manifest `json:"manifest"`
+	Plan      Plan      `json:"plan"`
+	Unchanged bool      `json:"unchanged"`
+	DryRun    bool      `json:"dryRun"`
+}
+
+// Progress is the progress of a manifest (GET /v1/manifests/{id}) or of a work
+// key (GET /v1/work/{key}, where Manifest and ByGroup are absent).
+type Progress struct {
+	Manifest *Manifest                 `json:"manifest,omitempty"`
+	Total    int                       `json:"total"`
+	Settled  int                       `json:"settled"`
+	Failed   int                       `json:"failed"`
+	Done     bool                      `json:"done"`
+	ByStatus map[string]int            `json:"byStatus"`
+	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+}
+
+// Status is the fleet-wide view (GET /v1/status).
+type Status struct {
+	Total      int                       `json:"total"`
+	ByStatus   map[string]int            `json:"byStatus"`
+	ByGroup    map[string]map[string]int `json:"byGroup"`
+	ByManifest []ManifestCounts          `json:"byManifest"`
+}
+
+// ManifestCounts is one manifest's line of Status.
+type ManifestCounts struct {
+	Manifest int64          `json:"manifest"`
+	Fleet    string         `json:"fleet,omitempty"`
+	ByStatus map[string]int `json:"byStatus"`
+}
+
+// RetryResult is the answer of POST /v1/retry.
+type RetryResult struct {
+	Retried int `json:"retried"`
+	// Key names the retry's work for WorkProgress, when the server gives one.
+	Key string `json:"key,omitempty"`
+}
+
+// RotateResult is the answer of POST /v1/rotate.
+type RotateResult struct {
+	Scheduled int `json:"scheduled"`
+	// Key names the rotation's work for WorkProgress.
+	Key string `json:"key"`
+}
+
+// UploadOptions are the query of an upload.
+type UploadOptions struct {
+	// Fleet is the fleet the manifest describes; empty: the server's default ("default").
+	Fleet string
+	// Mode is "merge" or "replace"; empty: the server's default (merge).
+	Mode string
+	// DryRun asks for the plan only; nothing is stored.
+	DryRun bool
+	// MaxDeletions allows a replace upload up to N deletions; negative: the server's
+	// default (a share of the fleet). Zero is a real limit: no deletion at all.
+	MaxDeletions int
+	// ContentLength is the body's size when known (a regular file), so that the
+	// server can refuse an oversized manifest before it is sent; ≤ 0: unknown, the
+	// body is sent chunked.
+	ContentLength int64
+}
+
+// do sends one request. A non-2xx answer is read and returned as an error, so a
+// returned response is always a success whose body the caller must close.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType string) (*http.Response, error) {
+	u := *c.base
+	u.Path = strings.TrimRight(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if sr, ok := body.(*sizedReader); ok {
+		req.ContentLength = sr.n
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json, text/csv")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// The caller's own cancellation or deadline is not the server's fault.
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, ctxErr)
+		}
+		return nil, &UnreachableError{URL: c.base.Redacted(), Err: stripURL(err)}
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	apiErr := readError(resp)
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// The server (or a proxy before it) is up but cannot serve: readyz-style.
+		return nil, &UnreachableError{URL: c.base.Redacted(), Err: apiErr}
+	}
+	return nil, apiErr
+}
+
+// stripURL drops the *url.Error wrapper, whose text repeats the whole request URL
+// (query included); the UnreachableError names the server once.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func readError(resp *http.Response) *Error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &Error{Status: resp.StatusCode}
+	var wire struct {
+		Error        string   `json:"error"`
+		Problems     []string `json:"problems"`
+		Total        int      `json:"total"`
+		Plan         *Plan    `json:"plan"`
+		MaxDeletions int      `json:"maxDeletions"`
+	}
+	if json.Unmarshal(data, &wire) == nil {
+		e.Message, e.Problems, e.Total, e.Plan, e.MaxDeletions = wire.Error, wire.Problems, wire.Total, wire.Plan, wire.MaxDeletions
+		if e.Total < len(e.Problems) {
+			e.Total = len(e.Problems)
+		}
+		if e.Plan != nil && e.Plan.MaxDeletions == 0 {
+			e.Plan.MaxDeletions = e.MaxDeletions
+		}
+	} else if s := strings.TrimSpace(string(data)); s != "" && len(s) < 500 {
+		// Not our JSON (a proxy's page): its first words still help.
+		e.Message = s
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, v any) error {
+	resp, err := c.do(ctx, method, path, query, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Upload streams body as a CSV manifest (POST /v1/manifests). The body is read
+// once, as it is sent; it is never held in memory whole.
+func (c *Client) Upload(ctx context.Context, body io.Reader, o UploadOptions) (*UploadResult, error) {
+	q := url.Values{}
+	if o.Fleet != "" {
+		q.Set("fleet", o.Fleet)
+	}
+	if o.Mode != "" {
+		q.Set("mode", o.Mode)
+	}
+	if o.DryRun {
+		q.Set("dry_run", "true")
+	}
+	if o.MaxDeletions >= 0 {
+		q.Set("max_deletions", strconv.Itoa(o.MaxDeletions))
+	}
+	if o.ContentLength > 0 {
+		// NewRequest knows the length of in-memory readers only; a file's comes from here.
+		body = &sizedReader{Reader: body, n: o.ContentLength}
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/manifests", q, body, "text/csv")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var res UploadResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return nil, fmt.Errorf("upload: decoding the answer: %w", err)
+	}
+	if !res.DryRun && res.Manifest == nil {
+		return nil, fmt.Errorf("upload: the answer (HTTP %d) names no manifest", resp.StatusCode)
+	}
+	return &res, nil
+}
+
+// sizedReader carries a known Content-Length from Upload to do.
+type sizedReader struct {
+	io.Reader
+	n int64
+}
+
+// Manifest is the progress of manifest id (GET /v1/manifests/{id}).
+func (c *Client) Manifest(ctx context.Context, id int64) (*Progress, error) {
+	var p Progress
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/manifests/"+strconv.FormatInt(id, 10), nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// OpenReport opens manifest id's per-row CSV report (device_id,status,cloud_address,error);
+// the caller reads and closes it.
+func (c *Client) OpenReport(ctx context.Context, id int64) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/manifests/"+strconv.FormatInt(id, 10)+"/report", nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Report streams manifest id's per-row CSV report to w.
+func (c *Client) Report(ctx context.Context, id int64, w io.Writer) error {
+	rc, err := c.OpenReport(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("report of manifest %d: %w", id, err)
+	}
+	return nil
+}
+
+// Status is the fleet-wide status (GET /v1/status); fleet "" means every fleet.
+func (c *Client) Status(ctx context.Context, fleet string) (*Status, error) {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	var s Status
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/status", q, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Export streams the export CSV (GET /v1/export) to w unchanged; fleet "" means
+// every fleet, secrets includes the cloud passwords (secrets role, audited).
+func (c *Client) Export(ctx context.Context, fleet string, secrets bool, w io.Writer) error {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	if secrets {
+		q.Set("secrets", "true")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/export", q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}
+
+// Retry schedules the failed devices again (POST /v1/retry); fleet "" means every
+// fleet, manifest ≤ 0 every manifest.
+func (c *Client) Retry(ctx context.Context, fleet string, manifest int64) (*RetryResult, error) {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	if manifest > 0 {
+		q.Set("manifest", strconv.FormatInt(manifest, 10))
+	}
+	var res RetryResult
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/retry", q, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Rotate schedules password rotations now (POST /v1/rotate): the due ones, or all.
+func (c *Client) Rotate(ctx context.Context, fleet string, all bool) (*RotateResult, error) {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	if all {
+		q.Set("all", "true")
+	}
+	var res RotateResult
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/rotate", q, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// WorkProgress is the progress of the work named key (GET /v1/work/{key}).
+func (c *Client) WorkProgress(ctx context.Context, key string) (*Progress, error) {
+	var p Progress
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/work/"+url.PathEscape(key), nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Reconcile runs reconciliation now (POST /v1/reconcile) and returns its report
+// as the server wrote it: its shape belongs to the server.
+func (c *Client) Reconcile(ctx context.Context, dryRun bool) (json.RawMessage, error) {
+	q := url.Values{}
+	if dryRun {
+		q.Set("dry_run", "true")
+	}
+	var raw json.RawMessage
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/reconcile", q, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}

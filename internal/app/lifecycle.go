@@ -1,0 +1,128 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/robfig/cron/v3"
+
+	"github.com/vncfleet/vncfleet/internal/config"
+	"github.com/vncfleet/vncfleet/internal/lifecycle"
+	"github.com/vncfleet/vncfleet/internal/reconcile"
+	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/internal/webhook"
+	"github.com/vncfleet/vncfleet/jobs"
+	"github.com/vncfleet/vncfleet/ratelimit"
+	"github.com/vncfleet/vncfleet/vnccloud"
+	"github.com/vncfleet/vncfleet/zenlayer"
+)
+
+// cronSchedule parses a standard 5-field cron expression (or a descriptor such as
+// @daily) into River's periodic schedule; an empty one disables the job.
+func cronSchedule(spec string) (river.PeriodicSchedule, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	return cron.ParseStandard(spec)
+}
+
+// reconcileCloud is the VNC Cloud client as reconciliation needs it.
+type reconcileCloud interface {
+	reconcile.Cloud
+}
+
+func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limiter ratelimit.Limiter,
+	cloud jobs.Cloud, logger *slog.Logger, enqueue func(ctx context.Context, key string, devices int) error) (*lifecycle.Lifecycle, error) {
+	rc, ok := cloud.(reconcileCloud)
+	if !ok {
+		return nil, nil
+	}
+	rec := &reconcile.Reconciler{
+		Store: st,
+		Cloud: rc,
+		Call: func(ctx context.Context, fn func(ctx context.Context) error) error {
+			if err := limiter.Wait(ctx); err != nil {
+				return err
+			}
+			err := fn(ctx)
+			if vnccloud.IsRetryable(err) {
+				limiter.Report(ratelimit.Throttled)
+			} else {
+				limiter.Report(ratelimit.OK)
+			}
+			return err
+		},
+		Config: reconcile.Config{
+			AdoptGrace:    cfg.Reconcile.AdoptGracePeriod,
+			DeleteForeign: cfg.Reconcile.ForeignPolicy == "delete",
+		},
+		Logger:  logger,
+		Enqueue: enqueue,
+	}
+	return &lifecycle.Lifecycle{
+		Store:      st,
+		Pool:       pool,
+		Reconciler: rec,
+		Config:     lifecycle.Config{MaxAge: cfg.Rotation.MaxAge, Window: cfg.Rotation.Window},
+		Logger:     logger,
+		Enqueue:    enqueue,
+	}, nil
+}
+
+func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps) error {
+	if cfg.Zenlayer.AccessKeyID == "" || cfg.Zenlayer.AccessKeyPassword == "" {
+		return nil
+	}
+	zc, err := zenlayer.New(zenlayer.Config{
+		BaseURL:           cfg.Zenlayer.APIURL,
+		AccessKeyID:       cfg.Zenlayer.AccessKeyID,
+		AccessKeyPassword: cfg.Zenlayer.AccessKeyPassword,
+	})
+	if err != nil {
+		return fmt.Errorf("Zenlayer client: %w", err)
+	}
+	deps.Zenlayer = zc
+	limCfg := ratelimit.Config{Name: "zenlayer", Rate: cfg.Zenlayer.Rate}
+	if opts.LocalLimiter {
+		deps.ZenlayerLimiter = ratelimit.NewLocal(limCfg)
+		return nil
+	}
+	deps.ZenlayerLimiter, err = ratelimit.NewCluster(pool, limCfg)
+	return err
+}
+
+func wireWebhooks(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, st *store.Store) error {
+	if cfg.Webhook.URL == "" {
+		return nil
+	}
+	limCfg := ratelimit.Config{Name: "webhook", Rate: cfg.Webhook.Rate}
+	var limiter ratelimit.Limiter
+	var err error
+	if opts.LocalLimiter {
+		limiter = ratelimit.NewLocal(limCfg)
+	} else if limiter, err = ratelimit.NewCluster(pool, limCfg); err != nil {
+		return err
+	}
+	worker, err := webhook.NewDispatchWorker(webhook.Config{
+		URL:         cfg.Webhook.URL,
+		Secret:      cfg.Webhook.Secret,
+		Rate:        cfg.Webhook.Rate,
+		MaxAttempts: cfg.Webhook.MaxAttempts,
+		Logger:      deps.Logger,
+	}, pool, limiter)
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	st.EmitWebhookEvents(true)
+	deps.Extra = func(workers *river.Workers) []*river.PeriodicJob {
+		river.AddWorker(workers, worker)
+		return []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(2*time.Second),
+			func() (river.JobArgs, *river.InsertOpts) { return webhook.DispatchArgs{}, nil },
+			&river.PeriodicJobOpts{ID: "webhook_dispatch", RunOnStart: true})}
+	}
+	return nil
+}
