@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/vncfleet/vncfleet/internal/server"
+	"github.com/vncfleet/vncfleet/internal/store"
+)
+
+// benchIngest uploads a generated manifest of rows devices through the HTTP API into
+// a fresh database, and loads the same file with psql \copy into a plain table.
+func benchIngest(baseURL string, rows int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "vncfleet-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "manifest.csv")
+	size, err := writeManifest(path, rows)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("manifest: %d rows, %.1f MiB\n", rows, float64(size)/(1<<20))
+
+	const name = "vncfleet_bench_ingest"
+	url, pool, err := freshDatabase(ctx, baseURL, name)
+	if err != nil {
+		return err
+	}
+	defer dropDatabase(ctx, baseURL, name)
+	defer pool.Close()
+
+	// psql \copy of the same file into a plain table of text columns.
+	if _, err := pool.Exec(ctx, `CREATE TABLE plain_copy (device_id text, action text, groups text, allow_groups text,
+		allow_devices text, state text, site text, serial text)`); err != nil {
+		return err
+	}
+	start := time.Now()
+	cmd := exec.Command("psql", url, "-v", "ON_ERROR_STOP=1", "-c", fmt.Sprintf(`\copy plain_copy FROM '%s' CSV HEADER`, path))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("psql \\copy: %v: %s", err, out)
+	}
+	copyTime := time.Since(start)
+
+	st := store.New(pool, nil)
+	api := httptest.NewServer(server.New(server.Config{
+		Store:          st,
+		Tokens:         []server.Token{{Name: "bench", Value: "bench", Roles: []string{server.RoleAdmin}}},
+		MaxUploadBytes: 1 << 40,
+	}))
+	defer api.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.URL+"/v1/manifests?fleet=bench", bufio.NewReaderSize(f, 1<<16))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer bench")
+	req.Header.Set("Content-Type", "text/csv")
+	start = time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	ingestTime := time.Since(start)
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("upload answered %s", resp.Status)
+	}
+	var stored int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM devices`).Scan(&stored); err != nil {
+		return err
+	}
+	fmt.Printf("psql \\copy into a plain table: %8.2fs\n", copyTime.Seconds())
+	fmt.Printf("vncfleet ingest (HTTP, validated, stored, jobs planned): %8.2fs  (%.2f× \\copy, %d devices stored, %.0f rows/s)\n",
+		ingestTime.Seconds(), ingestTime.Seconds()/copyTime.Seconds(), stored, float64(rows)/ingestTime.Seconds())
+	fmt.Printf("peak RSS of the process (server + client + generator): %s\n", peakRSS())
+	return nil
+}
+
+// writeManifest generates a factory manifest: lines of 10 devices, 4 connect viewers
+// in the line's group and 6 listen servers allowing the line and one viewer.
+func writeManifest(path string, rows int) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintln(w, "device_id,action,groups,allow_groups,allow_devices,state,site,serial")
+	for i := 0; i < rows; i++ {
+		line, k := i/10, i%10
+		if k < 4 {
+			fmt.Fprintf(w, "dev-%07d,connect,line-%05d;ops,,,present,plant-%d,SN%09d\n", i, line, line%7, i)
+		} else {
+			fmt.Fprintf(w, "dev-%07d,listen,,line-%05d,dev-%07d,,plant-%d,SN%09d\n", i, line, line*10+(k%4), line%7, i)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return info.Size(), f.Close()
+}

@@ -1,0 +1,65 @@
+// Command bench measures vncfleet on this machine and prints the figures the issues
+// name. It is not a test: nothing here fails on timing.
+//
+//	go run ./bench ingest     --rows 1000000   # manifest ingest vs psql \copy: time and peak RSS
+//	go run ./bench throughput --devices 20000  # devices/s end to end, no rate cap, simulator in-process
+//	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
+//	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
+//
+// Each scenario uses a database of its own (vncfleet_bench_*), dropped afterwards.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	scenario, args := os.Args[1], os.Args[2:]
+	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
+	base := fs.String("database", envOr("BENCH_DATABASE_URL", "postgres:///postgres?host=/var/run/postgresql"),
+		"PostgreSQL server to create the benchmark database on")
+	var err error
+	switch scenario {
+	case "ingest":
+		rows := fs.Int("rows", 1_000_000, "manifest rows")
+		_ = fs.Parse(args)
+		err = benchIngest(*base, *rows)
+	case "throughput":
+		devices := fs.Int("devices", 20_000, "devices to provision")
+		_ = fs.Parse(args)
+		err = benchThroughput(*base, *devices)
+	case "calls":
+		devices := fs.Int("devices", 2_000, "devices to provision")
+		delay := fs.Duration("ready-delay", 1e9, "simulator readiness delay")
+		_ = fs.Parse(args)
+		err = benchCalls(*base, *devices, *delay)
+	case "rotation":
+		devices := fs.Int("devices", 10_000, "devices to rotate")
+		rate := fs.Float64("rate", 50, "VNCCLOUD_RATE for the run")
+		_ = fs.Parse(args)
+		err = benchRotation(*base, *devices, *rate)
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation [flags]")
+	os.Exit(2)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
