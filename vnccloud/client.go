@@ -209,6 +209,10 @@ type Details struct {
 type ListOptions struct {
 	// Limit is the page size, 1..99; 0 leaves the server's default (20).
 	Limit int
+	// PerRequest, when set, wraps each page's request: a listing spends one request per
+	// page, so a rate limiter belongs here rather than around the whole iteration. Its
+	// error ends the iteration like the request's own.
+	PerRequest func(ctx context.Context, request func(ctx context.Context) error) error
 }
 
 // Page is one page of a listing.
@@ -369,7 +373,17 @@ func (c *Client) List(ctx context.Context, opts ListOptions) iter.Seq2[string, e
 				return
 			}
 			seen[next] = true
-			page, err := c.ListPage(ctx, next)
+			var page Page
+			fetch := func(ctx context.Context) (err error) {
+				page, err = c.ListPage(ctx, next)
+				return err
+			}
+			var err error
+			if opts.PerRequest != nil {
+				err = opts.PerRequest(ctx, fetch)
+			} else {
+				err = fetch(ctx)
+			}
 			if err != nil {
 				yield("", err)
 				return

@@ -522,6 +522,49 @@ func TestListPagination(t *testing.T) {
 	}
 }
 
+// TestListPerRequest: the PerRequest hook wraps every page's request, so a rate
+// limiter sees each one, and its error ends the listing before the request is sent.
+func TestListPerRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, sim.Config{})
+	for i := 0; i < 7; i++ {
+		_, err := f.client.Create(ctx, connect("g"))
+		require.NoError(t, err)
+	}
+	before := f.sim.State().Accounts[key].Requests
+	wrapped := 0
+	var got []string
+	perRequest := func(ctx context.Context, request func(ctx context.Context) error) error {
+		wrapped++
+		return request(ctx)
+	}
+	for a, err := range f.client.List(ctx, vnccloud.ListOptions{Limit: 3, PerRequest: perRequest}) {
+		require.NoError(t, err)
+		got = append(got, a)
+	}
+	require.Len(t, got, 7)
+	require.Equal(t, 3, wrapped, "pages of 3, 3 and 1")
+	require.Equal(t, before+3, f.sim.State().Accounts[key].Requests, "one request per wrapped call")
+
+	refused := errors.New("limiter closed")
+	calls := 0
+	for _, err := range f.client.List(ctx, vnccloud.ListOptions{Limit: 3, PerRequest: func(ctx context.Context, request func(ctx context.Context) error) error {
+		calls++
+		if calls == 2 {
+			return refused
+		}
+		return request(ctx)
+	}}) {
+		if err != nil {
+			require.ErrorIs(t, err, refused)
+			break
+		}
+	}
+	require.Equal(t, 2, calls)
+	require.Equal(t, before+4, f.sim.State().Accounts[key].Requests, "the refused page was never requested")
+}
+
 // TestListSeesChangesOnPagesNotYetViewed: the reference's paging semantics, through
 // ListPage.
 func TestListSeesChangesOnPagesNotYetViewed(t *testing.T) {

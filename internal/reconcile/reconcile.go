@@ -99,7 +99,8 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	}
 	attemptsBefore := time.Now().Add(-r.Config.AdoptGrace)
 	listed := map[string]bool{}
-	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99}) {
+	// Each page is a request of its own, so each goes through the rate limiter.
+	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99, PerRequest: r.call}) {
 		if err != nil {
 			return nil, fmt.Errorf("list cloud addresses: %w", err)
 		}
