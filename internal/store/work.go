@@ -192,10 +192,12 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 }
 
 // recordAttempts writes a create_attempts row for every claimed create whose spec can
-// be sent (a listen device with unresolved names fails without a request).
+// be sent (a listen device with unresolved names fails without a request), in one
+// statement.
 func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
-	batch := &pgx.Batch{}
-	var idx []int
+	var pks []int64
+	var specs []string
+	at := map[int64]int{}
 	for i := range items {
 		w := &items[i]
 		if w.Op != OpCreate || len(w.Unresolved) > 0 {
@@ -205,20 +207,37 @@ func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
 		if err != nil {
 			return fmt.Errorf("record attempt: %w", err)
 		}
-		batch.Queue(`INSERT INTO create_attempts (device_pk, spec) VALUES ($1, $2) RETURNING id`, w.PK, spec)
-		idx = append(idx, i)
+		pks = append(pks, w.PK)
+		specs = append(specs, string(spec))
+		at[w.PK] = i
 	}
-	if len(idx) == 0 {
+	if len(pks) == 0 {
 		return nil
 	}
-	br := tx.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, i := range idx {
-		if err := br.QueryRow().Scan(&items[i].AttemptID); err != nil {
+	rows, err := tx.Query(ctx, `
+		INSERT INTO create_attempts (device_pk, spec)
+		SELECT a.pk, a.spec::jsonb FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec)
+		RETURNING device_pk, id`, pks, specs)
+	if err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	defer rows.Close()
+	recorded := 0
+	for rows.Next() {
+		var pk, id int64
+		if err := rows.Scan(&pk, &id); err != nil {
 			return fmt.Errorf("record attempt: %w", err)
 		}
+		items[at[pk]].AttemptID = id
+		recorded++
 	}
-	return br.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	if recorded != len(pks) {
+		return fmt.Errorf("record attempt: %d of %d attempts recorded", recorded, len(pks))
+	}
+	return nil
 }
 
 // wireSpec is the spec as the API receives it; stored with each attempt so that
@@ -301,15 +320,21 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 			return err
 		}
 		batch := &pgx.Batch{}
+		var acc finishRows
 		for _, r := range results {
 			if !owned[r.Item.PK] {
-				queueStale(batch, r)
+				queueStale(batch, &acc.events, r)
 				continue
 			}
-			if err := s.queueResult(batch, r, policy); err != nil {
+			if err := s.queueResult(batch, &acc, r, policy); err != nil {
 				return err
 			}
 		}
+		// The per-row statements of rare outcomes went first; then the common ones in
+		// one statement each, and last the rescheduling of every device that needs it.
+		acc.events.queue(batch)
+		acc.created.queue(batch, policy.PollAfter)
+		queueSchedule(batch, acc.schedule)
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return fmt.Errorf("record results: %w", err)
 		}
@@ -317,14 +342,19 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 	})
 }
 
+// finishRows gathers what Finish writes with one statement per kind.
+type finishRows struct {
+	events   eventLog
+	created  createdRows
+	schedule []int64 // devices whose next operation is recomputed at the end
+}
+
 // queueStale records what a result whose claim was lost leaves behind: its events
 // and, for a create, the attempt with the address it made (a surplus address that
 // reconciliation deletes).
-func queueStale(b *pgx.Batch, r Result) {
+func queueStale(b *pgx.Batch, events *eventLog, r Result) {
 	for _, ev := range r.Events {
-		b.Queue(`INSERT INTO device_events (device_pk, operation, outcome, http_status, error_code, message)
-			VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), nullif($6, ''))`,
-			r.Item.PK, ev.Operation, ev.Outcome+" (claim lost)", ev.HTTPStatus, ev.ErrorCode, ev.Message)
+		events.add(r.Item.PK, ev, " (claim lost)")
 	}
 	if r.Item.AttemptID == 0 {
 		return
@@ -356,12 +386,12 @@ func (s *Store) queueEvent(b *pgx.Batch, devicePK int64, eventType string) {
 	}
 }
 
-func (s *Store) queueResult(b *pgx.Batch, r Result, policy RetryPolicy) error {
+// queueResult records one result whose claim still holds: rare outcomes as
+// statements of their own in b, the common ones into acc.
+func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy RetryPolicy) error {
 	w := r.Item
 	for _, ev := range r.Events {
-		b.Queue(`INSERT INTO device_events (device_pk, operation, outcome, http_status, error_code, message)
-			VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), nullif($6, ''))`,
-			w.PK, ev.Operation, ev.Outcome, ev.HTTPStatus, ev.ErrorCode, ev.Message)
+		acc.events.add(w.PK, ev, "")
 	}
 	pollAfter := policy.PollAfter
 	switch {
@@ -370,12 +400,7 @@ func (s *Store) queueResult(b *pgx.Batch, r Result, policy RetryPolicy) error {
 		if err != nil {
 			return err
 		}
-		b.Queue(`UPDATE devices SET cloud_address = $2, password_ct = $3, password_key_id = $4, password_set_at = now(),
-			    etag = NULL, status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now() + $5::interval, polls = 0,
-			    applied_version = $6, claim_until = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, r.Created.CloudAddress, ct, keyID, pollAfter, w.SpecVersion)
-		b.Queue(`UPDATE create_attempts SET outcome = 'created', cloud_address = $2, resolved_at = now() WHERE id = $1`,
-			w.AttemptID, r.Created.CloudAddress)
+		acc.created.add(w, r.Created.CloudAddress, ct, keyID)
 	case r.Applied:
 		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now() + $2::interval, polls = 0,
 			    applied_version = $3, claim_until = NULL, drift = NULL, `+clearErrorSQL+`, updated_at = now()
@@ -422,7 +447,7 @@ func (s *Store) queueResult(b *pgx.Batch, r Result, policy RetryPolicy) error {
 		return fmt.Errorf("result for device %d records no outcome", w.PK)
 	}
 	// Whatever changed meanwhile (a new manifest, an absent mark) is owed next.
-	b.Queue(`UPDATE devices d SET `+scheduleOpSQL+` WHERE d.id = $1 AND d.status <> 'failed'`, w.PK)
+	acc.schedule = append(acc.schedule, w.PK)
 	return nil
 }
 
@@ -574,34 +599,18 @@ func (s *Store) FinishPolls(ctx context.Context, results []PollResult, ready fun
 func (s *Store) pollBatch(results []PollResult, owned map[int64]bool) (*pgx.Batch, []PollItem) {
 	batch := &pgx.Batch{}
 	var became []PollItem
+	var events eventLog
+	var polls pollRows
 	for _, r := range results {
-		ev := r.Event
 		if !owned[r.Item.PK] {
-			ev.Outcome += " (claim lost)"
-			batch.Queue(`INSERT INTO device_events (device_pk, operation, outcome, http_status, error_code, message)
-				VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), nullif($6, ''))`,
-				r.Item.PK, ev.Operation, ev.Outcome, ev.HTTPStatus, ev.ErrorCode, ev.Message)
+			events.add(r.Item.PK, r.Event, " (claim lost)")
 			continue
 		}
-		batch.Queue(`INSERT INTO device_events (device_pk, operation, outcome, http_status, error_code, message)
-			VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), nullif($6, ''))`,
-			r.Item.PK, ev.Operation, ev.Outcome, ev.HTTPStatus, ev.ErrorCode, ev.Message)
+		events.add(r.Item.PK, r.Event, "")
 		switch {
 		case r.Ready:
 			became = append(became, r.Item)
-			batch.Queue(`UPDATE devices SET status = 'ready', ready_at = now(), claim_until = NULL, next_poll_at = NULL,
-				    polls = polls + 1,
-				    password_ct = coalesce(pending_password_ct, password_ct),
-				    password_key_id = coalesce(pending_key_id, password_key_id),
-				    password_set_at = CASE WHEN pending_password_ct IS NOT NULL THEN now() ELSE password_set_at END,
-				    pending_password_ct = NULL, pending_key_id = NULL, rotation_started_at = NULL,
-				    `+clearErrorSQL+`, updated_at = now()
-				WHERE id = $1 AND status = 'awaiting_ready'`, r.Item.PK)
-			if r.Item.Rotation {
-				s.queueEvent(batch, r.Item.PK, "device.rotated")
-			} else {
-				s.queueEvent(batch, r.Item.PK, "device.ready")
-			}
+			polls.ready = append(polls.ready, r.Item.PK)
 		case r.Vanished:
 			batch.Queue(`UPDATE devices SET cloud_address = NULL, password_ct = NULL, password_key_id = NULL,
 				    pending_password_ct = NULL, pending_key_id = NULL, claim_until = NULL, next_poll_at = NULL,
@@ -616,8 +625,18 @@ func (s *Store) pollBatch(results []PollResult, owned map[int64]bool) (*pgx.Batc
 				WHERE id = $1`, r.Item.PK, fe.Message, fe.HTTPStatus, fe.ErrorCode)
 			s.queueEvent(batch, r.Item.PK, "device.failed")
 		default:
-			batch.Queue(`UPDATE devices SET polls = polls + 1, next_poll_at = now() + $2::interval, claim_until = NULL
-				WHERE id = $1`, r.Item.PK, r.NextPoll)
+			polls.again = append(polls.again, r.Item.PK)
+			polls.againAfter = append(polls.againAfter, r.NextPoll.Seconds())
+		}
+	}
+	events.queue(batch)
+	polls.queue(batch)
+	// The webhook events read the rows as they are now: ready.
+	for _, it := range became {
+		if it.Rotation {
+			s.queueEvent(batch, it.PK, "device.rotated")
+		} else {
+			s.queueEvent(batch, it.PK, "device.ready")
 		}
 	}
 	return batch, became
