@@ -41,7 +41,7 @@ type Config struct {
 	// large enough that database round trips are a small share of a batch, small
 	// enough that a crash repeats little and manifests interleave fairly.
 	BatchSize int
-	// Fanout is how many API calls one batch makes at once. Defaults to 32. The rate
+	// Fanout is how many API calls one batch makes at once. Defaults to 64. The rate
 	// limiter decides the pace; fan-out only hides each call's latency.
 	Fanout int
 	// Chains is how many work jobs one manifest gets at once. Defaults to 4, so that a
@@ -67,8 +67,11 @@ type Config struct {
 	ReadyMultiplier float64
 	ReadyMax        time.Duration
 	ReadyMaxElapsed time.Duration
-	// PollBatch is how many due polls the poller claims at a time. Defaults to 200.
+	// PollBatch is how many due polls one poll loop claims at a time. Defaults to 250.
 	PollBatch int
+	// PollLoops is how many claim-poll-record loops the poller runs at once, so that
+	// one batch's calls overlap another's database round trips. Defaults to 4.
+	PollLoops int
 	// MaxWorkers is River's number of concurrent jobs per process. Defaults to 20.
 	MaxWorkers int
 	// SweepInterval is how often the sweeper looks for work without a job. Defaults to 5s.
@@ -90,7 +93,8 @@ func (c *Config) setDefaults() {
 	def(&c.Fanout, 64)
 	def(&c.Chains, 4)
 	def(&c.MaxAttempts, 10)
-	def(&c.PollBatch, 1000)
+	def(&c.PollBatch, 250)
+	def(&c.PollLoops, 4)
 	def(&c.MaxWorkers, 20)
 	defDur(&c.ClaimLease, 2*time.Minute)
 	defDur(&c.CallTimeout, 30*time.Second)

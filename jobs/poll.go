@@ -43,6 +43,23 @@ type AfterReady func(ctx context.Context, tx pgx.Tx, became []store.PollItem) er
 func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 	d := w.deps
 	stop := time.Now().Add(pollRunBudget)
+	// Several loops claim disjoint batches (SKIP LOCKED), so the calls of one batch
+	// overlap the claim and the recording of another.
+	errs := make(chan error, d.Config.PollLoops)
+	for range d.Config.PollLoops {
+		go func() { errs <- d.pollLoop(ctx, stop) }()
+	}
+	var first error
+	for range d.Config.PollLoops {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// pollLoop polls due devices, a batch at a time, until none is due or stop passes.
+func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	for time.Now().Before(stop) {
 		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2)
 		if err != nil {
