@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 )
 
 func main() {
@@ -23,32 +24,53 @@ func main() {
 	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
 	base := fs.String("database", envOr("BENCH_DATABASE_URL", "postgres:///postgres?host=/var/run/postgresql"),
 		"PostgreSQL server to create the benchmark database on")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	var err error
+	defer func() {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}()
+	startProfile := func() {
+		if *cpuProfile == "" {
+			return
+		}
+		f, ferr := os.Create(*cpuProfile)
+		if ferr == nil {
+			ferr = pprof.StartCPUProfile(f)
+		}
+		if ferr != nil {
+			fmt.Fprintln(os.Stderr, "bench: cpu profile:", ferr)
+			os.Exit(1)
+		}
+	}
+	defer pprof.StopCPUProfile()
 	switch scenario {
 	case "ingest":
 		rows := fs.Int("rows", 1_000_000, "manifest rows")
 		_ = fs.Parse(args)
+		startProfile()
 		err = benchIngest(*base, *rows)
 	case "throughput":
 		devices := fs.Int("devices", 20_000, "devices to provision")
 		_ = fs.Parse(args)
+		startProfile()
 		err = benchThroughput(*base, *devices)
 	case "calls":
 		devices := fs.Int("devices", 2_000, "devices to provision")
 		delay := fs.Duration("ready-delay", 1e9, "simulator readiness delay")
 		_ = fs.Parse(args)
+		startProfile()
 		err = benchCalls(*base, *devices, *delay)
 	case "rotation":
 		devices := fs.Int("devices", 10_000, "devices to rotate")
 		rate := fs.Float64("rate", 50, "VNCCLOUD_RATE for the run")
 		_ = fs.Parse(args)
+		startProfile()
 		err = benchRotation(*base, *devices, *rate)
 	default:
 		usage()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
 	}
 }
 
