@@ -32,6 +32,7 @@ func TestProvisionTwoWorkersUnderFaults(t *testing.T) {
 
 	verifyFleet(t, c, devices)
 	st := c.state()
+	t.Logf("peak requests in any one second: %d (VNCCLOUD_RATE %d)", st.PeakPerSecond, rate)
 	require.LessOrEqual(t, st.PeakPerSecond, rate, "peak requests in any one second, both workers together")
 	require.Positive(t, st.PeakPerSecond)
 
