@@ -45,17 +45,9 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 	stop := time.Now().Add(pollRunBudget)
 	// Several loops claim disjoint batches (SKIP LOCKED), so the calls of one batch
 	// overlap the claim and the recording of another.
-	errs := make(chan error, d.Config.PollLoops)
-	for range d.Config.PollLoops {
-		go func() { errs <- d.pollLoop(ctx, stop) }()
-	}
-	var first error
-	for range d.Config.PollLoops {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	loops := make([]struct{}, d.Config.PollLoops)
+	errs := fanOut(loops, len(loops), func(struct{}) error { return d.pollLoop(ctx, stop) })
+	return errors.Join(errs...)
 }
 
 // pollLoop polls due devices, a batch at a time, until none is due or stop passes.

@@ -83,12 +83,13 @@ type claim struct {
 	token int64
 }
 
-// stillClaimed locks the rows whose claim is still the one their token set, and
-// returns them: only those may have results recorded. Another job may have claimed
-// the rest after our lease ran out.
-func stillClaimed(ctx context.Context, tx pgx.Tx, claims []claim) (map[int64]bool, error) {
+// stillClaimed locks the rows of results whose claim is still the one their token
+// set, and returns them: only those may have results recorded. Another job may have
+// claimed the rest after our lease ran out.
+func stillClaimed[R any](ctx context.Context, tx pgx.Tx, results []R, claimOf func(R) claim) (map[int64]bool, error) {
 	byToken := map[int64][]int64{}
-	for _, c := range claims {
+	for _, r := range results {
+		c := claimOf(r)
 		byToken[c.token] = append(byToken[c.token], c.pk)
 	}
 	owned := map[int64]bool{}
@@ -311,11 +312,9 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 		return nil
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
-		claims := make([]claim, len(results))
-		for i, r := range results {
-			claims[i] = claim{pk: r.Item.PK, token: r.Item.ClaimToken}
-		}
-		owned, err := stillClaimed(ctx, tx, claims)
+		owned, err := stillClaimed(ctx, tx, results, func(r Result) claim {
+			return claim{pk: r.Item.PK, token: r.Item.ClaimToken}
+		})
 		if err != nil {
 			return err
 		}
@@ -575,11 +574,9 @@ func (s *Store) FinishPolls(ctx context.Context, results []PollResult, ready fun
 		return nil
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
-		claims := make([]claim, len(results))
-		for i, r := range results {
-			claims[i] = claim{pk: r.Item.PK, token: r.Item.ClaimToken}
-		}
-		owned, err := stillClaimed(ctx, tx, claims)
+		owned, err := stillClaimed(ctx, tx, results, func(r PollResult) claim {
+			return claim{pk: r.Item.PK, token: r.Item.ClaimToken}
+		})
 		if err != nil {
 			return err
 		}
