@@ -33,7 +33,7 @@ type Lifecycle struct {
 	Pool       *pgxpool.Pool
 	Reconciler *reconcile.Reconciler
 	Config     Config
-	Logger     *slog.Logger
+	Logger     *slog.Logger // nil discards
 	// Enqueue starts work jobs for the devices scheduled under key.
 	Enqueue func(ctx context.Context, key string, devices int) error
 }
@@ -47,6 +47,13 @@ func (busyError) Error() string { return "reconciliation is already running" }
 
 // HTTPStatus lets the API answer 409 Conflict without knowing this package.
 func (busyError) HTTPStatus() int { return 409 }
+
+func (l *Lifecycle) logger() *slog.Logger {
+	if l.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.Logger
+}
 
 func (l *Lifecycle) maxAge() time.Duration {
 	if l.Config.MaxAge <= 0 {
@@ -69,7 +76,7 @@ func (l *Lifecycle) ScheduledRotation(ctx context.Context) error {
 	}
 	n, key, err := l.rotate(ctx, "", false, window)
 	if err == nil && n > 0 {
-		l.Logger.Info("rotations scheduled", "devices", n, "key", key, "window", window)
+		l.logger().Info("rotations scheduled", "devices", n, "key", key, "window", window)
 	}
 	return err
 }
@@ -106,8 +113,8 @@ func (l *Lifecycle) ScheduledReconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.Logger.Info("reconciled", "listed", rep.Listed, "vanished", len(rep.Vanished), "drifted", len(rep.Drifted),
-		"adopted", len(rep.Adopted), "deleted_orphans", len(rep.DeletedOrphans), "foreign", len(rep.Foreign),
+	l.logger().Info("reconciled", "listed", rep.Listed, "vanished", len(rep.Vanished), "drifted", len(rep.Drifted),
+		"adopted", len(rep.Adopted), "deleted_orphans", len(rep.DeletedOrphans), "in_flight", len(rep.InFlight), "foreign", len(rep.Foreign),
 		"rescheduled", rep.Rescheduled, "errors", len(rep.Errors))
 	return nil
 }

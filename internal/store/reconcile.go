@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,24 +53,28 @@ type OpenAttempt struct {
 	DeviceID string
 	Spec     vnccloud.Spec
 	SentAt   time.Time
+	// Young: sent too recently to be settled, the create may still be in flight. An
+	// address it may have made is neither ours nor foreign yet.
+	Young bool
 	// DeviceWantsAddress: the device is present, has no address and nobody holds a
-	// claim on it, so an orphan of this attempt can be adopted for it.
+	// claim on it, so an orphan of this attempt can be adopted for it. It is a snapshot:
+	// AdoptAddress decides for good.
 	DeviceWantsAddress bool
 	// MadeAddress is the address the attempt is known to have made (its answer came
 	// after its claim was lost); "" when unknown.
 	MadeAddress string
 }
 
-// OpenAttempts lists the creates that got no definite answer and were sent before
-// before: answered with a retryable error, or still "sent" from a process that died.
-// An attempt younger than that may still be in flight and is left alone.
-func (s *Store) OpenAttempts(ctx context.Context, before time.Time) ([]OpenAttempt, error) {
+// OpenAttempts lists every create that got no definite answer: answered with a
+// retryable error, still "sent" from a process that died, or still in flight. Those
+// sent at or after youngSince are Young.
+func (s *Store) OpenAttempts(ctx context.Context, youngSince time.Time) ([]OpenAttempt, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT a.id, a.device_pk, f.name, d.device_id, a.spec, a.sent_at, a.cloud_address,
+		SELECT a.id, a.device_pk, f.name, d.device_id, a.spec, a.sent_at, a.sent_at >= $1, a.cloud_address,
 		       d.desired_state = 'present' AND d.cloud_address IS NULL AND coalesce(d.claim_until < now(), true)
 		FROM create_attempts a JOIN devices d ON d.id = a.device_pk JOIN fleets f ON f.id = d.fleet_id
-		WHERE a.outcome IN ('sent', 'unknown') AND a.sent_at < $1
-		ORDER BY a.cloud_address IS NULL, a.id`, before)
+		WHERE a.outcome IN ('sent', 'unknown')
+		ORDER BY a.cloud_address IS NULL, a.id`, youngSince)
 	if err != nil {
 		return nil, fmt.Errorf("open attempts: %w", err)
 	}
@@ -78,7 +83,7 @@ func (s *Store) OpenAttempts(ctx context.Context, before time.Time) ([]OpenAttem
 		var a OpenAttempt
 		var spec []byte
 		var made *string
-		if err := rows.Scan(&a.ID, &a.DevicePK, &a.Fleet, &a.DeviceID, &spec, &a.SentAt, &made, &a.DeviceWantsAddress); err != nil {
+		if err := rows.Scan(&a.ID, &a.DevicePK, &a.Fleet, &a.DeviceID, &spec, &a.SentAt, &a.Young, &made, &a.DeviceWantsAddress); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("open attempts: %w", err)
 		}
@@ -141,16 +146,26 @@ func (s *Store) ResolveAttempt(ctx context.Context, attemptID int64, outcome, ad
 }
 
 // MarkVanished forgets a device's address that the cloud no longer has: it is created
-// again, and the listen devices that named it are updated with the new address.
-func (s *Store) MarkVanished(ctx context.Context, devicePK int64, key string) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
+// again, and the listen devices that named it are updated with the new address. It
+// acts only while the device still holds address, still wants it, owes nothing and
+// nobody holds a live claim on it; otherwise the row changed since address was found
+// missing (a job replaced it, or is at work on the device and meets the 404 itself)
+// and it returns false, changing nothing.
+func (s *Store) MarkVanished(ctx context.Context, devicePK int64, address string, key string) (bool, error) {
+	var marked bool
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var fleetID int64
 		var deviceID string
 		err := tx.QueryRow(ctx, `
 			UPDATE devices SET cloud_address = NULL, password_ct = NULL, password_key_id = NULL,
 			    pending_password_ct = NULL, pending_key_id = NULL, etag = NULL, next_poll_at = NULL,
 			    drift = 'cloud address vanished', updated_at = now()
-			WHERE id = $1 RETURNING fleet_id, device_id`, devicePK).Scan(&fleetID, &deviceID)
+			WHERE id = $1 AND cloud_address = $2 AND desired_state = 'present' AND op IS NULL
+			  AND (claim_until IS NULL OR claim_until < now())
+			RETURNING fleet_id, device_id`, devicePK, address).Scan(&fleetID, &deviceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("mark vanished: %w", err)
 		}
@@ -163,14 +178,17 @@ func (s *Store) MarkVanished(ctx context.Context, devicePK int64, key string) er
 			  AND (d.claim_until IS NULL OR d.claim_until < now())`, devicePK, fleetID, key, deviceID); err != nil {
 			return fmt.Errorf("mark vanished: %w", err)
 		}
+		marked = true
 		return nil
 	})
+	return marked, err
 }
 
 // DriftCandidate is a settled device whose cloud spec should be compared with the
 // desired one.
 type DriftCandidate struct {
 	WorkItem
+	Fleet string // the fleet's name
 }
 
 // DriftCandidates returns up to limit ready devices, the least recently checked first.
@@ -180,8 +198,8 @@ func (s *Store) DriftCandidates(ctx context.Context, limit int) ([]DriftCandidat
 		       ARRAY(SELECT p.cloud_address FROM unnest(d.allow_devices) WITH ORDINALITY AS u(dep, n)
 		             JOIN devices p ON p.fleet_id = d.fleet_id AND p.device_id = u.dep
 		             WHERE p.cloud_address IS NOT NULL AND p.desired_state = 'present' ORDER BY u.n),
-		       d.spec_version, d.cloud_address
-		FROM devices d
+		       d.spec_version, d.cloud_address, f.name
+		FROM devices d JOIN fleets f ON f.id = d.fleet_id
 		WHERE d.status = 'ready' AND d.op IS NULL AND d.cloud_address IS NOT NULL AND d.desired_state = 'present'
 		  AND (d.claim_until IS NULL OR d.claim_until < now())
 		ORDER BY d.checked_at NULLS FIRST, d.id LIMIT $1`, limit)
@@ -192,7 +210,7 @@ func (s *Store) DriftCandidates(ctx context.Context, limit int) ([]DriftCandidat
 		var c DriftCandidate
 		var action string
 		err := row.Scan(&c.PK, &c.FleetID, &c.DeviceID, &action, &c.Groups, &c.AllowGroups, &c.AllowDevices,
-			&c.ACLAddresses, &c.SpecVersion, &c.CloudAddress)
+			&c.ACLAddresses, &c.SpecVersion, &c.CloudAddress, &c.Fleet)
 		c.Action = vnccloud.Action(action)
 		return c, err
 	})

@@ -1,0 +1,443 @@
+package reconcile_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/reconcile"
+	"github.com/vncfleet/vncfleet/internal/sim"
+	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/vnccloud"
+)
+
+// pastGrace makes every recorded create old enough to be settled by reconciliation.
+const pastGrace = time.Nanosecond
+
+// loseCreate claims the queue's next device and sends its create while the simulator
+// commits every create but loses its answer (a 503 or a dropped connection). It
+// returns the orphan address the create left in the account.
+func (e *env) loseCreate(key string) string {
+	e.t.Helper()
+	before := e.addresses()
+	e.sim.SetFaults(sim.Faults{LostRate: 1})
+	require.Equal(e.t, 1, e.step(key, 1, retryNow))
+	e.sim.SetFaults(sim.Faults{})
+	var orphan string
+	for addr := range e.addresses() {
+		if _, ok := before[addr]; !ok {
+			require.Empty(e.t, orphan, "one lost create made one address")
+			orphan = addr
+		}
+	}
+	require.NotEmpty(e.t, orphan, "the lost create made an address")
+	return orphan
+}
+
+func TestVanishedAddressIsCreatedAgainAndListenersFollow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\nv2,connect,line-a,,,\ns1,listen,,,v1,\n")
+	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+
+	rep := e.run(e.reconciler(reconcile.Config{}), false)
+	require.Equal(t, []string{"f/v1"}, rep.Vanished)
+	require.Equal(t, 2, rep.Listed)
+	require.Equal(t, 3, rep.Known)
+	require.Empty(t, rep.Drifted)
+	require.Empty(t, rep.Adopted)
+	require.Empty(t, rep.DeletedOrphans)
+	require.Empty(t, rep.Foreign)
+	require.Empty(t, rep.Errors)
+	require.Equal(t, 1, rep.Checked, "only v2 is settled: v1 owes a create, s1 an update")
+	require.True(t, strings.HasPrefix(rep.WorkKey, "reconcile:"), rep.WorkKey)
+
+	v1 := e.device("f", "v1")
+	require.Empty(t, v1.Address, "the vanished address is forgotten")
+	require.False(t, v1.HasPassword, "and so is its password")
+	require.Equal(t, "create", v1.Op)
+	require.Equal(t, rep.WorkKey, v1.WorkKey)
+	require.Equal(t, "cloud address vanished", v1.Drift)
+	s1 := e.device("f", "s1")
+	require.Equal(t, "update", s1.Op, "the listen device naming v1 must take its new address")
+	require.Equal(t, rep.WorkKey, s1.WorkKey)
+	require.Equal(t, 2, s1.SpecVersion)
+	require.Equal(t, addrs["s1"], s1.Address)
+	v2 := e.device("f", "v2")
+	require.Empty(t, v2.Op, "a device whose address is there is left alone")
+	require.Equal(t, addrs["v2"], v2.Address)
+	require.Equal(t, []enqueueCall{{rep.WorkKey, 2}}, e.enq.all())
+
+	e.drain(rep.WorkKey)
+	v1 = e.device("f", "v1")
+	require.Equal(t, "ready", v1.Status)
+	require.NotEqual(t, addrs["v1"], v1.Address, "a new address replaced the vanished one")
+	cloud := e.addresses()
+	require.Len(t, cloud, 3)
+	require.Contains(t, cloud, v1.Address)
+	require.NotNil(t, cloud[addrs["s1"]].AccessControl)
+	require.Equal(t, []string{v1.Address}, cloud[addrs["s1"]].AccessControl.CloudAddresses,
+		"the listen device's access control names v1's new address")
+
+	again := e.run(e.reconciler(reconcile.Config{}), false)
+	requireNothingToDo(t, again)
+	require.Equal(t, 3, again.Listed)
+	require.Equal(t, 3, again.Checked)
+	require.Len(t, e.enq.all(), 1, "a run with nothing to do starts no work")
+}
+
+func TestDriftedSpecIsPutBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\nv2,connect,line-b,,,\ns1,listen,,line-a,v1,\n")
+	before := e.addresses()
+	require.NoError(t, e.sim.ForceSpec(apiKey, addrs["v1"], vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"intruders"}}))
+	require.NoError(t, e.sim.ForceSpec(apiKey, addrs["s1"], vnccloud.Spec{Action: vnccloud.ActionListen,
+		AccessControl: &vnccloud.AccessControl{Groups: []string{"everyone"}}}))
+
+	rep := e.run(e.reconciler(reconcile.Config{}), false)
+	require.ElementsMatch(t, []string{"f/v1", "f/s1"}, rep.Drifted)
+	require.Equal(t, 3, rep.Checked)
+	require.Empty(t, rep.Vanished)
+	require.Empty(t, rep.Foreign)
+	require.Empty(t, rep.Errors)
+	for _, id := range []string{"v1", "s1"} {
+		d := e.device("f", id)
+		require.Equal(t, "update", d.Op, id)
+		require.Equal(t, "updating", d.Status, id)
+		require.Equal(t, "spec changed outside vncfleet", d.Drift, id)
+		require.Equal(t, rep.WorkKey, d.WorkKey, id)
+		require.Equal(t, addrs[id], d.Address, id)
+	}
+	v2 := e.device("f", "v2")
+	require.Empty(t, v2.Op)
+	require.Empty(t, v2.Drift)
+	require.Equal(t, []enqueueCall{{rep.WorkKey, 2}}, e.enq.all())
+
+	e.drain(rep.WorkKey)
+	after := e.addresses()
+	require.Len(t, after, 3, "the same addresses: put back, not recreated")
+	for id, addr := range addrs {
+		require.True(t, before[addr].Spec().Equal(after[addr].Spec()), "%s: want %+v, cloud has %+v", id, before[addr].Spec(), after[addr].Spec())
+	}
+	require.Equal(t, before[addrs["v1"]].Version+2, after[addrs["v1"]].Version, "forced, then put back")
+	require.Equal(t, before[addrs["v2"]].Version, after[addrs["v2"]].Version, "v2 was not touched")
+
+	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{}), false))
+}
+
+func TestDriftChecksAreBoundedAndLeastRecentlyCheckedFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"d1,connect,g,,,\nd2,connect,g,,,\nd3,connect,g,,,\n")
+	cfg := reconcile.Config{DriftChecks: 2}
+
+	rep := e.run(e.reconciler(cfg), false)
+	require.Equal(t, 2, rep.Checked)
+	requireNothingToDo(t, rep)
+	var unchecked string
+	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT device_id FROM devices WHERE checked_at IS NULL`).Scan(&unchecked))
+
+	// The device the bounded run left out is drifted: the next run checks it first.
+	require.NoError(t, e.sim.ForceSpec(apiKey, addrs[unchecked], vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"elsewhere"}}))
+	rep = e.run(e.reconciler(cfg), false)
+	require.Equal(t, 2, rep.Checked)
+	require.Equal(t, []string{"f/" + unchecked}, rep.Drifted)
+	require.Equal(t, "update", e.device("f", unchecked).Op)
+}
+
+func TestForeignAddressIsReportedAndKeptByDefault(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\n")
+	// Another tool's address, with the very spec of v1: a matching spec alone does
+	// not make an address ours.
+	foreign, _, err := e.sim.CreateAddress(apiKey, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"line-a"}})
+	require.NoError(t, err)
+
+	rep := e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	require.Equal(t, []string{foreign}, rep.Foreign)
+	require.Empty(t, rep.DeletedForeign)
+	require.Empty(t, rep.Adopted)
+	require.Empty(t, rep.DeletedOrphans)
+	require.Empty(t, rep.Vanished)
+	require.Equal(t, 2, rep.Listed)
+	require.Equal(t, 1, rep.Known)
+	require.Contains(t, e.addresses(), foreign, "reported, not deleted")
+	require.Zero(t, e.counts()["delete"])
+	require.Equal(t, addrs["v1"], e.device("f", "v1").Address)
+	require.Empty(t, e.enq.all())
+
+	// The delete policy deletes it, and nothing of ours.
+	rep = e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace, DeleteForeign: true}), false)
+	require.Equal(t, []string{foreign}, rep.Foreign)
+	require.Equal(t, []string{foreign}, rep.DeletedForeign)
+	cloud := e.addresses()
+	require.NotContains(t, cloud, foreign)
+	require.Contains(t, cloud, addrs["v1"])
+	require.Len(t, cloud, 1)
+}
+
+func TestListingFollowsEveryPageThroughCall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\n")
+	const n = 120 // more than one page of 99
+	want := make([]string, 0, n)
+	for range n {
+		a, _, err := e.sim.CreateAddress(apiKey, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"other-tool"}})
+		require.NoError(t, err)
+		want = append(want, a)
+	}
+	var calls atomic.Int64
+	r := e.reconciler(reconcile.Config{})
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+		calls.Add(1)
+		return fn(ctx)
+	}
+	before := e.sim.State().Requests
+	rep := e.run(r, false)
+	require.Equal(t, n+1, rep.Listed)
+	require.ElementsMatch(t, want, rep.Foreign)
+	require.NotContains(t, rep.Foreign, addrs["v1"])
+	counts := e.counts()
+	require.Equal(t, int64(2), counts["list"], "two pages")
+	require.Equal(t, e.sim.State().Requests-before, calls.Load(), "every request, each page included, went through Call")
+}
+
+func TestOrphanOfLostCreateIsAdopted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	orphan := e.loseCreate(key)
+	require.Empty(t, e.device("f", "v1").Address, "the answer was lost: the store has no address")
+	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("f", "v1"))
+
+	rep := e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	require.Equal(t, []string{"f/v1: " + orphan}, rep.Adopted)
+	require.Empty(t, rep.DeletedOrphans)
+	require.Empty(t, rep.Foreign)
+	require.Empty(t, rep.Errors)
+	v1 := e.device("f", "v1")
+	require.Equal(t, orphan, v1.Address)
+	require.False(t, v1.HasPassword, "the orphan's password is unknown")
+	require.NotEmpty(t, v1.Op, "the device owes work to get a password")
+	require.Equal(t, rep.WorkKey, v1.WorkKey)
+	require.Equal(t, "adopted an orphan address", v1.Drift)
+	require.Equal(t, []attempt{{"adopted", orphan}}, e.attempts("f", "v1"))
+	require.Equal(t, []enqueueCall{{rep.WorkKey, 1}}, e.enq.all())
+
+	e.drain(rep.WorkKey)
+	creds, err := e.store.GetCredentials(e.ctx, "f", "v1")
+	require.NoError(t, err)
+	require.Equal(t, "ready", creds.Status)
+	require.Equal(t, orphan, creds.CloudAddress)
+	require.Equal(t, e.addresses()[orphan].Password, creds.CloudPassword, "the stored password is the one the cloud holds")
+	require.Equal(t, int64(1), e.sim.State().Accounts[apiKey].Creates, "no second address was made")
+
+	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false))
+}
+
+func TestOrphanOfLostCreateIsDeletedWhenTheRetryMadeAnother(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	orphan := e.loseCreate(key)
+	require.Equal(t, 1, e.step(key, 1, retryNow), "the retry")
+	v1 := e.device("f", "v1")
+	require.NotEmpty(t, v1.Address)
+	require.NotEqual(t, orphan, v1.Address)
+
+	rep := e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	require.Equal(t, []string{orphan}, rep.DeletedOrphans)
+	require.Empty(t, rep.Adopted)
+	require.Empty(t, rep.Foreign)
+	require.Empty(t, rep.Errors)
+	cloud := e.addresses()
+	require.NotContains(t, cloud, orphan)
+	require.Contains(t, cloud, v1.Address)
+	require.Len(t, cloud, 1)
+	require.Equal(t, v1.Address, e.device("f", "v1").Address, "the device keeps its own address")
+	require.Equal(t, []attempt{{"discarded", orphan}, {"created", v1.Address}}, e.attempts("f", "v1"))
+	require.Empty(t, e.enq.all())
+}
+
+func TestAddressMadeAfterItsClaimWasLostIsDeleted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	// A job claims v1 and its lease runs out before it sends; a second job claims v1
+	// again. Both creates succeed, the first job's result arrives last.
+	late, err := e.store.ClaimWork(e.ctx, key, 1, time.Microsecond)
+	require.NoError(t, err)
+	require.Len(t, late, 1)
+	current, err := e.store.ClaimWork(e.ctx, key, 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, current, 1, "the expired claim is claimable again")
+	lateRes, currentRes := e.perform(late[0]), e.perform(current[0])
+	require.NoError(t, e.store.Finish(e.ctx, []store.Result{currentRes}, retryNow))
+	require.NoError(t, e.store.Finish(e.ctx, []store.Result{lateRes}, retryNow))
+	surplus, mine := lateRes.Created.CloudAddress, currentRes.Created.CloudAddress
+	require.Equal(t, mine, e.device("f", "v1").Address)
+	require.Equal(t, []attempt{{"unknown", surplus}, {"created", mine}}, e.attempts("f", "v1"))
+
+	rep := e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	require.Equal(t, []string{surplus}, rep.DeletedOrphans)
+	require.Empty(t, rep.Adopted)
+	require.Empty(t, rep.Foreign)
+	cloud := e.addresses()
+	require.NotContains(t, cloud, surplus)
+	require.Contains(t, cloud, mine)
+	require.Equal(t, []attempt{{"discarded", surplus}, {"created", mine}}, e.attempts("f", "v1"))
+}
+
+func TestYoungUnansweredCreateIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	orphan := e.loseCreate(key)
+
+	// The default grace (10 minutes): the create may still be in flight.
+	rep := e.run(e.reconciler(reconcile.Config{}), false)
+	require.Empty(t, rep.Adopted)
+	require.Empty(t, rep.DeletedOrphans)
+	require.Contains(t, e.addresses(), orphan)
+	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("f", "v1"), "the attempt stays open for a later run")
+	v1 := e.device("f", "v1")
+	require.Empty(t, v1.Address)
+	require.Equal(t, "create", v1.Op)
+}
+
+func TestUnansweredCreateThatMadeNothingIsDiscarded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	// 503 without doing anything: to vncfleet the outcome is unknown.
+	e.sim.SetFaults(sim.Faults{FailRate: 1})
+	require.Equal(t, 1, e.step(key, 1, retryNow))
+	e.sim.SetFaults(sim.Faults{})
+	require.Empty(t, e.addresses())
+	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("f", "v1"))
+
+	rep := e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	requireNothingToDo(t, rep)
+	require.Equal(t, []attempt{{"discarded", ""}}, e.attempts("f", "v1"), "a complete listing shows it made nothing")
+	v1 := e.device("f", "v1")
+	require.Empty(t, v1.Address)
+	require.Equal(t, "create", v1.Op, "the device's own retry still creates it")
+}
+
+func TestDryRunReportsEverythingAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\nv2,connect,line-b,,,\n")
+	orphan := e.loseCreate(e.ingest("g", header+"v3,connect,line-c,,,\n"))
+	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+	require.NoError(t, e.sim.ForceSpec(apiKey, addrs["v2"], vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"intruders"}}))
+	foreign, _, err := e.sim.CreateAddress(apiKey, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"someone-else"}})
+	require.NoError(t, err)
+
+	db, cloud, counts := e.snapshot(), e.addresses(), e.counts()
+	cfg := reconcile.Config{AdoptGrace: pastGrace, DeleteForeign: true}
+	dry := e.run(e.reconciler(cfg), true)
+	require.Equal(t, []string{"f/v1"}, dry.Vanished)
+	require.Equal(t, []string{"f/v2"}, dry.Drifted)
+	require.Equal(t, []string{"g/v3: " + orphan}, dry.Adopted)
+	require.Equal(t, []string{foreign}, dry.Foreign)
+	require.Empty(t, dry.DeletedOrphans)
+	require.Empty(t, dry.Errors)
+	require.Zero(t, dry.Rescheduled)
+
+	require.Equal(t, db, e.snapshot(), "no row changed")
+	require.Equal(t, cloud, e.addresses(), "no address changed")
+	after := e.counts()
+	for _, op := range []string{"create", "update", "reset", "delete"} {
+		require.Equal(t, counts[op], after[op], "%s calls", op)
+	}
+	require.Empty(t, e.enq.all(), "no work started")
+
+	// The same run for real does what the dry run said it would.
+	real := e.run(e.reconciler(cfg), false)
+	require.Equal(t, dry.Vanished, real.Vanished)
+	require.Equal(t, dry.Drifted, real.Drifted)
+	require.Equal(t, dry.Adopted, real.Adopted)
+	require.Equal(t, dry.Foreign, real.Foreign)
+	require.Equal(t, []string{foreign}, real.DeletedForeign)
+	require.NotEqual(t, db, e.snapshot())
+	require.Len(t, e.enq.all(), 1)
+}
+
+func TestFailedCheckIsReportedNotTakenAsVanished(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\nv2,connect,line-a,,,\n")
+	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+
+	// The listing succeeds; every request after it is answered 503.
+	var calls atomic.Int64
+	r := e.reconciler(reconcile.Config{})
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+		if calls.Add(1) == 2 {
+			e.sim.SetFaults(sim.Faults{FailRate: 1})
+		}
+		return fn(ctx)
+	}
+	db := e.snapshot()
+	rep := e.run(r, false)
+	require.Empty(t, rep.Vanished, "a failed GET says nothing about the address")
+	require.Zero(t, rep.Checked)
+	require.Len(t, rep.Errors, 3, "%q", rep.Errors)
+	joined := strings.Join(rep.Errors, "\n")
+	require.Contains(t, joined, "check v1 ("+addrs["v1"]+")")
+	require.Contains(t, joined, "check drift of v1")
+	require.Contains(t, joined, "check drift of v2")
+	require.Equal(t, db, e.snapshot())
+	require.Empty(t, e.enq.all())
+
+	e.sim.SetFaults(sim.Faults{})
+	rep = e.run(e.reconciler(reconcile.Config{}), false)
+	require.Equal(t, []string{"f/v1"}, rep.Vanished)
+	require.Empty(t, rep.Errors)
+}
+
+func TestListingFailureFailsTheRunAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addrs := e.provision("f", header+"v1,connect,line-a,,,\n")
+	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+	e.sim.SetFaults(sim.Faults{FailRate: 1})
+	db := e.snapshot()
+
+	rep, err := e.reconciler(reconcile.Config{}).Run(e.ctx, false)
+	require.ErrorContains(t, err, "list cloud addresses")
+	require.ErrorIs(t, err, vnccloud.ErrServiceUnavailable)
+	require.Nil(t, rep)
+	require.Equal(t, db, e.snapshot(), "an incomplete listing must not mark anything vanished")
+	require.Empty(t, e.enq.all())
+}
+
+func TestOwedWorkWithoutAJobIsRescheduled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ingest("f", header+"v1,connect,line-a,,,\n")
+	// The row owes a create but says so nowhere (its op was lost): the rows' own state
+	// decides, not the op column.
+	_, err := e.pool.Exec(e.ctx, `UPDATE devices SET op = NULL, work_key = NULL`)
+	require.NoError(t, err)
+
+	rep := e.run(e.reconciler(reconcile.Config{}), false)
+	require.Equal(t, 1, rep.Rescheduled)
+	v1 := e.device("f", "v1")
+	require.Equal(t, "create", v1.Op)
+	require.Equal(t, rep.WorkKey, v1.WorkKey)
+	require.Equal(t, []enqueueCall{{rep.WorkKey, 1}}, e.enq.all())
+
+	e.drain(rep.WorkKey)
+	v1 = e.device("f", "v1")
+	require.Equal(t, "ready", v1.Status)
+	require.Contains(t, e.addresses(), v1.Address)
+}
