@@ -69,7 +69,7 @@ type Reader struct {
 	columns    map[string]int // known column name -> 1-based position; shared with every Device
 	idx        [7]int         // knownColumns order -> 0-based field index, -1 when absent
 	metaCols   []int          // field indexes of the metadata columns, in header order
-	badUTF8    []bool         // reused per row: fields that are not valid UTF-8
+	badUTF8    []bool         // reused per row: fields that are not valid UTF-8 or hold a NUL
 	problems   *Problems
 	done       bool
 }
@@ -255,10 +255,18 @@ func (r *Reader) parseRow(record []string, line int) (Device, bool) {
 		return Device{}, false
 	}
 	for i, v := range record {
-		r.badUTF8[i] = !utf8.ValidString(v)
+		reason := ""
+		switch {
+		case !utf8.ValidString(v):
+			reason = "not valid UTF-8"
+		case strings.IndexByte(v, 0) >= 0:
+			// PostgreSQL's text cannot hold it, in any column.
+			reason = "contains a NUL character"
+		}
+		r.badUTF8[i] = reason != ""
 		if r.badUTF8[i] {
 			c.bad = true
-			r.problems.Add(Problem{Line: line, Column: i + 1, ColumnName: r.names[i], Reason: "not valid UTF-8"})
+			r.problems.Add(Problem{Line: line, Column: i + 1, ColumnName: r.names[i], Reason: reason})
 		}
 	}
 	// Go on with the other fields, so that the row's every problem is listed.
