@@ -145,9 +145,9 @@ func (d Device) Spec(resolve func(deviceID string) (string, bool)) (vnccloud.Spe
 // SHA-256 over length-prefixed fields, so no name, whatever bytes it holds, can make
 // two different rows hash alike.
 //
-// zenlayer_instance_id and metadata are deliberately left out and hashed by
-// MetadataHash instead: changing them must not cost a VNC Cloud update (the console
-// URL is refetched when the instance id changes, compared on its own).
+// zenlayer_instance_id and metadata are deliberately left out: changing them must not
+// cost a VNC Cloud update (the console URL is refetched when the instance id changes,
+// compared on its own).
 func (d Device) SpecHash() []byte {
 	// Encoded on the stack and hashed in one go: ingest hashes every row of a
 	// million-row manifest, so this allocates only the result in the common case.
@@ -163,23 +163,6 @@ func (d Device) SpecHash() []byte {
 		for _, s := range list {
 			b = appendStr(b, s)
 		}
-	}
-	sum := sha256.Sum256(b)
-	return sum[:]
-}
-
-// MetadataHash identifies the Zenlayer instance and the metadata columns (names and
-// values, in header order); nil when the row has neither.
-func (d Device) MetadataHash() []byte {
-	if len(d.Metadata) == 0 && d.ZenlayerInstanceID == "" {
-		return nil
-	}
-	var stack [512]byte
-	b := appendStr(stack[:0], "vncfleet metadata v1")
-	b = appendStr(b, d.ZenlayerInstanceID)
-	b = binary.AppendUvarint(b, uint64(len(d.Metadata)))
-	for _, f := range d.Metadata {
-		b = appendStr(appendStr(b, f.Name), f.Value)
 	}
 	sum := sha256.Sum256(b)
 	return sum[:]

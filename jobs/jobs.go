@@ -146,6 +146,7 @@ func NewClient(pool *pgxpool.Pool, deps *Deps) (*river.Client[pgx.Tx], error) {
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &WorkWorker{deps: deps})
+	river.AddWorker(workers, &ApplyManifestWorker{deps: deps})
 	river.AddWorker(workers, &PollWorker{deps: deps})
 	river.AddWorker(workers, &SweepWorker{deps: deps})
 	river.AddWorker(workers, &ConsoleURLWorker{deps: deps})

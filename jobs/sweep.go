@@ -26,11 +26,14 @@ type SweepWorker struct {
 }
 
 func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error {
+	client := river.ClientFromContext[pgx.Tx](ctx)
+	if err := w.applyStaged(ctx, client); err != nil {
+		return err
+	}
 	keys, err := w.deps.Store.ClaimableKeys(ctx)
 	if err != nil || len(keys) == 0 {
 		return err
 	}
-	client := river.ClientFromContext[pgx.Tx](ctx)
 	queued, err := queuedWorkKeys(ctx, client)
 	if err != nil {
 		return err
@@ -70,4 +73,23 @@ func queuedWorkKeys(ctx context.Context, client *river.Client[pgx.Tx]) (map[stri
 		queued[args.Key] = true
 	}
 	return queued, nil
+}
+
+// applyStaged makes sure every manifest still being applied has its job: one whose
+// job was discarded after its last attempt is otherwise left until the fleet's next
+// upload. The apply job is unique by its arguments, so inserting it again while one
+// is queued or running changes nothing.
+func (w *SweepWorker) applyStaged(ctx context.Context, client *river.Client[pgx.Tx]) error {
+	ids, err := w.deps.Store.StagedManifests(ctx)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: ApplyManifestArgs{ManifestID: id}}
+	}
+	if _, err := client.InsertMany(ctx, params); err != nil {
+		return fmt.Errorf("sweep: enqueue manifest apply: %w", err)
+	}
+	return nil
 }

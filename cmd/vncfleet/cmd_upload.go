@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"strings"
@@ -300,6 +301,14 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		case err == nil:
 			outageSince = time.Time{}
 			snap := progress.Snapshot{Settled: p.Settled, Total: p.Total, ByStatus: p.ByStatus}
+			if p.Staged > 0 {
+				// Rows of a large manifest not yet applied to devices.
+				snap.ByStatus = maps.Clone(p.ByStatus)
+				if snap.ByStatus == nil {
+					snap.ByStatus = map[string]int{}
+				}
+				snap.ByStatus["staged"] = p.Staged
+			}
 			if p.Done {
 				bar.Finish(snap)
 				return p, nil

@@ -173,6 +173,7 @@ type Progress struct {
 	Settled  int                       `json:"settled"`
 	Failed   int                       `json:"failed"`
 	Done     bool                      `json:"done"`
+	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
 	ByStatus map[string]int            `json:"byStatus"`
 	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
 }

@@ -178,6 +178,9 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		EnqueueConsoleURLs: func(ctx context.Context, tx pgx.Tx, wanted []store.ConsoleURLWanted) error {
 			return jobs.EnqueueConsoleURLs(ctx, rc, tx, wanted)
 		},
+		EnqueueApply: func(ctx context.Context, tx pgx.Tx, manifestID int64) error {
+			return jobs.EnqueueApply(ctx, rc, tx, manifestID)
+		},
 		MaxUploadBytes:      cfg.MaxUploadBytes,
 		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     cfg.MaxDeletionsMin,

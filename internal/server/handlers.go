@@ -60,6 +60,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		Body:                body,
 		Enqueue:             s.cfg.Enqueue,
 		EnqueueConsoleURLs:  s.cfg.EnqueueConsoleURLs,
+		EnqueueApply:        s.cfg.EnqueueApply,
 	})
 	var problems *fleet.Problems
 	var guard *store.DeletionGuardError

@@ -49,6 +49,9 @@ type Config struct {
 	Enqueue Enqueuer
 	// EnqueueConsoleURLs inserts Zenlayer console URL jobs for an upload; nil skips them.
 	EnqueueConsoleURLs func(ctx context.Context, tx pgx.Tx, wanted []store.ConsoleURLWanted) error
+	// EnqueueApply inserts the job that applies a large manifest after its upload; nil
+	// applies every manifest inside its upload (store.IngestRequest.EnqueueApply).
+	EnqueueApply func(ctx context.Context, tx pgx.Tx, manifestID int64) error
 	// MaxUploadBytes bounds a manifest upload; larger ones get 413. Defaults to 256 MiB.
 	MaxUploadBytes int64
 	// MaxDeletionsPercent and MaxDeletionsMin give the replace guard's default: that

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,9 +30,17 @@ type IngestRequest struct {
 	// Enqueue inserts the jobs that carry out the plan, in the upload's transaction, so
 	// that an upload is stored with its jobs or not at all.
 	Enqueue func(ctx context.Context, tx pgx.Tx, workKey string, devices int) error
-	// EnqueueConsoleURLs inserts the Zenlayer console URL jobs, in the same transaction.
-	EnqueueConsoleURLs func(ctx context.Context, tx pgx.Tx, wanted []ConsoleURLWanted) error
+	// EnqueueConsoleURLs inserts the Zenlayer console URL jobs, in the transaction
+	// that applies the manifest's rows.
+	EnqueueConsoleURLs EnqueueConsoleURLsFunc
+	// EnqueueApply inserts, in the upload's transaction, the job that applies a
+	// manifest of more than InlineApplyRows rows to devices (ApplyStaged). When nil,
+	// every manifest is applied inside its upload's transaction.
+	EnqueueApply func(ctx context.Context, tx pgx.Tx, manifestID int64) error
 }
+
+// EnqueueConsoleURLsFunc inserts Zenlayer console URL jobs in tx.
+type EnqueueConsoleURLsFunc func(ctx context.Context, tx pgx.Tx, wanted []ConsoleURLWanted) error
 
 // Plan is what an upload changes.
 type Plan struct {
@@ -95,9 +102,10 @@ func WorkKeyForManifest(id int64) string { return fmt.Sprintf("manifest:%d", id)
 
 // Ingest validates a manifest and, unless it is a dry run, stores it and enqueues its
 // jobs in one transaction. An invalid manifest returns *fleet.Problems and leaves no
-// trace. The body is streamed into a temporary table with COPY, so memory does not
-// grow with the manifest; the checks that span rows (duplicates, allow_devices) run in
-// SQL over that table.
+// trace. The body is streamed with COPY into the manifest's staged table (stage.go)
+// while the rules that span rows are checked with a compact index, so memory does not
+// grow with the manifest beyond 16 bytes per row; the manifest's rows reach devices
+// in the same transaction when it is small, through a job otherwise.
 func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, error) {
 	if req.Fleet == "" {
 		req.Fleet = "default"
@@ -109,12 +117,13 @@ func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, e
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		result, err = s.ingestTx(ctx, tx, req)
-		if err == nil && req.DryRun {
-			return errDryRun
+		if err == nil && (req.DryRun || result.Unchanged) {
+			// Nothing of it is kept: not the staged rows, not the manifest.
+			return errRollback
 		}
 		return err
 	})
-	if errors.Is(err, errDryRun) {
+	if errors.Is(err, errRollback) {
 		return result, nil
 	}
 	if err != nil {
@@ -123,8 +132,17 @@ func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, e
 	return result, nil
 }
 
-// errDryRun rolls the transaction back after a dry run has computed its plan.
-var errDryRun = errors.New("dry run")
+// errRollback rolls back an upload that stores nothing: a dry run, or a manifest
+// identical to the fleet's latest.
+var errRollback = errors.New("rollback")
+
+// Bounds of the in-memory cross-row index (fleet.RowIndex): 64 MB at most. Beyond
+// them the checks run in SQL over the staged rows, which is slower but exact.
+// Variables so that tests can take the SQL path with small manifests.
+var (
+	indexMaxDevices = 4 << 20
+	indexMaxPending = 1 << 20
+)
 
 func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*IngestResult, error) {
 	hash := sha256.New()
@@ -142,50 +160,49 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		return nil, fmt.Errorf("lock fleet %q: %w", req.Fleet, err)
 	}
 	// The upsert above holds the fleet row lock until commit, so uploads to one fleet
-	// are serialized and a replace never races another upload.
-
-	if _, err := tx.Exec(ctx, `
-		CREATE TEMP TABLE staging (
-			line integer NOT NULL,
-			device_id text NOT NULL,
-			action text NOT NULL,
-			groups text[],
-			allow_groups text[],
-			allow_devices text[],
-			state text NOT NULL,
-			zenlayer_instance_id text,
-			metadata jsonb,
-			spec_hash bytea NOT NULL,
-			meta_hash bytea,
-			sort_key text NOT NULL
-		) ON COMMIT DROP`); err != nil {
-		return nil, fmt.Errorf("create staging table: %w", err)
+	// are serialized and a replace never races another upload. Earlier manifests still
+	// being applied are finished first: the plan compares with what they leave.
+	if err := applyStagedOfFleet(ctx, tx, fleetID, req.EnqueueConsoleURLs); err != nil {
+		return nil, err
 	}
-	src := newRowSource(reader)
-	rows, err := tx.CopyFrom(ctx, pgx.Identifier{"staging"}, stagingColumns, src)
-	src.close()
+	// Hash joins over a large manifest want more than the default 4 MB.
+	if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
+		return nil, fmt.Errorf("ingest settings: %w", err)
+	}
+
+	var manifestID int64
+	if err := tx.QueryRow(ctx, `SELECT nextval(pg_get_serial_sequence('manifests', 'id'))`).Scan(&manifestID); err != nil {
+		return nil, fmt.Errorf("allocate manifest id: %w", err)
+	}
+	if err := createStagedTable(ctx, tx, manifestID); err != nil {
+		return nil, err
+	}
+	table := stagedTable(manifestID)
+	index := fleet.NewRowIndex(indexMaxDevices, indexMaxPending, planListCap)
+	rows, err := copyManifest(ctx, tx, table, reader, index)
 	if err != nil {
-		if src.err != nil {
-			return nil, src.err
-		}
-		return nil, fmt.Errorf("copy manifest rows: %w", err)
+		return nil, err
 	}
 	problems := reader.Problems()
 	if problems.Len() > 0 {
 		return nil, problems
 	}
-	if _, err := tx.Exec(ctx, `CREATE INDEX ON staging (device_id); ANALYZE staging`); err != nil {
-		return nil, fmt.Errorf("index staging table: %w", err)
+	var fleetEmpty bool
+	if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM devices WHERE fleet_id = $1)`, fleetID).Scan(&fleetEmpty); err != nil {
+		return nil, fmt.Errorf("read fleet: %w", err)
 	}
-	if err := crossRowProblems(ctx, tx, fleetID, req.Mode, cols, problems); err != nil {
+	if err := crossRowProblems(ctx, tx, table, fleetID, req.Mode, fleetEmpty, cols, index, problems); err != nil {
 		return nil, err
 	}
 	if problems.Len() > 0 {
 		return nil, problems
 	}
 
-	plan, err := computePlan(ctx, tx, fleetID, req.Mode)
-	if err != nil {
+	var plan Plan
+	if fleetEmpty {
+		// Nothing to compare with: every present row is a create.
+		plan = Plan{Creates: index.Present, Unchanged: index.Absent, CreateIDs: index.FirstPresent}
+	} else if plan, err = computePlan(ctx, tx, table, fleetID, req.Mode); err != nil {
 		return nil, err
 	}
 	if req.Mode == fleet.ModeReplace {
@@ -221,238 +238,190 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		return &IngestResult{Manifest: &latest, Plan: plan, Unchanged: true, WorkKey: WorkKeyForManifest(latest.ID)}, nil
 	}
 
-	m := Manifest{Fleet: req.Fleet, Mode: string(req.Mode), Rows: int(rows), SHA256: hex.EncodeToString(sum), Uploader: req.Uploader}
+	m := Manifest{ID: manifestID, Fleet: req.Fleet, Mode: string(req.Mode), Rows: int(rows), SHA256: hex.EncodeToString(sum), Uploader: req.Uploader}
 	if err := tx.QueryRow(ctx, `
-		INSERT INTO manifests (fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		RETURNING id, uploaded_at`,
-		fleetID, sum, req.Uploader, string(req.Mode), rows, plan.Creates, plan.Updates, plan.Deletes, plan.Unchanged).
-		Scan(&m.ID, &m.UploadedAt); err != nil {
+		INSERT INTO manifests (id, fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		RETURNING uploaded_at`,
+		manifestID, fleetID, sum, req.Uploader, string(req.Mode), rows, plan.Creates, plan.Updates, plan.Deletes, plan.Unchanged).
+		Scan(&m.UploadedAt); err != nil {
 		return nil, fmt.Errorf("store manifest: %w", err)
 	}
 	key := WorkKeyForManifest(m.ID)
-	if err := applyStaging(ctx, tx, fleetID, m.ID, key, req.Mode); err != nil {
-		return nil, err
+	if rows <= InlineApplyRows || req.EnqueueApply == nil {
+		staged := stagedManifest{ID: manifestID, FleetID: fleetID, Mode: req.Mode}
+		if _, err := applyStep(ctx, tx, staged, 0, req.EnqueueConsoleURLs); err != nil {
+			return nil, err
+		}
+	} else if err := req.EnqueueApply(ctx, tx, manifestID); err != nil {
+		return nil, fmt.Errorf("enqueue manifest apply: %w", err)
 	}
 	if plan.Changes() && req.Enqueue != nil {
 		if err := req.Enqueue(ctx, tx, key, plan.Creates+plan.Updates+plan.Deletes); err != nil {
 			return nil, fmt.Errorf("enqueue jobs: %w", err)
 		}
 	}
-	if req.EnqueueConsoleURLs != nil {
-		wanted, err := consoleURLsWanted(ctx, tx, m.ID)
-		if err != nil {
-			return nil, err
-		}
-		if len(wanted) > 0 {
-			if err := req.EnqueueConsoleURLs(ctx, tx, wanted); err != nil {
-				return nil, fmt.Errorf("enqueue console URL jobs: %w", err)
-			}
-		}
-	}
 	return &IngestResult{Manifest: &m, Plan: plan, WorkKey: key}, nil
-}
-
-var stagingColumns = []string{
-	"line", "device_id", "action", "groups", "allow_groups", "allow_devices", "state",
-	"zenlayer_instance_id", "metadata", "spec_hash", "meta_hash", "sort_key",
-}
-
-// rowSource feeds validated manifest rows to COPY. Parsing, validating and hashing
-// run in a goroutine of their own, a batch ahead, so that they overlap with COPY's
-// encoding and sending: on two cores that halves the time to stream a large file.
-type rowSource struct {
-	batches <-chan rowBatch
-	stop    chan struct{}
-	cur     rowBatch
-	i       int
-	err     error
-}
-
-type rowBatch struct {
-	rows [][]any
-	err  error
-}
-
-const rowBatchSize = 512
-
-func newRowSource(reader *fleet.Reader) *rowSource {
-	batches := make(chan rowBatch, 8)
-	stop := make(chan struct{})
-	go func() {
-		defer close(batches)
-		for {
-			b := rowBatch{rows: make([][]any, 0, rowBatchSize)}
-			for len(b.rows) < rowBatchSize {
-				d, err := reader.Next()
-				if err == io.EOF {
-					break
-				}
-				if err == nil {
-					var row []any
-					row, err = copyRow(d)
-					b.rows = append(b.rows, row)
-				}
-				if err != nil {
-					b.err = err
-					break
-				}
-			}
-			if len(b.rows) == 0 && b.err == nil {
-				return
-			}
-			select {
-			case batches <- b:
-			case <-stop:
-				return
-			}
-			if b.err != nil || len(b.rows) < rowBatchSize {
-				return
-			}
-		}
-	}()
-	return &rowSource{batches: batches, stop: stop}
-}
-
-// close stops the producer if COPY gave up early.
-func (r *rowSource) close() { close(r.stop) }
-
-func (r *rowSource) Next() bool {
-	for r.i >= len(r.cur.rows) {
-		if r.cur.err != nil {
-			r.err = r.cur.err
-			return false
-		}
-		b, ok := <-r.batches
-		if !ok {
-			return false
-		}
-		r.cur, r.i = b, 0
-	}
-	r.i++
-	return true
-}
-
-func (r *rowSource) Values() ([]any, error) { return r.cur.rows[r.i-1], nil }
-func (r *rowSource) Err() error             { return r.err }
-
-// copyRow is one staging row.
-func copyRow(d fleet.Device) ([]any, error) {
-	var meta []byte
-	if len(d.Metadata) > 0 {
-		obj := make(map[string]string, len(d.Metadata))
-		for _, f := range d.Metadata {
-			obj[f.Name] = f.Value
-		}
-		var err error
-		if meta, err = json.Marshal(obj); err != nil {
-			return nil, fmt.Errorf("line %d: metadata: %w", d.Line, err)
-		}
-	}
-	var zen any
-	if d.ZenlayerInstanceID != "" {
-		zen = d.ZenlayerInstanceID
-	}
-	return []any{d.Line, d.DeviceID, string(d.Action), nilIfEmpty(d.Groups), nilIfEmpty(d.AllowGroups), nilIfEmpty(d.AllowDevices),
-		string(d.State), zen, nilIfNoBytes(meta), d.SpecHash(), nilIfNoBytes(d.MetadataHash()), sortKey(d)}, nil
-}
-
-// sortKey orders a manifest's work: connect devices first (the listen devices that
-// name them need their addresses), then by first group, so a factory line is
-// provisioned together.
-func sortKey(d fleet.Device) string {
-	first := ""
-	switch {
-	case len(d.Groups) > 0:
-		first = d.Groups[0]
-	case len(d.AllowGroups) > 0:
-		first = d.AllowGroups[0]
-	}
-	if d.Action == "listen" {
-		return "1" + first
-	}
-	return "0" + first
-}
-
-func nilIfEmpty(s []string) any {
-	if len(s) == 0 {
-		return nil
-	}
-	return s
-}
-
-func nilIfNoBytes(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }
 
 // crossRowProblems adds the problems that need more than one row to see: duplicate
 // device_ids, allow_devices that do not name a present connect device, and absent
-// devices that a remaining listen device still names.
-func crossRowProblems(ctx context.Context, tx pgx.Tx, fleetID int64, mode fleet.Mode, cols map[string]int, problems *fleet.Problems) error {
-	type check struct {
-		column string
-		sql    string
-		args   []any
-		reason func(a, b string) string
+// devices that a remaining listen device still names. The index answers most of it
+// while the rows stream; what it cannot decide alone is settled here, in SQL.
+func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mode fleet.Mode, fleetEmpty bool,
+	cols map[string]int, index *fleet.RowIndex, problems *fleet.Problems) error {
+	var checks []crossCheck
+	if index.Overflowed() {
+		checks = sqlCrossChecks(table, fleetID, mode)
+	} else {
+		checks = indexCrossChecks(table, fleetID, mode, fleetEmpty, index, cols, problems)
 	}
-	checks := []check{{
-		column: "device_id",
-		sql: `SELECT line, device_id, first::text FROM (
-				SELECT line, device_id, min(line) OVER (PARTITION BY device_id) AS first FROM staging) d
-			WHERE line <> first ORDER BY line LIMIT $1`,
-		args: []any{problemCap},
-		reason: func(id, first string) string {
-			return fmt.Sprintf("device_id %q is a duplicate of line %s", id, first)
-		},
-	}, {
-		column: "allow_devices",
-		// A name is fine when the manifest lists it as a present connect device, or, in
-		// merge mode, when the manifest leaves it alone and the fleet has it as one.
-		sql: `SELECT s.line, dep, '' FROM staging s, unnest(s.allow_devices) AS dep
-			WHERE NOT EXISTS (SELECT 1 FROM staging c WHERE c.device_id = dep AND c.action = 'connect' AND c.state = 'present')
-			  AND NOT ($2 = 'merge'
-			       AND NOT EXISTS (SELECT 1 FROM staging x WHERE x.device_id = dep)
-			       AND EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $1 AND d.device_id = dep AND d.action = 'connect' AND d.desired_state = 'present'))
-			ORDER BY s.line LIMIT $3`,
-		args: []any{fleetID, string(mode), problemCap},
-		reason: func(dep, _ string) string {
-			return fmt.Sprintf("allow_devices names %q, which is not a present connect device of this manifest or fleet", dep)
-		},
-	}, {
-		column: "state",
-		sql: `SELECT s.line, s.device_id, d.device_id FROM staging s
-			JOIN devices d ON d.fleet_id = $1 AND s.device_id = ANY (d.allow_devices) AND d.desired_state = 'present'
-			WHERE s.state = 'absent' AND $2 = 'merge'
-			  AND NOT EXISTS (SELECT 1 FROM staging x WHERE x.device_id = d.device_id)
-			ORDER BY s.line LIMIT $3`,
-		args: []any{fleetID, string(mode), problemCap},
-		reason: func(id, listener string) string {
-			return fmt.Sprintf("device %q is marked absent but listen device %q still names it in allow_devices", id, listener)
-		},
-	}}
+	if index.Absent > 0 && mode == fleet.ModeMerge && !fleetEmpty {
+		checks = append(checks, crossCheck{
+			column: fleet.ColState,
+			sql: `SELECT s.line, s.device_id, d.device_id FROM ` + table + ` s
+				JOIN devices d ON d.fleet_id = $1 AND s.device_id = ANY (d.allow_devices) AND d.desired_state = 'present'
+				WHERE s.state = 'absent'
+				  AND NOT EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.device_id = d.device_id)
+				ORDER BY s.line LIMIT $2`,
+			args: []any{fleetID, problemCap},
+			reason: func(id, listener string) string {
+				return fmt.Sprintf("device %q is marked absent but listen device %q still names it in allow_devices", id, listener)
+			},
+		})
+	}
+	if len(checks) == 0 {
+		return nil
+	}
+	// The staged table has no index: nested loops over it would take quadratic time.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = off`); err != nil {
+		return fmt.Errorf("check manifest: %w", err)
+	}
 	for _, c := range checks {
-		rows, err := tx.Query(ctx, c.sql, c.args...)
-		if err != nil {
-			return fmt.Errorf("check manifest (%s): %w", c.column, err)
+		if err := c.run(ctx, tx, cols, problems); err != nil {
+			return err
 		}
-		for rows.Next() {
-			var line int
-			var a, b string
-			if err := rows.Scan(&line, &a, &b); err != nil {
-				rows.Close()
-				return fmt.Errorf("check manifest (%s): %w", c.column, err)
-			}
-			problems.Add(fleet.Problem{Line: line, Column: cols[c.column], ColumnName: c.column, Reason: c.reason(a, b)})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("check manifest (%s): %w", c.column, err)
-		}
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = on`); err != nil {
+		return fmt.Errorf("check manifest: %w", err)
 	}
 	return nil
+}
+
+// crossCheck is a query whose rows (line, a, b) are problems of one column.
+type crossCheck struct {
+	column string
+	sql    string
+	args   []any
+	reason func(a, b string) string
+}
+
+func (c crossCheck) run(ctx context.Context, tx pgx.Tx, cols map[string]int, problems *fleet.Problems) error {
+	rows, err := tx.Query(ctx, c.sql, c.args...)
+	if err != nil {
+		return fmt.Errorf("check manifest (%s): %w", c.column, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var line int
+		var a, b string
+		if err := rows.Scan(&line, &a, &b); err != nil {
+			return fmt.Errorf("check manifest (%s): %w", c.column, err)
+		}
+		problems.Add(fleet.Problem{Line: line, Column: cols[c.column], ColumnName: c.column, Reason: c.reason(a, b)})
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("check manifest (%s): %w", c.column, err)
+	}
+	return nil
+}
+
+var (
+	duplicateReason = func(id, first string) string {
+		return fmt.Sprintf("device_id %q is a duplicate of line %s", id, first)
+	}
+	notConnectReason = func(dep, _ string) string {
+		return fmt.Sprintf("allow_devices names %q, which is not a present connect device of this manifest or fleet", dep)
+	}
+)
+
+// indexCrossChecks turns the index's findings into problems, and returns the checks
+// that need the database: confirming duplicate candidates against the stored rows,
+// and looking up in the fleet the allow_devices entries the manifest does not list.
+func indexCrossChecks(table string, fleetID int64, mode fleet.Mode, fleetEmpty bool, index *fleet.RowIndex,
+	cols map[string]int, problems *fleet.Problems) []crossCheck {
+	var checks []crossCheck
+	if refs := index.DuplicateCandidates(); len(refs) > 0 {
+		lines, ids := splitRefs(refs)
+		checks = append(checks, crossCheck{
+			column: fleet.ColDeviceID,
+			sql: `SELECT c.line, c.id, min(t.line)::text FROM unnest($1::int[], $2::text[]) AS c (line, id)
+				JOIN ` + table + ` t ON t.device_id = c.id AND t.line < c.line
+				GROUP BY c.line, c.id ORDER BY c.line LIMIT $3`,
+			args:   []any{lines, ids, problemCap},
+			reason: duplicateReason,
+		})
+	}
+	listed, unlisted := index.Unresolved()
+	for _, ref := range listed {
+		problems.Add(fleet.Problem{Line: ref.Line, Column: cols[fleet.ColAllowDevices], ColumnName: fleet.ColAllowDevices,
+			Reason: notConnectReason(ref.DeviceID, "")})
+	}
+	if len(unlisted) == 0 {
+		return checks
+	}
+	if mode == fleet.ModeReplace || fleetEmpty {
+		// A replace upload deletes what it does not list; an empty fleet has nothing.
+		for _, ref := range unlisted {
+			problems.Add(fleet.Problem{Line: ref.Line, Column: cols[fleet.ColAllowDevices], ColumnName: fleet.ColAllowDevices,
+				Reason: notConnectReason(ref.DeviceID, "")})
+		}
+		return checks
+	}
+	lines, ids := splitRefs(unlisted)
+	return append(checks, crossCheck{
+		column: fleet.ColAllowDevices,
+		sql: `SELECT u.line, u.id, '' FROM unnest($1::int[], $2::text[]) AS u (line, id)
+			WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $3 AND d.device_id = u.id
+			                  AND d.action = 'connect' AND d.desired_state = 'present')
+			ORDER BY u.line LIMIT $4`,
+		args:   []any{lines, ids, fleetID, problemCap},
+		reason: notConnectReason,
+	})
+}
+
+func splitRefs(refs []fleet.RowRef) ([]int32, []string) {
+	lines := make([]int32, len(refs))
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		lines[i], ids[i] = int32(r.Line), r.DeviceID
+	}
+	return lines, ids
+}
+
+// sqlCrossChecks are the cross-row rules in SQL alone, for a manifest too large for
+// the index.
+func sqlCrossChecks(table string, fleetID int64, mode fleet.Mode) []crossCheck {
+	return []crossCheck{{
+		column: fleet.ColDeviceID,
+		sql: `SELECT line, device_id, first::text FROM (
+				SELECT line, device_id, min(line) OVER (PARTITION BY device_id) AS first FROM ` + table + `) d
+			WHERE line <> first ORDER BY line LIMIT $1`,
+		args:   []any{problemCap},
+		reason: duplicateReason,
+	}, {
+		column: fleet.ColAllowDevices,
+		// A name is fine when the manifest lists it as a present connect device, or, in
+		// merge mode, when the manifest leaves it alone and the fleet has it as one.
+		sql: `SELECT s.line, dep, '' FROM ` + table + ` s, unnest(string_to_array(s.allow_devices, ';')) AS dep
+			WHERE NOT EXISTS (SELECT 1 FROM ` + table + ` c WHERE c.device_id = dep AND c.action = 'connect' AND c.state = 'present')
+			  AND NOT ($2 = 'merge'
+			       AND NOT EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.device_id = dep)
+			       AND EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $1 AND d.device_id = dep AND d.action = 'connect' AND d.desired_state = 'present'))
+			ORDER BY s.line LIMIT $3`,
+		args:   []any{fleetID, string(mode), problemCap},
+		reason: notConnectReason,
+	}}
 }
 
 // problemCap bounds each cross-row query; fleet.Problems caps the list it keeps anyway.
@@ -472,7 +441,7 @@ func maxDeletions(ctx context.Context, tx pgx.Tx, fleetID int64, req IngestReque
 }
 
 // computePlan compares the staged manifest with the fleet.
-func computePlan(ctx context.Context, tx pgx.Tx, fleetID int64, mode fleet.Mode) (Plan, error) {
+func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mode fleet.Mode) (Plan, error) {
 	var p Plan
 	// A row is a create when the fleet has no present device by that id, an update
 	// when its desired spec differs, a delete when it marks a present device absent.
@@ -483,7 +452,7 @@ func computePlan(ctx context.Context, tx pgx.Tx, fleetID int64, mode fleet.Mode)
 		  count(*) FILTER (WHERE s.state = 'absent' AND d.desired_state = 'present'),
 		  count(*) FILTER (WHERE (s.state = 'present' AND d.desired_state = 'present' AND d.spec_hash = s.spec_hash)
 		                      OR (s.state = 'absent' AND (d.id IS NULL OR d.desired_state = 'absent')))
-		FROM staging s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id`, fleetID).
+		FROM `+table+` s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id`, fleetID).
 		Scan(&p.Creates, &p.Updates, &p.Deletes, &p.Unchanged)
 	if err != nil {
 		return p, fmt.Errorf("plan: %w", err)
@@ -493,26 +462,26 @@ func computePlan(ctx context.Context, tx pgx.Tx, fleetID int64, mode fleet.Mode)
 		if err := tx.QueryRow(ctx, `
 			SELECT count(*) FROM devices d
 			WHERE d.fleet_id = $1 AND d.desired_state = 'present'
-			  AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.device_id = d.device_id)`, fleetID).Scan(&omitted); err != nil {
+			  AND NOT EXISTS (SELECT 1 FROM `+table+` s WHERE s.device_id = d.device_id)`, fleetID).Scan(&omitted); err != nil {
 			return p, fmt.Errorf("plan: %w", err)
 		}
 		p.Deletes += omitted
 	}
 
 	p.CreateIDs, err = collectStrings(ctx, tx, `
-		SELECT s.device_id FROM staging s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
+		SELECT s.device_id FROM `+table+` s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'present' AND (d.id IS NULL OR d.desired_state = 'absent')
 		ORDER BY s.line LIMIT $2`, fleetID, planListCap)
 	if err != nil {
 		return p, err
 	}
 	p.DeleteIDs, err = collectStrings(ctx, tx, `
-		SELECT s.device_id FROM staging s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
+		SELECT s.device_id FROM `+table+` s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'absent' AND d.desired_state = 'present'
 		UNION ALL
 		SELECT d.device_id FROM devices d
 		WHERE $3 AND d.fleet_id = $1 AND d.desired_state = 'present'
-		  AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.device_id = d.device_id)
+		  AND NOT EXISTS (SELECT 1 FROM `+table+` s WHERE s.device_id = d.device_id)
 		LIMIT $2`, fleetID, math.MaxInt32, mode == fleet.ModeReplace)
 	if err != nil {
 		return p, err
@@ -520,12 +489,12 @@ func computePlan(ctx context.Context, tx pgx.Tx, fleetID int64, mode fleet.Mode)
 	rows, err := tx.Query(ctx, `
 		SELECT s.device_id, array_remove(ARRAY[
 		    CASE WHEN d.action <> s.action THEN 'action' END,
-		    CASE WHEN d.groups IS DISTINCT FROM s.groups THEN 'groups' END,
-		    CASE WHEN d.allow_groups IS DISTINCT FROM s.allow_groups THEN 'allow_groups' END,
-		    CASE WHEN d.allow_devices IS DISTINCT FROM s.allow_devices THEN 'allow_devices' END,
+		    CASE WHEN d.groups IS DISTINCT FROM string_to_array(s.groups, ';') THEN 'groups' END,
+		    CASE WHEN d.allow_groups IS DISTINCT FROM string_to_array(s.allow_groups, ';') THEN 'allow_groups' END,
+		    CASE WHEN d.allow_devices IS DISTINCT FROM string_to_array(s.allow_devices, ';') THEN 'allow_devices' END,
 		    CASE WHEN d.zenlayer_instance_id IS DISTINCT FROM s.zenlayer_instance_id THEN 'zenlayer_instance_id' END
 		  ], NULL)
-		FROM staging s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
+		FROM `+table+` s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'present' AND d.desired_state = 'present' AND d.spec_hash <> s.spec_hash
 		ORDER BY s.line LIMIT $2`, fleetID, planListCap)
 	if err != nil {
@@ -552,78 +521,4 @@ func collectStrings(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	return out, nil
-}
-
-// applyStaging writes the staged manifest into devices. Each device's pending
-// operation is recomputed from its desired and actual state (nextOpSQL), except while
-// a job holds a claim on it: that job recomputes it when it finishes, seeing the new
-// spec_version, so no change is lost and no device is worked on twice at once.
-func applyStaging(ctx context.Context, tx pgx.Tx, fleetID, manifestID int64, key string, mode fleet.Mode) error {
-	// Devices the fleet has: take the new desired state. Two statements rather than
-	// one INSERT .. ON CONFLICT, because the speculative insertion of ON CONFLICT costs
-	// a third more for the common case of a manifest of new devices.
-	_, err := tx.Exec(ctx, `
-		UPDATE devices d SET
-		    action = s.action,
-		    groups = s.groups,
-		    allow_groups = s.allow_groups,
-		    allow_devices = s.allow_devices,
-		    desired_state = s.state,
-		    zenlayer_instance_id = s.zenlayer_instance_id,
-		    metadata = s.metadata,
-		    meta_hash = s.meta_hash,
-		    spec_hash = s.spec_hash,
-		    sort_key = s.sort_key,
-		    manifest_id = $2,
-		    line = s.line,
-		    spec_version = d.spec_version + (d.spec_hash <> s.spec_hash OR d.desired_state <> s.state)::int,
-		    -- A failed device is tried again when its row changes; an unchanged row
-		    -- leaves it failed until an explicit retry.
-		    status = CASE WHEN d.status = 'failed' AND (d.spec_hash <> s.spec_hash OR d.desired_state <> s.state)
-		                  THEN 'pending' ELSE d.status END,
-		    updated_at = now()
-		FROM staging s
-		WHERE d.fleet_id = $1 AND d.device_id = s.device_id`, fleetID, manifestID)
-	if err != nil {
-		return fmt.Errorf("store devices: %w", err)
-	}
-	// New devices, inserted with the operation they owe.
-	_, err = tx.Exec(ctx, `
-		INSERT INTO devices (fleet_id, device_id, action, groups, allow_groups, allow_devices, desired_state,
-		    zenlayer_instance_id, metadata, spec_hash, meta_hash, manifest_id, line, sort_key, status, op, work_key)
-		SELECT $1, s.device_id, s.action, s.groups, s.allow_groups, s.allow_devices, s.state,
-		    s.zenlayer_instance_id, s.metadata, s.spec_hash, s.meta_hash, $2, s.line, s.sort_key,
-		    CASE WHEN s.state = 'present' THEN 'pending' ELSE 'deleted' END,
-		    CASE WHEN s.state = 'present' THEN 'create' END,
-		    CASE WHEN s.state = 'present' THEN $3 END
-		FROM staging s
-		WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $1 AND d.device_id = s.device_id)`,
-		fleetID, manifestID, key)
-	if err != nil {
-		return fmt.Errorf("store devices: %w", err)
-	}
-	if mode == fleet.ModeReplace {
-		_, err = tx.Exec(ctx, `
-			UPDATE devices d SET desired_state = 'absent', spec_version = spec_version + 1,
-			    manifest_id = $2, updated_at = now()
-			WHERE d.fleet_id = $1 AND d.desired_state = 'present'
-			  AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.device_id = d.device_id)`, fleetID, manifestID)
-		if err != nil {
-			return fmt.Errorf("schedule replace deletions: %w", err)
-		}
-	}
-	// Recompute the owed operation of every device this manifest changed. Rows created
-	// by this transaction (created_at = now(), the transaction's start) were inserted
-	// with their operation already: rewriting a million of them again would cost more
-	// than the whole COPY.
-	_, err = tx.Exec(ctx, `
-		UPDATE devices d SET `+scheduleOpSQL+`, work_key = $3
-		WHERE d.fleet_id = $1 AND d.manifest_id = $2 AND d.applied_version < d.spec_version
-		  AND d.created_at < now()
-		  AND d.status <> 'failed' AND (d.claim_until IS NULL OR d.claim_until < now())`,
-		fleetID, manifestID, key)
-	if err != nil {
-		return fmt.Errorf("schedule device work: %w", err)
-	}
-	return nil
 }

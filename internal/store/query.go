@@ -16,11 +16,14 @@ type Counts map[string]int
 
 // Progress is how far the devices a manifest last set have come.
 type Progress struct {
-	Manifest Manifest          `json:"manifest"`
-	Total    int               `json:"total"`
-	Settled  int               `json:"settled"`
-	Failed   int               `json:"failed"`
-	Done     bool              `json:"done"`
+	Manifest Manifest `json:"manifest"`
+	Total    int      `json:"total"`
+	Settled  int      `json:"settled"`
+	Failed   int      `json:"failed"`
+	Done     bool     `json:"done"`
+	// Staged counts the manifest's rows not yet applied to devices (stage.go): they
+	// count in Total, as not settled, and appear in no status.
+	Staged   int               `json:"staged,omitempty"`
 	ByStatus Counts            `json:"byStatus"`
 	ByGroup  map[string]Counts `json:"byGroup"`
 }
@@ -82,6 +85,11 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64) (*Progress, erro
 			p.Settled += n
 		}
 	}
+	if err := s.pool.QueryRow(ctx, `
+		SELECT CASE WHEN applied_at IS NULL THEN row_count - applied_rows ELSE 0 END FROM manifests WHERE id = $1`, id).Scan(&p.Staged); err != nil {
+		return nil, fmt.Errorf("manifest %d: %w", id, err)
+	}
+	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]
 	p.Done = p.Settled == p.Total
 	return p, nil

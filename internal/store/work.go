@@ -493,6 +493,19 @@ func (s *Store) PendingWork(ctx context.Context, key string) (remaining int, nex
 	if nextAt != nil {
 		next = *nextAt
 	}
+	// Rows of the key's manifest still staged become devices owing work soon.
+	var id int64
+	if _, err := fmt.Sscanf(key, "manifest:%d", &id); err == nil {
+		var staged int
+		if err := s.pool.QueryRow(ctx, `
+			SELECT coalesce(sum(row_count - applied_rows), 0) FROM manifests WHERE id = $1 AND applied_at IS NULL`, id).Scan(&staged); err != nil {
+			return 0, time.Time{}, fmt.Errorf("pending work %s: %w", key, err)
+		}
+		if staged > 0 {
+			remaining += staged
+			next = time.Now()
+		}
+	}
 	return remaining, next, nil
 }
 

@@ -1,0 +1,291 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vncfleet/vncfleet/fleet"
+)
+
+// A manifest is accepted in two steps. The upload validates it and stores its rows,
+// as written, in a table of its own (stagedTable): one COPY, no index, so a
+// million-row manifest is stored in about the time psql's \copy takes. Applying the
+// rows to devices (upserting a million rows into a table with five indexes takes ten
+// times longer) happens afterwards, in batches of table blocks, each in a
+// transaction of its own that also advances the manifest's cursor: a River job does
+// it for large manifests, the upload itself for small ones. Work can start on the
+// devices of the first batch while later ones are applied.
+//
+// Uploads to one fleet and the batches of its manifests all take the fleet's row
+// lock, and an upload first applies whatever earlier manifest of the fleet is still
+// staged, so an upload's plan is always computed against the fleet as every earlier
+// manifest left it.
+
+// InlineApplyRows is the largest manifest applied inside its upload's transaction.
+const InlineApplyRows = 10_000
+
+// applyBatchBlocks is how many table blocks one batch applies: about 8,000 rows.
+const applyBatchBlocks = 128
+
+// stagedColumns are the columns of a staged manifest table, in COPY order.
+var stagedColumns = []string{
+	"line", "device_id", "action", "groups", "allow_groups", "allow_devices", "state",
+	"zenlayer_instance_id", "metadata", "spec_hash",
+}
+
+// stagedTable names the table that holds a manifest's rows until they are applied.
+func stagedTable(manifestID int64) string {
+	return pgx.Identifier{fmt.Sprintf("staged_manifest_%d", manifestID)}.Sanitize()
+}
+
+func createStagedTable(ctx context.Context, tx pgx.Tx, manifestID int64) error {
+	// Autovacuum has nothing to do on a table that is written once and dropped.
+	_, err := tx.Exec(ctx, `CREATE TABLE `+stagedTable(manifestID)+` (
+		line                 integer NOT NULL,
+		device_id            text NOT NULL,
+		action               text NOT NULL,
+		groups               text, -- the cells as written: ';'-separated, NULL when empty
+		allow_groups         text,
+		allow_devices        text,
+		state                text NOT NULL,
+		zenlayer_instance_id text,
+		metadata             text, -- a JSON object of the metadata columns
+		spec_hash            bytea NOT NULL
+	) WITH (autovacuum_enabled = false)`)
+	if err != nil {
+		return fmt.Errorf("create staged manifest table: %w", err)
+	}
+	return nil
+}
+
+// stagedManifest is a manifest whose rows are not all applied yet.
+type stagedManifest struct {
+	ID, FleetID int64
+	Mode        fleet.Mode
+	NextBlock   int64
+}
+
+// lockStaged locks the fleet of manifest id and reads its apply cursor; ok is false
+// when the manifest is applied already (or does not exist). The fleet's row lock is
+// taken first and alone, as an upload takes it, so the two never wait on each other
+// in opposite orders; every writer of a manifest's cursor holds it.
+func lockStaged(ctx context.Context, tx pgx.Tx, id int64) (m stagedManifest, ok bool, err error) {
+	m.ID = id
+	err = tx.QueryRow(ctx, `SELECT fleet_id FROM manifests WHERE id = $1`, id).Scan(&m.FleetID)
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT 1 FROM fleets WHERE id = $1 FOR UPDATE`, m.FleetID)
+	}
+	var mode string
+	if err == nil {
+		err = tx.QueryRow(ctx, `SELECT mode, next_block FROM manifests WHERE id = $1 AND applied_at IS NULL`, id).
+			Scan(&mode, &m.NextBlock)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, fmt.Errorf("lock staged manifest %d: %w", id, err)
+	}
+	m.Mode = fleet.Mode(mode)
+	return m, true, nil
+}
+
+// ApplyStaged applies the next batch of a staged manifest's rows in a transaction of
+// its own, and finishes the manifest after its last batch. It reports whether the
+// manifest is fully applied. Safe to call from several processes at once: the
+// fleet's row lock serializes them, and a batch commits with its cursor.
+func (s *Store) ApplyStaged(ctx context.Context, manifestID int64, consoleURLs EnqueueConsoleURLsFunc) (done bool, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		m, ok, err := lockStaged(ctx, tx, manifestID)
+		if err != nil || !ok {
+			done = err == nil
+			return err
+		}
+		done, err = applyStep(ctx, tx, m, applyBatchBlocks, consoleURLs)
+		return err
+	})
+	return done, err
+}
+
+// StagedManifests lists the manifests whose rows are not all applied yet.
+func (s *Store) StagedManifests(ctx context.Context) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM manifests WHERE applied_at IS NULL ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("staged manifests: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("staged manifests: %w", err)
+	}
+	return ids, nil
+}
+
+// applyStagedOfFleet applies, in tx, every staged manifest of a fleet whose row lock
+// tx holds.
+func applyStagedOfFleet(ctx context.Context, tx pgx.Tx, fleetID int64, consoleURLs EnqueueConsoleURLsFunc) error {
+	rows, err := tx.Query(ctx, `SELECT id FROM manifests WHERE fleet_id = $1 AND applied_at IS NULL ORDER BY id`, fleetID)
+	if err != nil {
+		return fmt.Errorf("staged manifests: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("staged manifests: %w", err)
+	}
+	for _, id := range ids {
+		m, ok, err := lockStaged(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if _, err := applyStep(ctx, tx, m, 0, consoleURLs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// applyStep applies up to maxBlocks blocks of m's staged rows (all of them when
+// maxBlocks is 0), and finishes m when none are left.
+func applyStep(ctx context.Context, tx pgx.Tx, m stagedManifest, maxBlocks int64, consoleURLs EnqueueConsoleURLsFunc) (done bool, err error) {
+	table := stagedTable(m.ID)
+	var blocks int64
+	if err := tx.QueryRow(ctx, `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`, table).Scan(&blocks); err != nil {
+		return false, fmt.Errorf("size of staged manifest %d: %w", m.ID, err)
+	}
+	to := blocks
+	if maxBlocks > 0 {
+		to = min(blocks, m.NextBlock+maxBlocks)
+	}
+	key := WorkKeyForManifest(m.ID)
+	if to > m.NextBlock {
+		n, err := applyBlocks(ctx, tx, m, table, key, m.NextBlock, to)
+		if err != nil {
+			return false, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE manifests SET next_block = $2, applied_rows = applied_rows + $3 WHERE id = $1`,
+			m.ID, to, n); err != nil {
+			return false, fmt.Errorf("advance staged manifest %d: %w", m.ID, err)
+		}
+	}
+	if to < blocks {
+		return false, nil
+	}
+	return true, finishStaged(ctx, tx, m, table, key, consoleURLs)
+}
+
+// applyBlocks upserts the staged rows in blocks [from, to) into devices and returns
+// how many it applied. One statement, driven by the (fleet_id, device_id) index
+// whatever the planner believes of the tables' sizes; a device whose desired spec
+// changed then gets its pending operation recomputed, unless a job holds a claim on
+// it: that job recomputes it when it finishes, seeing the new spec_version, so no
+// change is lost and no device is worked on twice at once.
+func applyBlocks(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key string, from, to int64) (int, error) {
+	var n int
+	var updated []int64
+	err := tx.QueryRow(ctx, `
+		WITH up AS (
+		  INSERT INTO devices AS d (fleet_id, device_id, action, groups, allow_groups, allow_devices, desired_state,
+		      zenlayer_instance_id, metadata, spec_hash, manifest_id, line, sort_key, status, op, work_key)
+		  SELECT $1, s.device_id, s.action, string_to_array(s.groups, ';'), string_to_array(s.allow_groups, ';'),
+		      string_to_array(s.allow_devices, ';'), s.state, s.zenlayer_instance_id, s.metadata::jsonb, s.spec_hash,
+		      $2, s.line,
+		      -- Connect devices first (the listen devices that name them need their
+		      -- addresses), then by first group, so a factory line is provisioned together.
+		      CASE s.action WHEN 'listen' THEN '1' ELSE '0' END
+		        || coalesce(split_part(s.groups, ';', 1), split_part(s.allow_groups, ';', 1), ''),
+		      CASE WHEN s.state = 'present' THEN 'pending' ELSE 'deleted' END,
+		      CASE WHEN s.state = 'present' THEN 'create' END,
+		      CASE WHEN s.state = 'present' THEN $3 END
+		  FROM `+table+` s
+		  WHERE s.ctid >= format('(%s,0)', $4::bigint)::tid AND s.ctid < format('(%s,0)', $5::bigint)::tid
+		  ON CONFLICT (fleet_id, device_id) DO UPDATE SET
+		      action = EXCLUDED.action,
+		      groups = EXCLUDED.groups,
+		      allow_groups = EXCLUDED.allow_groups,
+		      allow_devices = EXCLUDED.allow_devices,
+		      desired_state = EXCLUDED.desired_state,
+		      zenlayer_instance_id = EXCLUDED.zenlayer_instance_id,
+		      metadata = EXCLUDED.metadata,
+		      spec_hash = EXCLUDED.spec_hash,
+		      sort_key = EXCLUDED.sort_key,
+		      manifest_id = EXCLUDED.manifest_id,
+		      line = EXCLUDED.line,
+		      spec_version = d.spec_version
+		          + (d.spec_hash <> EXCLUDED.spec_hash OR d.desired_state <> EXCLUDED.desired_state)::int,
+		      -- A failed device is tried again when its row changes; an unchanged row
+		      -- leaves it failed until an explicit retry.
+		      status = CASE WHEN d.status = 'failed'
+		                     AND (d.spec_hash <> EXCLUDED.spec_hash OR d.desired_state <> EXCLUDED.desired_state)
+		                    THEN 'pending' ELSE d.status END,
+		      updated_at = now()
+		  -- xmax is 0 on a row this statement inserted, set on one it updated.
+		  RETURNING d.id, d.xmax <> 0 AS updated
+		)
+		SELECT count(*), coalesce(array_agg(id) FILTER (WHERE updated), '{}') FROM up`,
+		m.FleetID, m.ID, key, from, to).Scan(&n, &updated)
+	if err != nil {
+		return 0, fmt.Errorf("apply manifest %d: %w", m.ID, err)
+	}
+	return n, scheduleChanged(ctx, tx, updated, key)
+}
+
+// scheduleChanged recomputes the pending operation of the devices ids whose desired
+// spec is ahead of the one applied, unless failed or claimed.
+func scheduleChanged(ctx context.Context, tx pgx.Tx, ids []int64, key string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		UPDATE devices d SET `+scheduleOpSQL+`, work_key = $2
+		WHERE d.id = ANY ($1) AND d.applied_version < d.spec_version
+		  AND d.status <> 'failed' AND (d.claim_until IS NULL OR d.claim_until < now())`, ids, key)
+	if err != nil {
+		return fmt.Errorf("schedule device work: %w", err)
+	}
+	return nil
+}
+
+// finishStaged ends a manifest's apply: a replace manifest marks absent every device
+// of the fleet it did not list, console URL jobs are enqueued, and the staged rows go.
+func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key string, consoleURLs EnqueueConsoleURLsFunc) error {
+	if m.Mode == fleet.ModeReplace {
+		// Every device the manifest lists now has its manifest_id.
+		rows, err := tx.Query(ctx, `
+			UPDATE devices d SET desired_state = 'absent', spec_version = spec_version + 1,
+			    manifest_id = $2, updated_at = now()
+			WHERE d.fleet_id = $1 AND d.desired_state = 'present' AND d.manifest_id IS DISTINCT FROM $2
+			RETURNING d.id`, m.FleetID, m.ID)
+		if err != nil {
+			return fmt.Errorf("schedule replace deletions: %w", err)
+		}
+		omitted, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("schedule replace deletions: %w", err)
+		}
+		if err := scheduleChanged(ctx, tx, omitted, key); err != nil {
+			return err
+		}
+	}
+	if consoleURLs != nil {
+		wanted, err := consoleURLsWanted(ctx, tx, m.ID)
+		if err != nil {
+			return err
+		}
+		if len(wanted) > 0 {
+			if err := consoleURLs(ctx, tx, wanted); err != nil {
+				return fmt.Errorf("enqueue console URL jobs: %w", err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE manifests SET applied_at = now() WHERE id = $1`, m.ID); err != nil {
+		return fmt.Errorf("finish manifest %d: %w", m.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `DROP TABLE `+table); err != nil {
+		return fmt.Errorf("drop staged manifest %d: %w", m.ID, err)
+	}
+	return nil
+}
