@@ -20,11 +20,12 @@ type ApplyManifestArgs struct {
 func (ApplyManifestArgs) Kind() string { return "apply_manifest" }
 
 // Each batch commits with its cursor, so a retry resumes where the last attempt
-// stopped; many attempts cost nothing but time. If every attempt failed, the fleet's
-// next upload would apply the rows itself before its own.
-func (ApplyManifestArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 50, UniqueOpts: river.UniqueOpts{ByArgs: true}}
-}
+// stopped, and two jobs for one manifest only take turns: the fleet's row lock
+// serializes their batches. So the job is not unique: the sweeper enqueues another
+// for a manifest whose apply has stalled (its process died while the job ran, which
+// River rescues only much later), and if every attempt failed, the fleet's next
+// upload would apply the rows itself.
+func (ApplyManifestArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: 50} }
 
 // ApplyManifestWorker runs the batches until the manifest is applied.
 type ApplyManifestWorker struct {

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -27,7 +28,7 @@ type SweepWorker struct {
 
 func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error {
 	client := river.ClientFromContext[pgx.Tx](ctx)
-	if err := w.applyStaged(ctx, client); err != nil {
+	if err := w.applyStalled(ctx, client); err != nil {
 		return err
 	}
 	keys, err := w.deps.Store.ClaimableKeys(ctx)
@@ -75,12 +76,11 @@ func queuedWorkKeys(ctx context.Context, client *river.Client[pgx.Tx]) (map[stri
 	return queued, nil
 }
 
-// applyStaged makes sure every manifest still being applied has its job: one whose
-// job was discarded after its last attempt is otherwise left until the fleet's next
-// upload. The apply job is unique by its arguments, so inserting it again while one
-// is queued or running changes nothing.
-func (w *SweepWorker) applyStaged(ctx context.Context, client *river.Client[pgx.Tx]) error {
-	ids, err := w.deps.Store.StagedManifests(ctx)
+// applyStalled gives a new job to every manifest whose apply has not advanced for
+// applyStalledAfter: its job died with its process (River rescues a running job only
+// after the job timeout) or was discarded.
+func (w *SweepWorker) applyStalled(ctx context.Context, client *river.Client[pgx.Tx]) error {
+	ids, err := w.deps.Store.StalledManifests(ctx, applyStalledAfter)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
@@ -88,8 +88,13 @@ func (w *SweepWorker) applyStaged(ctx context.Context, client *river.Client[pgx.
 	for i, id := range ids {
 		params[i] = river.InsertManyParams{Args: ApplyManifestArgs{ManifestID: id}}
 	}
+	w.deps.Logger.Info("sweeper: restarting stalled manifest applies", "manifests", ids)
 	if _, err := client.InsertMany(ctx, params); err != nil {
 		return fmt.Errorf("sweep: enqueue manifest apply: %w", err)
 	}
 	return nil
 }
+
+// applyStalledAfter: a batch takes well under a second, so an apply that has not
+// advanced for this long has lost its job.
+const applyStalledAfter = 15 * time.Second

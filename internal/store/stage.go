@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -110,15 +111,19 @@ func (s *Store) ApplyStaged(ctx context.Context, manifestID int64, consoleURLs E
 	return done, err
 }
 
-// StagedManifests lists the manifests whose rows are not all applied yet.
-func (s *Store) StagedManifests(ctx context.Context) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM manifests WHERE applied_at IS NULL ORDER BY id`)
+// StalledManifests lists the manifests still being applied that have not advanced
+// for stalledFor: their job died with its process, or was discarded.
+func (s *Store) StalledManifests(ctx context.Context, stalledFor time.Duration) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id FROM manifests
+		WHERE applied_at IS NULL AND coalesce(apply_progress_at, uploaded_at) < now() - $1::interval
+		ORDER BY id`, stalledFor)
 	if err != nil {
-		return nil, fmt.Errorf("staged manifests: %w", err)
+		return nil, fmt.Errorf("stalled manifests: %w", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("staged manifests: %w", err)
+		return nil, fmt.Errorf("stalled manifests: %w", err)
 	}
 	return ids, nil
 }
@@ -166,7 +171,9 @@ func applyStep(ctx context.Context, tx pgx.Tx, m stagedManifest, maxBlocks int64
 		if err != nil {
 			return false, err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE manifests SET next_block = $2, applied_rows = applied_rows + $3 WHERE id = $1`,
+		if _, err := tx.Exec(ctx, `
+			UPDATE manifests SET next_block = $2, applied_rows = applied_rows + $3, apply_progress_at = now()
+			WHERE id = $1`,
 			m.ID, to, n); err != nil {
 			return false, fmt.Errorf("advance staged manifest %d: %w", m.ID, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -87,9 +88,12 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	remaining, _, err := e.st.PendingWork(ctx, res.WorkKey)
 	require.NoError(t, err)
 	require.Equal(t, n, remaining, "work chains wait for staged rows rather than end")
-	staged, err := e.st.StagedManifests(ctx)
+	stalled, err := e.st.StalledManifests(ctx, time.Hour)
 	require.NoError(t, err)
-	require.Equal(t, []int64{res.Manifest.ID}, staged, "the sweeper sees it")
+	require.Empty(t, stalled, "uploaded just now")
+	stalled, err = e.st.StalledManifests(ctx, -time.Second)
+	require.NoError(t, err)
+	require.Equal(t, []int64{res.Manifest.ID}, stalled, "not advanced since its upload")
 
 	done, err := e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
 	require.NoError(t, err)
@@ -129,9 +133,9 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	require.Equal(t, []string{"dev-000011"}, allowDevices)
 	require.Equal(t, "1line-1", sortListen)
 
-	staged, err = e.st.StagedManifests(ctx)
+	stalled, err = e.st.StalledManifests(ctx, -time.Second)
 	require.NoError(t, err)
-	require.Empty(t, staged)
+	require.Empty(t, stalled, "an applied manifest is never stalled")
 	p, err = e.st.ManifestProgress(ctx, res.Manifest.ID)
 	require.NoError(t, err)
 	require.Zero(t, p.Staged)

@@ -4,6 +4,7 @@
 ALTER TABLE manifests
     ADD COLUMN IF NOT EXISTS next_block   bigint NOT NULL DEFAULT 0,  -- the apply cursor: the staged table's next block
     ADD COLUMN IF NOT EXISTS applied_rows integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS apply_progress_at timestamptz,           -- the last batch applied: the sweeper restarts a stalled apply
     ADD COLUMN IF NOT EXISTS applied_at   timestamptz;                -- NULL while rows are still staged
 -- Manifests stored before this migration were applied by their upload.
 UPDATE manifests SET applied_rows = row_count, applied_at = uploaded_at WHERE applied_at IS NULL AND next_block = 0;

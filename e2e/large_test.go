@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestLargeManifestSurvivesAKillDuringItsApply: a manifest of more than 10,000 rows
+// is accepted at once and applied to its devices afterwards by a job. The process
+// running that job is killed right after the upload; the others finish the apply
+// (the sweeper restarts a stalled one), provision every device exactly once, and
+// the manifest's progress counts its staged rows until they are applied.
+func TestLargeManifestSurvivesAKillDuringItsApply(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{rate: 2000, config: fastConfig, simArgs: []string{"--ready-delay", "200ms"}})
+	first := c.startServe()
+	devices := factoryManifest(1010, 4, 6) // 10,100 devices: more than store.InlineApplyRows
+	out := c.upload("--fleet", "big", writeFile(t, "big.csv", manifestCSV(devices)))
+	m := regexp.MustCompile(`manifest #(\d+) stored`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+
+	var p progress
+	c.apiGet("/v1/manifests/"+m[1], &p)
+	require.Equal(t, len(devices), p.Total)
+	require.False(t, p.Done)
+
+	first.kill() // SIGKILL while its apply job (or the first work) runs
+	c.serves, c.apiURLs = c.serves[1:], c.apiURLs[1:]
+	c.startServe()
+	c.startServe()
+
+	start := time.Now()
+	eventually(t, 4*time.Minute, "manifest "+m[1]+" done", func() bool {
+		c.apiGet("/v1/manifests/"+m[1], &p)
+		return p.Done
+	})
+	t.Logf("%d devices provisioned %s after the kill", len(devices), time.Since(start).Round(time.Second))
+	require.Equal(t, len(devices), p.Total)
+	require.Equal(t, len(devices), p.ByStatus["ready"], fmt.Sprint(p.ByStatus))
+	verifyFleet(t, c, devices)
+}
