@@ -3,63 +3,26 @@ package lifecycle_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"errors"
 	"log/slog"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/vncfleet/vncfleet/internal/dbtest"
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
-	"github.com/vncfleet/vncfleet/internal/secretbox"
-	"github.com/vncfleet/vncfleet/internal/sim"
 	"github.com/vncfleet/vncfleet/internal/store"
-	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
-const (
-	apiKey    = "fleet-key"
-	apiSecret = "fleet-secret-value"
-	header    = "device_id,action,groups,allow_groups,allow_devices,state\n"
-)
-
-// env is one test's world: a fresh migrated database behind the store, the simulator
-// behind a real HTTP server, and the VNC Cloud client talking to it.
-type env struct {
-	t     *testing.T
-	ctx   context.Context
-	pool  *pgxpool.Pool
-	dbURL string
-	keys  *secretbox.Keyring
-	store *store.Store
-	sim   *sim.Server
-	cloud *vnccloud.Client
-	enq   *enqueued
-}
+// env is one test's world (see provisiontest.Env), with what the lifecycle's tests
+// add to it.
+type env struct{ *provisiontest.Env }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	pool, dbURL := dbtest.New(t)
-	key := make([]byte, secretbox.KeySize)
-	_, _ = rand.Read(key)
-	keys, err := secretbox.NewKeyring(key)
-	require.NoError(t, err)
-	s, err := sim.New(sim.Config{Accounts: []sim.Account{{Key: apiKey, Secret: apiSecret}}, Seed: 7})
-	require.NoError(t, err)
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(ts.Close)
-	cloud, err := vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: apiKey, APISecret: apiSecret, Timeout: 10 * time.Second})
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return &env{t: t, ctx: ctx, pool: pool, dbURL: dbURL, keys: keys, store: store.New(pool, keys), sim: s, cloud: cloud, enq: &enqueued{}}
+	return &env{provisiontest.New(t)}
 }
 
 // lifecycle is the lifecycle as the product wires it, minus the rate limiter, on
@@ -67,27 +30,27 @@ func newEnv(t *testing.T) *env {
 // lifecycle's log.
 func (e *env) lifecycle(pool *pgxpool.Pool, cfg lifecycle.Config,
 	call func(ctx context.Context, fn func(ctx context.Context) error) error) (*lifecycle.Lifecycle, *lockedBuffer) {
-	st := store.New(pool, e.keys)
+	st := store.New(pool, e.Keys)
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	return &lifecycle.Lifecycle{
 		Store: st,
 		Pool:  pool,
-		Reconciler: &reconcile.Reconciler{Store: st, Cloud: e.cloud, Call: call, Logger: logger,
-			Enqueue: e.enq.enqueue},
+		Reconciler: &reconcile.Reconciler{Store: st, Cloud: e.Cloud, Call: call, Logger: logger,
+			Enqueue: e.Enq.Enqueue},
 		Config:  cfg,
 		Logger:  logger,
-		Enqueue: e.enq.enqueue,
+		Enqueue: e.Enq.Enqueue,
 	}, logs
 }
 
 // otherProcess is a second connection pool on the test's database, as another
 // vncfleet process would have.
 func (e *env) otherProcess() *pgxpool.Pool {
-	e.t.Helper()
-	pool, err := pgxpool.New(e.ctx, e.dbURL)
-	require.NoError(e.t, err)
-	e.t.Cleanup(pool.Close)
+	e.T.Helper()
+	pool, err := pgxpool.New(e.Ctx, e.DBURL)
+	require.NoError(e.T, err)
+	e.T.Cleanup(pool.Close)
 	return pool
 }
 
@@ -107,214 +70,4 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// enqueued records the work queues reconciliation asks jobs for.
-type enqueued struct {
-	mu    sync.Mutex
-	calls []enqueueCall
-}
-
-type enqueueCall struct {
-	Key     string
-	Devices int
-}
-
-func (q *enqueued) enqueue(_ context.Context, key string, devices int) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.calls = append(q.calls, enqueueCall{key, devices})
-	return nil
-}
-
-func (q *enqueued) all() []enqueueCall {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]enqueueCall(nil), q.calls...)
-}
-
-// ingest stores a manifest for fleetName as an upload does and returns its work key.
-func (e *env) ingest(fleetName, csv string) string {
-	e.t.Helper()
-	res, err := e.store.Ingest(e.ctx, store.IngestRequest{Fleet: fleetName, Uploader: "test", Body: strings.NewReader(csv)})
-	require.NoError(e.t, err)
-	require.NotNil(e.t, res.Manifest)
-	return res.WorkKey
-}
-
-// provision ingests a manifest and carries out all its work, then returns each
-// device's cloud address.
-func (e *env) provision(fleetName, csv string) map[string]string {
-	e.t.Helper()
-	e.drain(e.ingest(fleetName, csv))
-	out := map[string]string{}
-	rows, err := e.pool.Query(e.ctx, `SELECT d.device_id, d.cloud_address, d.status FROM devices d
-		JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1`, fleetName)
-	require.NoError(e.t, err)
-	for rows.Next() {
-		var id, addr, status string
-		require.NoError(e.t, rows.Scan(&id, &addr, &status))
-		require.Equal(e.t, "ready", status, "device %s", id)
-		out[id] = addr
-	}
-	require.NoError(e.t, rows.Err())
-	return out
-}
-
-// retryNow retries transient failures at once.
-var retryNow = store.RetryPolicy{MaxAttempts: 5, Backoff: func(int) time.Duration { return 0 }, PollAfter: 0}
-
-// step does what one batch of a work job does, synchronously: claim up to limit
-// devices of the queue, call VNC Cloud for each, record the results. It returns how
-// many devices it claimed.
-func (e *env) step(key string, limit int, policy store.RetryPolicy) int {
-	e.t.Helper()
-	items, err := e.store.ClaimWork(e.ctx, key, limit, time.Minute)
-	require.NoError(e.t, err)
-	if len(items) == 0 {
-		return 0
-	}
-	results := make([]store.Result, len(items))
-	for i, it := range items {
-		results[i] = e.perform(it)
-	}
-	require.NoError(e.t, e.store.Finish(e.ctx, results, policy))
-	return len(items)
-}
-
-// perform carries out one claimed operation against the simulator, as the work job
-// does: create; or GET for the ETag, then PUT, DELETE or reset.
-func (e *env) perform(it store.WorkItem) store.Result {
-	e.t.Helper()
-	require.Empty(e.t, it.Unresolved, "device %s names devices without an address", it.DeviceID)
-	res := store.Result{Item: it}
-	var err error
-	switch it.Op {
-	case store.OpCreate:
-		var c vnccloud.Created
-		if c, err = e.cloud.Create(e.ctx, it.Spec()); err == nil {
-			res.Created = &c
-		}
-		res.Events = append(res.Events, event("create", err))
-	default:
-		var d vnccloud.Details
-		d, err = e.cloud.Get(e.ctx, it.CloudAddress)
-		res.Events = append(res.Events, event("get", err))
-		if err == nil {
-			switch it.Op {
-			case store.OpUpdate:
-				if err = e.cloud.Update(e.ctx, it.CloudAddress, it.Spec(), d.ETag); err == nil {
-					res.Applied = true
-				}
-			case store.OpDelete:
-				if err = e.cloud.Delete(e.ctx, it.CloudAddress, d.ETag); err == nil {
-					res.Deleted = true
-				}
-			case store.OpRotate:
-				var c vnccloud.Created
-				if c, err = e.cloud.ResetPassword(e.ctx, it.CloudAddress, d.ETag); err == nil {
-					res.Rotated = &c
-				}
-			default:
-				e.t.Fatalf("unknown operation %q", it.Op)
-			}
-			res.Events = append(res.Events, event(it.Op, err))
-		}
-		if errors.Is(err, vnccloud.ErrNotFound) {
-			res.Deleted = it.Op == store.OpDelete
-			res.Vanished = it.Op != store.OpDelete
-			return res
-		}
-	}
-	if err != nil {
-		var apiErr *vnccloud.APIError
-		res.Err = err
-		res.Retryable = vnccloud.IsRetryable(err)
-		res.Refused = errors.As(err, &apiErr)
-	}
-	return res
-}
-
-func event(op string, err error) store.Event {
-	if err != nil {
-		return store.EventFromError(op, err)
-	}
-	return store.Event{Operation: op, Outcome: "ok"}
-}
-
-// poll does what one run of the readiness poller does, synchronously, and returns
-// how many devices it polled.
-func (e *env) poll() int {
-	e.t.Helper()
-	items, err := e.store.ClaimPolls(e.ctx, 100, time.Minute)
-	require.NoError(e.t, err)
-	if len(items) == 0 {
-		return 0
-	}
-	results := make([]store.PollResult, len(items))
-	for i, it := range items {
-		ready, err := e.cloud.Ready(e.ctx, it.CloudAddress)
-		results[i] = store.PollResult{Item: it, Event: event("ready", err), Ready: ready && err == nil,
-			Vanished: errors.Is(err, vnccloud.ErrNotFound)}
-		if err != nil && !results[i].Vanished {
-			e.t.Fatalf("readiness of %s: %v", it.DeviceID, err)
-		}
-	}
-	require.NoError(e.t, e.store.FinishPolls(e.ctx, results, nil))
-	return len(items)
-}
-
-// drain carries out the queue's work and every due readiness poll until nothing is
-// left (the simulator answers ready at once), and checks that nothing is owed.
-func (e *env) drain(key string) {
-	e.t.Helper()
-	for round := 0; ; round++ {
-		require.Less(e.t, round, 50, "work of %s does not settle", key)
-		if e.step(key, 100, retryNow)+e.poll() == 0 {
-			break
-		}
-	}
-	remaining, _, err := e.store.PendingWork(e.ctx, key)
-	require.NoError(e.t, err)
-	require.Zero(e.t, remaining, "work left under %s", key)
-}
-
-// device is a device row as the tests look at it.
-type device struct {
-	Address     string // "" when none
-	Status      string
-	Op          string // "" when none
-	WorkKey     string
-	Drift       string
-	SpecVersion int
-	HasPassword bool
-}
-
-func (e *env) device(fleetName, id string) device {
-	e.t.Helper()
-	var d device
-	var addr, op, key, drift *string
-	err := e.pool.QueryRow(e.ctx, `
-		SELECT d.cloud_address, d.status, d.op, d.work_key, d.drift, d.spec_version, d.password_ct IS NOT NULL
-		FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1 AND d.device_id = $2`, fleetName, id).
-		Scan(&addr, &d.Status, &op, &key, &drift, &d.SpecVersion, &d.HasPassword)
-	require.NoError(e.t, err, "device %s/%s", fleetName, id)
-	d.Address, d.Op, d.WorkKey, d.Drift = deref(addr), deref(op), deref(key), deref(drift)
-	return d
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// addresses is the simulator's account: each live address with its state.
-func (e *env) addresses() map[string]sim.AddressState {
-	out := map[string]sim.AddressState{}
-	for _, a := range e.sim.State().Accounts[apiKey].Addresses {
-		out[a.CloudAddress] = a
-	}
-	return out
 }

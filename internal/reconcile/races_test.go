@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/sim"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -31,25 +32,43 @@ func atCall(n int64, hook func()) func(ctx context.Context, fn func(ctx context.
 	}
 }
 
+// sendCreate claims the queue's next device and sends its create, as a job does, but
+// does not record the answer: the create is in flight. It returns the result to
+// record, which holds the address the create made.
+func (e *env) sendCreate(key string) store.Result {
+	e.T.Helper()
+	items, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute)
+	require.NoError(e.T, err)
+	require.Len(e.T, items, 1)
+	res := e.Perform(items[0])
+	require.NotNil(e.T, res.Created)
+	return res
+}
+
+// rotateAll schedules a password reset of every ready device of fleetName under key,
+// due at once, as a rotation asked for by hand does. It returns how many it scheduled.
+func (e *env) rotateAll(fleetName, key string) int {
+	e.T.Helper()
+	n, err := e.Store.ScheduleRotations(e.Ctx, fleetName, true, 0, 0, key)
+	require.NoError(e.T, err)
+	return n
+}
+
 func TestAddressOfACreateInFlightIsNeitherForeignNorDeleted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,line-a,,,\n")
 	// Another tool's address, of another spec: foreign whatever is in flight.
-	foreign, _, err := e.sim.CreateAddress(apiKey, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"other-tool"}})
+	foreign, _, err := e.Sim.CreateAddress(provisiontest.APIKey, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"other-tool"}})
 	require.NoError(t, err)
 	// A job claims v1 and sends its create; the answer has not been recorded yet.
-	items, err := e.store.ClaimWork(e.ctx, key, 1, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, items, 1)
-	res := e.perform(items[0])
-	require.NotNil(t, res.Created)
+	res := e.sendCreate(key)
 	made := res.Created.CloudAddress
 
 	// The default grace: the create is young, so the address it made may be v1's.
 	cfg := reconcile.Config{DeleteForeign: true}
 	rep := e.run(e.reconciler(cfg), false)
-	require.Contains(t, e.addresses(), made, "not deleted")
+	require.Contains(t, e.Addresses(), made, "not deleted")
 	require.Equal(t, []string{foreign}, rep.Foreign, "not called foreign")
 	require.Equal(t, []string{foreign}, rep.DeletedForeign)
 	require.Equal(t, []string{made}, rep.InFlight)
@@ -59,13 +78,13 @@ func TestAddressOfACreateInFlightIsNeitherForeignNorDeleted(t *testing.T) {
 	require.Equal(t, []attempt{{"sent", ""}}, e.attempts("f", "v1"), "the attempt stays open")
 
 	// The job records its answer: the address is v1's, and it exists.
-	require.NoError(t, e.store.Finish(e.ctx, []store.Result{res}, retryNow))
-	e.drain(key)
-	v1 := e.device("f", "v1")
+	e.Finish(res)
+	e.Drain(key)
+	v1 := e.Device("f", "v1")
 	require.Equal(t, made, v1.Address)
 	require.Equal(t, "ready", v1.Status)
 	require.Equal(t, []attempt{{"created", made}}, e.attempts("f", "v1"))
-	cloud := e.addresses()
+	cloud := e.Addresses()
 	require.Contains(t, cloud, made)
 	require.Len(t, cloud, 1)
 	requireNothingToDo(t, e.run(e.reconciler(cfg), false))
@@ -74,22 +93,18 @@ func TestAddressOfACreateInFlightIsNeitherForeignNorDeleted(t *testing.T) {
 func TestOrphanThatARetryInFlightMayHaveMadeWaits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,line-a,,,\n")
 	// v1's first create made an address and lost its answer long ago...
 	orphan := e.loseCreate(key)
-	_, err := e.pool.Exec(e.ctx, `UPDATE create_attempts SET sent_at = now() - interval '1 hour'`)
+	_, err := e.Pool.Exec(e.Ctx, `UPDATE create_attempts SET sent_at = now() - interval '1 hour'`)
 	require.NoError(t, err)
 	// ...and its retry, of the same spec, is in flight.
-	items, err := e.store.ClaimWork(e.ctx, key, 1, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, items, 1)
-	res := e.perform(items[0])
-	require.NotNil(t, res.Created)
+	res := e.sendCreate(key)
 	made := res.Created.CloudAddress
 
 	cfg := reconcile.Config{DeleteForeign: true}
 	rep := e.run(e.reconciler(cfg), false)
-	cloud := e.addresses()
+	cloud := e.Addresses()
 	require.Contains(t, cloud, made, "the retry's address is not deleted")
 	require.Contains(t, cloud, orphan, "either address may be the retry's")
 	require.Empty(t, rep.Foreign)
@@ -102,15 +117,15 @@ func TestOrphanThatARetryInFlightMayHaveMadeWaits(t *testing.T) {
 		"the old attempt is not discarded: it may have made one of them")
 
 	// The retry's answer is recorded; the next run knows the orphan for what it is.
-	require.NoError(t, e.store.Finish(e.ctx, []store.Result{res}, retryNow))
-	e.drain(key)
-	require.Equal(t, made, e.device("f", "v1").Address)
+	e.Finish(res)
+	e.Drain(key)
+	require.Equal(t, made, e.Device("f", "v1").Address)
 	rep = e.run(e.reconciler(cfg), false)
 	require.Equal(t, []string{orphan}, rep.DeletedOrphans)
 	require.Empty(t, rep.Foreign)
 	require.Empty(t, rep.InFlight)
 	require.Empty(t, rep.Adopted)
-	cloud = e.addresses()
+	cloud = e.Addresses()
 	require.NotContains(t, cloud, orphan)
 	require.Contains(t, cloud, made)
 	require.Len(t, cloud, 1)
@@ -121,7 +136,7 @@ func TestOrphanThatARetryInFlightMayHaveMadeWaits(t *testing.T) {
 func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	key := e.ingest("f", header+"v1,connect,line-a,,,\n")
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,line-a,,,\n")
 	orphan := e.loseCreate(key)
 
 	// Call 1 is the listing, call 2 the GET of the orphan: that one is answered 503.
@@ -129,8 +144,8 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	var calls atomic.Int64
 	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
 		if calls.Add(1) == 2 {
-			e.sim.SetFaults(sim.Faults{FailRate: 1})
-			defer e.sim.SetFaults(sim.Faults{})
+			e.Sim.SetFaults(sim.Faults{FailRate: 1})
+			defer e.Sim.SetFaults(sim.Faults{})
 		}
 		return fn(ctx)
 	}
@@ -142,7 +157,7 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	require.Empty(t, rep.Foreign)
 	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("f", "v1"),
 		"the attempt may have made the address that could not be inspected")
-	require.Contains(t, e.addresses(), orphan)
+	require.Contains(t, e.Addresses(), orphan)
 
 	// The next run sees the orphan and adopts it.
 	rep = e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
@@ -150,111 +165,108 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	require.Empty(t, rep.Foreign)
 	require.Empty(t, rep.Errors)
 	require.Equal(t, []attempt{{"adopted", orphan}}, e.attempts("f", "v1"))
-	require.Equal(t, orphan, e.device("f", "v1").Address)
+	require.Equal(t, orphan, e.Device("f", "v1").Address)
 }
 
 func TestVanishedMarkSparesTheAddressThatReplacedIt(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	addrs := e.provision("f", header+"v1,connect,line-a,,,\n")
-	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+	addrs := e.Provision("f", provisiontest.Header+"v1,connect,line-a,,,\n")
+	require.NoError(t, e.Sim.ForceDelete(provisiontest.APIKey, addrs["v1"]))
 
 	// Right after the GET that finds v1's address gone (call 2, after the listing),
 	// a rotation meets the 404 too, and v1 gets a new address before the run marks it.
 	var replaced string
 	r := e.reconciler(reconcile.Config{})
 	r.Call = atCall(2, func() {
-		n, err := e.store.ScheduleRotations(e.ctx, "f", true, 0, 0, "rotate:test")
-		require.NoError(t, err)
-		require.Equal(t, 1, n)
-		e.drain("rotate:test")
-		replaced = e.device("f", "v1").Address
+		require.Equal(t, 1, e.rotateAll("f", "rotate:test"))
+		e.Drain("rotate:test")
+		replaced = e.Device("f", "v1").Address
 	})
 	rep := e.run(r, false)
 	require.NotEmpty(t, replaced)
 	require.NotEqual(t, addrs["v1"], replaced)
 	require.Empty(t, rep.Vanished, "v1 was not marked: it holds a new address")
 	require.Empty(t, rep.Errors)
-	v1 := e.device("f", "v1")
+	v1 := e.Device("f", "v1")
 	require.Equal(t, replaced, v1.Address, "the new address is kept")
 	require.Equal(t, "ready", v1.Status)
 	require.Empty(t, v1.Op)
 	require.True(t, v1.HasPassword)
-	require.Contains(t, e.addresses(), replaced)
+	require.Contains(t, e.Addresses(), replaced)
 	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{}), false))
 }
 
 func TestVanishedMarkLeavesAClaimedDeviceToItsJob(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	addrs := e.provision("f", header+"v1,connect,line-a,,,\n")
-	require.NoError(t, e.sim.ForceDelete(apiKey, addrs["v1"]))
+	addrs := e.Provision("f", provisiontest.Header+"v1,connect,line-a,,,\n")
+	require.NoError(t, e.Sim.ForceDelete(provisiontest.APIKey, addrs["v1"]))
 
 	// Right after the GET that finds v1's address gone, a rotation job claims v1.
 	var claimed []store.WorkItem
 	r := e.reconciler(reconcile.Config{})
 	r.Call = atCall(2, func() {
-		n, err := e.store.ScheduleRotations(e.ctx, "f", true, 0, 0, "rotate:test")
-		require.NoError(t, err)
-		require.Equal(t, 1, n)
-		claimed, err = e.store.ClaimWork(e.ctx, "rotate:test", 1, time.Minute)
+		require.Equal(t, 1, e.rotateAll("f", "rotate:test"))
+		var err error
+		claimed, err = e.Store.ClaimWork(e.Ctx, "rotate:test", 1, time.Minute)
 		require.NoError(t, err)
 	})
 	rep := e.run(r, false)
 	require.Len(t, claimed, 1)
 	require.Empty(t, rep.Vanished, "a claimed device is left to its job")
-	v1 := e.device("f", "v1")
+	v1 := e.Device("f", "v1")
 	require.Equal(t, addrs["v1"], v1.Address)
 	require.Equal(t, "rotate", v1.Op)
-	require.Empty(t, e.enq.all())
+	require.Empty(t, e.Enq.All())
 
 	// The job meets the 404 itself, and v1 gets a new address.
-	require.NoError(t, e.store.Finish(e.ctx, []store.Result{e.perform(claimed[0])}, retryNow))
-	e.drain("rotate:test")
-	v1 = e.device("f", "v1")
+	e.Finish(e.Perform(claimed[0]))
+	e.Drain("rotate:test")
+	v1 = e.Device("f", "v1")
 	require.Equal(t, "ready", v1.Status)
 	require.NotEqual(t, addrs["v1"], v1.Address)
-	require.Contains(t, e.addresses(), v1.Address)
+	require.Contains(t, e.Addresses(), v1.Address)
 	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{}), false))
 }
 
 func TestOrphanGoesToAnotherDeviceWhenTheFirstGotAnAddress(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	keyA := e.ingest("a", header+"v1,connect,line-a,,,\n")
-	keyB := e.ingest("b", header+"v2,connect,line-a,,,\n")
+	keyA := e.Ingest("a", provisiontest.Header+"v1,connect,line-a,,,\n")
+	keyB := e.Ingest("b", provisiontest.Header+"v2,connect,line-a,,,\n")
 	// v1's create made an address and lost its answer; v2's, of the same spec, was
 	// answered 503 and made nothing. Either may have made the orphan.
 	orphan := e.loseCreate(keyA)
-	e.sim.SetFaults(sim.Faults{FailRate: 1})
-	require.Equal(t, 1, e.step(keyB, 1, retryNow))
-	e.sim.SetFaults(sim.Faults{})
+	e.Sim.SetFaults(sim.Faults{FailRate: 1})
+	require.Equal(t, 1, e.Step(keyB, 1, provisiontest.RetryNow))
+	e.Sim.SetFaults(sim.Faults{})
 	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("a", "v1"))
 	require.Equal(t, []attempt{{"unknown", ""}}, e.attempts("b", "v2"))
 
 	// While the orphan is inspected (call 2, after the listing), v1's own retry
 	// succeeds: when attempts were read, both devices wanted an address.
 	r := e.reconciler(reconcile.Config{AdoptGrace: pastGrace})
-	r.Call = atCall(2, func() { require.Equal(t, 1, e.step(keyA, 1, retryNow)) })
+	r.Call = atCall(2, func() { require.Equal(t, 1, e.Step(keyA, 1, provisiontest.RetryNow)) })
 	rep := e.run(r, false)
 	require.Equal(t, []string{"b/v2: " + orphan}, rep.Adopted, "v2 still wants it")
 	require.Empty(t, rep.DeletedOrphans)
 	require.Empty(t, rep.Foreign)
 	require.Empty(t, rep.Errors)
-	v1, v2 := e.device("a", "v1"), e.device("b", "v2")
+	v1, v2 := e.Device("a", "v1"), e.Device("b", "v2")
 	require.NotEmpty(t, v1.Address)
 	require.NotEqual(t, orphan, v1.Address)
 	require.Equal(t, orphan, v2.Address)
-	require.Contains(t, e.addresses(), orphan)
+	require.Contains(t, e.Addresses(), orphan)
 	require.Equal(t, []attempt{{"adopted", orphan}}, e.attempts("b", "v2"))
 	require.Equal(t, []attempt{{"discarded", ""}, {"created", v1.Address}}, e.attempts("a", "v1"))
 
-	e.drain(rep.WorkKey)
-	e.drain(keyA)
-	creds, err := e.store.GetCredentials(e.ctx, "b", "v2")
+	e.Drain(rep.WorkKey)
+	e.Drain(keyA)
+	creds, err := e.Store.GetCredentials(e.Ctx, "b", "v2")
 	require.NoError(t, err)
 	require.Equal(t, "ready", creds.Status)
-	require.Equal(t, e.addresses()[orphan].Password, creds.CloudPassword)
-	require.Equal(t, int64(2), e.sim.State().Accounts[apiKey].Creates, "v2 made no address of its own")
+	require.Equal(t, e.Addresses()[orphan].Password, creds.CloudPassword)
+	require.Equal(t, int64(2), e.Sim.State().Accounts[provisiontest.APIKey].Creates, "v2 made no address of its own")
 	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false))
 }
