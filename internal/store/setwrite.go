@@ -60,14 +60,23 @@ func (c *createdRows) add(w WorkItem, address string, ct []byte, keyID string) {
 }
 
 // queue adds the device and attempt updates to b. Each device now has its address and
-// password and waits for readiness; the version it was created with is applied.
+// password and waits for readiness; the version it was created with is applied. What
+// is owed next is scheduleOpSQL's answer for the row as this statement leaves it,
+// written out here so that the row is updated once, not twice: a delete if the device
+// was marked absent meanwhile, an update if its spec changed, else nothing.
 func (c *createdRows) queue(b *pgx.Batch, pollAfter time.Duration) {
 	if len(c.pks) == 0 {
 		return
 	}
 	b.Queue(`UPDATE devices d SET cloud_address = r.address, password_ct = r.ct, password_key_id = r.key_id,
-		    password_set_at = now(), etag = NULL, status = 'awaiting_ready', awaiting_since = now(),
-		    next_poll_at = now() + $6::interval, polls = 0, applied_version = r.version, claim_until = NULL,
+		    password_set_at = now(), etag = NULL, awaiting_since = now(), polls = 0,
+		    applied_version = r.version, claim_until = NULL, next_attempt_at = NULL, attempts = 0,
+		    op = CASE WHEN d.desired_state = 'absent' THEN 'delete'
+		              WHEN r.version < d.spec_version THEN 'update' END,
+		    status = CASE WHEN d.desired_state = 'absent' THEN 'deleting'
+		                  WHEN r.version < d.spec_version THEN 'updating' ELSE 'awaiting_ready' END,
+		    next_poll_at = CASE WHEN d.desired_state = 'present' AND r.version >= d.spec_version
+		                        THEN now() + $6::interval END,
 		    `+clearErrorSQL+`, updated_at = now()
 		FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::int[]) AS r(pk, address, ct, key_id, version)
 		WHERE d.id = r.pk`,

@@ -43,6 +43,10 @@ const scheduleOpSQL = `
 	       WHEN d.applied_version < d.spec_version THEN 'updating'
 	       ELSE d.status END,
 	applied_version = CASE WHEN d.desired_state = 'absent' AND d.cloud_address IS NULL THEN d.spec_version ELSE d.applied_version END,
+	-- Only a device awaiting readiness has a poll due (devices_due_poll_idx).
+	next_poll_at = CASE
+	       WHEN d.desired_state = 'absent' OR d.cloud_address IS NULL OR d.applied_version < d.spec_version THEN NULL
+	       ELSE d.next_poll_at END,
 	next_attempt_at = NULL,
 	attempts = 0,
 	updated_at = now()`
@@ -400,6 +404,7 @@ func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy Retr
 			return err
 		}
 		acc.created.add(w, r.Created.CloudAddress, ct, keyID)
+		return nil // its statement computes the next operation itself
 	case r.Applied:
 		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now() + $2::interval, polls = 0,
 			    applied_version = $3, claim_until = NULL, drift = NULL, `+clearErrorSQL+`, updated_at = now()
@@ -474,7 +479,7 @@ func queueFailure(b *pgx.Batch, r Result, policy RetryPolicy) (final bool) {
 			WHERE id = $1`, w.PK, delay, ev.Message, ev.HTTPStatus, ev.ErrorCode)
 		return false
 	}
-	b.Queue(`UPDATE devices SET status = 'failed', op = NULL, claim_until = NULL, attempts = attempts + 1,
+	b.Queue(`UPDATE devices SET status = 'failed', op = NULL, claim_until = NULL, next_poll_at = NULL, attempts = attempts + 1,
 		    last_error = $2, last_error_status = nullif($3, 0), last_error_code = nullif($4, 0), updated_at = now()
 		WHERE id = $1`, w.PK, ev.Message, ev.HTTPStatus, ev.ErrorCode)
 	return true
@@ -545,7 +550,7 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) 
 	rows, err := s.pool.Query(ctx, `
 		WITH c AS (
 			SELECT id FROM devices
-			WHERE status = 'awaiting_ready' AND next_poll_at <= now()
+			WHERE next_poll_at <= now() AND status = 'awaiting_ready'
 			  AND (claim_until IS NULL OR claim_until < now())
 			ORDER BY next_poll_at LIMIT $1
 			FOR UPDATE SKIP LOCKED)
@@ -652,10 +657,13 @@ func (s *Store) pollBatch(results []PollResult, owned map[int64]bool) (*pgx.Batc
 	return batch, became
 }
 
-// NextPollAt is when the earliest readiness poll is due; zero when none waits.
+// NextPollAt is when the earliest readiness poll that no live claim holds is due;
+// zero when none waits.
 func (s *Store) NextPollAt(ctx context.Context) (time.Time, error) {
 	var at *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT min(next_poll_at) FROM devices WHERE status = 'awaiting_ready'`).Scan(&at); err != nil {
+	if err := s.pool.QueryRow(ctx, `
+		SELECT min(next_poll_at) FROM devices
+		WHERE next_poll_at IS NOT NULL AND status = 'awaiting_ready' AND (claim_until IS NULL OR claim_until < now())`).Scan(&at); err != nil {
 		return time.Time{}, fmt.Errorf("next poll: %w", err)
 	}
 	if at == nil {

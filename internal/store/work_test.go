@@ -1,0 +1,82 @@
+package store_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/store"
+)
+
+// nextPoll reads whether device id of fleet "f" has a readiness poll scheduled.
+func nextPoll(t *testing.T, e *provisiontest.Env, id string) bool {
+	t.Helper()
+	var due bool
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, `
+		SELECT next_poll_at IS NOT NULL FROM devices d JOIN fleets f ON f.id = d.fleet_id
+		WHERE f.name = 'f' AND d.device_id = $1`, id).Scan(&due))
+	return due
+}
+
+// A create's result is recorded in one statement that also decides what the device
+// owes next; a manifest that changed the device while the create was in flight is
+// not lost, and only a device awaiting readiness has a poll scheduled.
+func TestCreateResultSchedulesWhatChangedWhileInFlight(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"plain,connect,g1,,,\nregrouped,connect,g1,,,\ngone,connect,g1,,,\n")
+	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, items, 3)
+	results := make([]store.Result, len(items))
+	for i, it := range items {
+		results[i] = e.Perform(it)
+	}
+	// While the creates are in flight, a new manifest changes one device and marks
+	// another absent. Their claims keep the upload from rescheduling them.
+	e.Ingest("f", provisiontest.Header+"regrouped,connect,g2,,,\ngone,connect,g1,,,absent\n")
+	e.Finish(results...)
+
+	plain := e.Device("f", "plain")
+	require.Equal(t, "awaiting_ready", plain.Status)
+	require.Empty(t, plain.Op)
+	require.True(t, nextPoll(t, e, "plain"))
+
+	regrouped := e.Device("f", "regrouped")
+	require.Equal(t, "updating", regrouped.Status)
+	require.Equal(t, store.OpUpdate, regrouped.Op)
+	require.False(t, nextPoll(t, e, "regrouped"), "no poll while an update is owed")
+
+	gone := e.Device("f", "gone")
+	require.Equal(t, "deleting", gone.Status)
+	require.Equal(t, store.OpDelete, gone.Op)
+	require.False(t, nextPoll(t, e, "gone"))
+
+	e.Drain(key)
+	require.Equal(t, "ready", e.Device("f", "regrouped").Status)
+	require.Equal(t, []string{"g2"}, e.Addresses()[e.Device("f", "regrouped").Address].Groups)
+	require.Equal(t, "deleted", e.Device("f", "gone").Status)
+	require.Len(t, e.Addresses(), 2)
+	for _, id := range []string{"plain", "regrouped", "gone"} {
+		require.False(t, nextPoll(t, e, id), "%s: settled devices have no poll scheduled", id)
+	}
+}
+
+// A device awaiting readiness that a manifest then changes drops its scheduled poll
+// until the change is applied: polls are claimed from the rows with one scheduled.
+func TestRescheduledDeviceDropsItsPoll(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,\n")
+	require.Equal(t, 1, e.Step(key, 10, provisiontest.RetryNow))
+	require.True(t, nextPoll(t, e, "v1"))
+
+	e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,absent\n")
+	require.Equal(t, "deleting", e.Device("f", "v1").Status)
+	require.False(t, nextPoll(t, e, "v1"))
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, polls)
+}
