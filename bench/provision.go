@@ -270,8 +270,10 @@ func benchRotation(baseURL string, devices int, rate float64) error {
 	}
 	calls := s.State().Requests - before
 	achieved := float64(calls) / took.Seconds()
-	fmt.Printf("rotation: %d devices in %.1fs = %.1f devices/s; %d API calls (%.2f per device) at %.1f calls/s = %.0f%% of VNCCLOUD_RATE=%g; peak %d in any second\n",
+	// (The simulator's peak per second is not printed: it counts the uncapped
+	// provisioning before the rotation too.)
+	fmt.Printf("rotation: %d devices in %.1fs = %.1f devices/s; %d API calls (%.2f per device) at %.1f calls/s = %.0f%% of VNCCLOUD_RATE=%g\n",
 		rot.Scheduled, took.Seconds(), float64(rot.Scheduled)/took.Seconds(), calls, float64(calls)/float64(rot.Scheduled),
-		achieved, 100*achieved/rate, rate, s.State().PeakPerSecond)
+		achieved, 100*achieved/rate, rate)
 	return nil
 }

@@ -32,6 +32,14 @@ type PollWorker struct {
 
 const pollRunBudget = 20 * time.Second
 
+// pollWaitAhead is how far ahead a poll loop waits for the next due poll rather than
+// ending; pollIdle the shortest such wait (a poll claimed by another loop is due
+// "now" but not claimable).
+const (
+	pollWaitAhead = 2 * time.Second
+	pollIdle      = 50 * time.Millisecond
+)
+
 func (w *PollWorker) Timeout(*river.Job[PollArgs]) time.Duration {
 	return pollRunBudget + w.deps.Config.CallTimeout + 30*time.Second
 }
@@ -50,7 +58,9 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 	return errors.Join(errs...)
 }
 
-// pollLoop polls due devices, a batch at a time, until none is due or stop passes.
+// pollLoop polls due devices, a batch at a time, until stop passes or none is due
+// within pollWaitAhead. Waiting for a poll due soon, instead of ending the run for the
+// next tick of the schedule, keeps a steady stream of creates polled as they come due.
 func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	for time.Now().Before(stop) {
 		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2)
@@ -58,7 +68,20 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 			return err
 		}
 		if len(items) == 0 {
-			return nil
+			next, err := d.Store.NextPollAt(ctx)
+			if err != nil {
+				return err
+			}
+			wait := time.Until(next)
+			if next.IsZero() || wait > pollWaitAhead || time.Now().Add(wait).After(stop) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(max(wait, pollIdle)):
+			}
+			continue
 		}
 		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(ctx, it) })
 		if err := d.finishDurably(ctx, func(ctx context.Context) error {

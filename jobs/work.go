@@ -23,44 +23,55 @@ type WorkArgs struct {
 
 func (WorkArgs) Kind() string { return "work" }
 
-// WorkWorker claims a batch, carries it out and snoozes, so that every queue with work
-// gets a turn between two batches of another: a 20-row urgent upload is not stuck
-// behind a million-row one.
+// WorkWorker claims batches and carries them out for up to workSlice, then snoozes,
+// so that every queue with work gets a turn between two slices of another: a 20-row
+// urgent upload is not stuck behind a million-row one.
 type WorkWorker struct {
 	river.WorkerDefaults[WorkArgs]
 	deps *Deps
 }
 
+// workSlice is how long one work job runs batches before giving others a turn. One
+// batch per job run cost a round trip through River's queue (fetch, snooze, fetch
+// again: 100-200 ms) per batch, which capped a manifest at a few thousand devices a
+// second whatever the database and the API could do.
+const workSlice = 2 * time.Second
+
 func (w *WorkWorker) Timeout(*river.Job[WorkArgs]) time.Duration {
-	return w.deps.Config.ClaimLease + 30*time.Second
+	return workSlice + w.deps.Config.ClaimLease + 30*time.Second
 }
 
 func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 	d := w.deps
-	items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.BatchSize, d.Config.ClaimLease)
-	if err != nil {
-		return err
-	}
-	if len(items) == 0 {
-		remaining, next, err := d.Store.PendingWork(ctx, job.Args.Key)
+	stop := time.Now().Add(workSlice)
+	for {
+		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.BatchSize, d.Config.ClaimLease)
 		if err != nil {
 			return err
 		}
-		if remaining == 0 {
-			return nil
+		if len(items) == 0 {
+			remaining, next, err := d.Store.PendingWork(ctx, job.Args.Key)
+			if err != nil {
+				return err
+			}
+			if remaining == 0 {
+				return nil
+			}
+			// Work is owed but not claimable yet (backoff, another chain's claim, a listen
+			// device waiting for its connect devices): come back when it may be.
+			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
+			return river.JobSnooze(wait)
 		}
-		// Work is owed but not claimable yet (backoff, another chain's claim, a listen
-		// device waiting for its connect devices): come back when it may be.
-		wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
-		return river.JobSnooze(wait)
+		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
+		if err := d.finishDurably(ctx, func(ctx context.Context) error {
+			return d.Store.Finish(ctx, results, d.retryPolicy())
+		}); err != nil {
+			return err
+		}
+		if time.Now().After(stop) || ctx.Err() != nil {
+			return river.JobSnooze(0)
+		}
 	}
-	results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
-	if err := d.finishDurably(ctx, func(ctx context.Context) error {
-		return d.Store.Finish(ctx, results, d.retryPolicy())
-	}); err != nil {
-		return err
-	}
-	return river.JobSnooze(0)
 }
 
 func (d *Deps) retryPolicy() store.RetryPolicy {
