@@ -118,6 +118,14 @@ func benchIngest(baseURL string, rows int) error {
 		return err
 	}
 	fmt.Printf("devices stored: %d\n", stored)
+	// What each poll of `upload --wait` costs on a manifest this size.
+	if applyID != 0 {
+		start = time.Now()
+		if _, err := st.ManifestProgress(ctx, applyID); err != nil {
+			return err
+		}
+		fmt.Printf("one progress read of the manifest (GET /v1/manifests/{id}): %.0f ms\n", float64(time.Since(start).Microseconds())/1000)
+	}
 	return nil
 }
 

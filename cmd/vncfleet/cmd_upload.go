@@ -28,8 +28,8 @@ func init() { register(newUploadCmd) }
 var pollPolicy = struct {
 	// First is the first gap between two polls: progress shows up quickly.
 	First time.Duration
-	// Max is where the gap stops growing: a long wait costs the server one cheap
-	// query every two seconds.
+	// Max is where the gap stops growing: a long wait costs the server one query
+	// every two seconds, or every four times the query's duration if longer.
 	Max time.Duration
 	// Outage is how long polls may fail to reach the server (a restart, a database
 	// failover) before the wait gives up with exit 3.
@@ -296,7 +296,12 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 	delay := pollPolicy.First
 	var outageSince time.Time
 	for {
+		asked := time.Now()
 		p, err := fetch(ctx)
+		// Counting a large manifest's devices takes the server a while (about a second
+		// for a million): polling no more often than every four such times keeps one
+		// waiter's share of the database under a quarter.
+		wait := max(delay, 4*time.Since(asked))
 		switch {
 		case err == nil:
 			outageSince = time.Time{}
@@ -334,7 +339,7 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		case <-ctx.Done():
 			bar.Abandon()
 			return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
-		case <-time.After(delay):
+		case <-time.After(wait):
 		}
 		delay = min(delay*3/2, pollPolicy.Max)
 	}
