@@ -407,7 +407,11 @@ func TestUploadWait(t *testing.T) {
 			for _, s := range tt.notIn {
 				require.NotContains(t, out, s)
 			}
-			require.Len(t, fake.seen("GET "+tt.manifest), len(tt.polls), "polled until done, then stopped")
+			polls := fake.seen("GET " + tt.manifest)
+			require.Len(t, polls, len(tt.polls), "polled until done, then stopped")
+			for _, p := range polls {
+				require.Equal(t, "true", p.query.Get("no_groups"), "a progress bar needs no counts by group")
+			}
 			// stderr is no terminal here: plain lines, no cursor control.
 			require.NotContains(t, errOut, "\r")
 			require.Contains(t, errOut, "settled (")

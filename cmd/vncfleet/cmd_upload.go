@@ -349,7 +349,7 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 // counts per status and the failed devices, and returns exit 1 if any failed.
 func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, id int64) error {
 	label := fmt.Sprintf("manifest #%d", id)
-	p, err := pollUntilDone(ctx, cmd, label, func(ctx context.Context) (*apiclient.Progress, error) { return client.Manifest(ctx, id) })
+	p, err := pollUntilDone(ctx, cmd, label, func(ctx context.Context) (*apiclient.Progress, error) { return client.ManifestTotals(ctx, id) })
 	if err != nil {
 		return err
 	}

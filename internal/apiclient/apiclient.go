@@ -358,8 +358,18 @@ type sizedReader struct {
 
 // Manifest is the progress of manifest id (GET /v1/manifests/{id}).
 func (c *Client) Manifest(ctx context.Context, id int64) (*Progress, error) {
+	return c.manifest(ctx, id, nil)
+}
+
+// ManifestTotals is Manifest without the counts by group, which a large manifest
+// makes costly: what a progress bar needs.
+func (c *Client) ManifestTotals(ctx context.Context, id int64) (*Progress, error) {
+	return c.manifest(ctx, id, url.Values{"no_groups": {"true"}})
+}
+
+func (c *Client) manifest(ctx context.Context, id int64, query url.Values) (*Progress, error) {
 	var p Progress
-	if err := c.doJSON(ctx, http.MethodGet, "/v1/manifests/"+strconv.FormatInt(id, 10), nil, &p); err != nil {
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/manifests/"+strconv.FormatInt(id, 10), query, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil

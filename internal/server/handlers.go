@@ -155,7 +155,13 @@ func (s *Server) manifestProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p, err := s.cfg.Store.ManifestProgress(r.Context(), id)
+	// ?no_groups=true leaves out the counts by group (a waiting client's progress bar
+	// does not draw them).
+	noGroups, ok := queryBool(w, r, "no_groups")
+	if !ok {
+		return
+	}
+	p, err := s.cfg.Store.ManifestProgress(r.Context(), id, !noGroups)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, err.Error(), nil)
 		return
