@@ -468,23 +468,33 @@ func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mo
 		p.Deletes += omitted
 	}
 
-	p.CreateIDs, err = collectStrings(ctx, tx, `
+	// Each list below joins the manifest with the fleet again: only the ones the
+	// counts say are not empty are read (a re-upload of a million rows changes little).
+	if p.Creates == 0 && p.Deletes == 0 && p.Updates == 0 {
+		return p, nil
+	}
+	if p.Creates > 0 {
+		if p.CreateIDs, err = collectStrings(ctx, tx, `
 		SELECT s.device_id FROM `+table+` s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'present' AND (d.id IS NULL OR d.desired_state = 'absent')
-		ORDER BY s.line LIMIT $2`, fleetID, planListCap)
-	if err != nil {
-		return p, err
+		ORDER BY s.line LIMIT $2`, fleetID, planListCap); err != nil {
+			return p, err
+		}
 	}
-	p.DeleteIDs, err = collectStrings(ctx, tx, `
+	if p.Deletes > 0 {
+		if p.DeleteIDs, err = collectStrings(ctx, tx, `
 		SELECT s.device_id FROM `+table+` s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'absent' AND d.desired_state = 'present'
 		UNION ALL
 		SELECT d.device_id FROM devices d
 		WHERE $3 AND d.fleet_id = $1 AND d.desired_state = 'present'
 		  AND NOT EXISTS (SELECT 1 FROM `+table+` s WHERE s.device_id = d.device_id)
-		LIMIT $2`, fleetID, math.MaxInt32, mode == fleet.ModeReplace)
-	if err != nil {
-		return p, err
+		LIMIT $2`, fleetID, math.MaxInt32, mode == fleet.ModeReplace); err != nil {
+			return p, err
+		}
+	}
+	if p.Updates == 0 {
+		return p, nil
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT s.device_id, array_remove(ARRAY[
