@@ -288,8 +288,16 @@ func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key s
 			}
 		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE manifests SET applied_at = now() WHERE id = $1`, m.ID); err != nil {
+	var applied int
+	if err := tx.QueryRow(ctx, `UPDATE manifests SET applied_at = now() WHERE id = $1 RETURNING applied_rows`, m.ID).Scan(&applied); err != nil {
 		return fmt.Errorf("finish manifest %d: %w", m.ID, err)
+	}
+	if applied > InlineApplyRows {
+		// The table may have grown many times over since autovacuum last looked: plans
+		// made on the old statistics (a few rows) scan where they should look up.
+		if _, err := tx.Exec(ctx, `ANALYZE devices`); err != nil {
+			return fmt.Errorf("analyze devices: %w", err)
+		}
 	}
 	if _, err := tx.Exec(ctx, `DROP TABLE `+table); err != nil {
 		return fmt.Errorf("drop staged manifest %d: %w", m.ID, err)

@@ -265,3 +265,37 @@ func TestAwkwardValuesSurviveStaging(t *testing.T) {
 	require.NoError(t, e.pool.QueryRow(ctx, `SELECT metadata::text FROM devices WHERE device_id = 's'`).Scan(&meta))
 	require.Equal(t, `{"note": ""}`, *meta, "an empty metadata cell is kept as an empty string")
 }
+
+// A listen device named before the connect device it allows, in a manifest applied in
+// batches, waits for the whole manifest instead of failing on a name whose row is
+// not there yet.
+func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
+	ctx := context.Background()
+	e := newStagedEnv(t)
+	n := InlineApplyRows + 500
+	body := factory(n, factoryHeader, func(i int) string {
+		return fmt.Sprintf("l-%06d,listen,,,c-last,,plant\n", i)
+	}) + "c-last,connect,,,,,plant\n"
+	res, err := e.upload(t, fleet.ModeMerge, body)
+	require.NoError(t, err)
+	done, err := e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
+	require.NoError(t, err)
+	require.False(t, done)
+	require.Zero(t, e.count(t, `SELECT count(*) FROM devices WHERE device_id = 'c-last'`), "the connect device is in a later batch")
+
+	items, err := e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, items, "no listen device is claimed while the manifest is being applied")
+
+	for !done {
+		done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
+		require.NoError(t, err)
+	}
+	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	require.Equal(t, "c-last", items[0].DeviceID, "the connect device first")
+	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	require.NoError(t, err)
+	require.Empty(t, items, "the listen devices wait for its address")
+}

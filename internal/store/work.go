@@ -136,7 +136,7 @@ func nilIfNone(s []string) []string {
 // ClaimWork takes up to limit devices of a work queue that owe an operation and that
 // no live claim holds, for lease. Connect devices come first, then by group. A listen
 // device waits until every connect device it names has an address (or has failed,
-// which fails it in turn). Create attempts are recorded in the same transaction,
+// which fails it in turn), and until its fleet has no manifest still being applied. Create attempts are recorded in the same transaction,
 // before any request is sent.
 func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time.Duration) ([]WorkItem, error) {
 	var items []WorkItem
@@ -148,10 +148,17 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 				WHERE d.work_key = $1 AND d.op IS NOT NULL
 				  AND (d.claim_until IS NULL OR d.claim_until < now())
 				  AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
-				  AND (d.action = 'connect' OR d.op NOT IN ('create', 'update') OR NOT EXISTS (
-				      SELECT 1 FROM unnest(d.allow_devices) AS dep
-				      JOIN devices p ON p.fleet_id = d.fleet_id AND p.device_id = dep
-				      WHERE p.cloud_address IS NULL AND p.status <> 'failed' AND p.desired_state = 'present'))
+				  AND (d.action = 'connect' OR d.op NOT IN ('create', 'update') OR (
+				    -- While a manifest of the fleet is still being applied, a device it names
+				    -- may not have its row yet, or may still be on its way out: the ACL can
+				    -- only be resolved once every row is in. (Checked first: cheap.)
+				    NOT EXISTS (SELECT 1 FROM manifests m WHERE m.fleet_id = d.fleet_id AND m.applied_at IS NULL)
+				    -- One lookup by the unique key per name, whatever the planner believes of
+				    -- the table's size: as a join, stale statistics after a large upload made
+				    -- it scan the whole fleet for every candidate.
+				    AND NOT EXISTS (SELECT 1 FROM unnest(d.allow_devices) AS dep
+				      WHERE (SELECT p.cloud_address IS NULL AND p.status <> 'failed' AND p.desired_state = 'present'
+				             FROM devices p WHERE p.fleet_id = d.fleet_id AND p.device_id = dep))))
 				ORDER BY d.sort_key, d.id
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED)
