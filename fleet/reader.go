@@ -131,6 +131,9 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 		case !utf8.ValidString(h):
 			rd.problems.Add(Problem{Line: rd.headerLine, Column: i + 1, Reason: "column name is not valid UTF-8"})
 			continue
+		case strings.IndexByte(h, 0) >= 0:
+			rd.problems.Add(Problem{Line: rd.headerLine, Column: i + 1, Reason: "column name contains a NUL character"})
+			continue
 		case name == "":
 			rd.problems.Add(Problem{Line: rd.headerLine, Column: i + 1, Reason: "column name is empty"})
 			continue

@@ -216,6 +216,7 @@ func TestHeaderProblems(t *testing.T) {
 		{"device_id,action,site,SITE\n", 1, 4, `"site" appears twice (also column 3)`},
 		{"device_id,action,,x\n", 1, 3, "column name is empty"},
 		{"device_id,action,\xff\n", 1, 3, "column name is not valid UTF-8"},
+		{"device_id,action,no\x00te\n", 1, 3, "column name contains a NUL character"},
 		{"device_id,\"action\nx\",\n", 1, 1, `"action" is missing`},
 		{"device_id,\"act\"ion\n", 1, 15, "CSV syntax"},
 	} {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -34,11 +35,14 @@ func copyManifest(ctx context.Context, tx pgx.Tx, table string, reader *fleet.Re
 	tag, err := tx.Conn().PgConn().CopyFrom(ctx, pr, sql)
 	// Unblock the producer if COPY stopped reading early.
 	pr.CloseWithError(io.ErrClosedPipe)
-	if perr := <-produced; perr != nil {
+	perr := <-produced
+	switch {
+	case perr != nil && !errors.Is(perr, io.ErrClosedPipe):
+		return 0, perr // the body's own error (too large, cut off): the cause
+	case err != nil:
+		return 0, fmt.Errorf("copy manifest rows: %w", err) // the server's refusal
+	case perr != nil:
 		return 0, perr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("copy manifest rows: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }
@@ -136,13 +140,14 @@ func appendList(b []byte, list []string) []byte {
 	return b
 }
 
-// appendMetadata appends the metadata columns as a JSON object, or NULL.
+// appendMetadata appends the metadata columns as a jsonb object, or NULL. jsonb's
+// binary form is a version byte (1) and the JSON text, which the server parses.
 func appendMetadata(b []byte, fields []fleet.Field) []byte {
 	if len(fields) == 0 {
 		return appendNull(b)
 	}
 	at := len(b)
-	b = append(b, 0, 0, 0, 0, '{')
+	b = append(b, 0, 0, 0, 0, 1, '{')
 	for i, f := range fields {
 		if i > 0 {
 			b = append(b, ',')

@@ -53,7 +53,7 @@ func createStagedTable(ctx context.Context, tx pgx.Tx, manifestID int64) error {
 		allow_devices        text,
 		state                text NOT NULL,
 		zenlayer_instance_id text,
-		metadata             text, -- a JSON object of the metadata columns
+		metadata             jsonb, -- the metadata columns, checked by COPY: applying cannot fail on them
 		spec_hash            bytea NOT NULL
 	) WITH (autovacuum_enabled = false)`)
 	if err != nil {
@@ -198,7 +198,7 @@ func applyBlocks(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key st
 		  INSERT INTO devices AS d (fleet_id, device_id, action, groups, allow_groups, allow_devices, desired_state,
 		      zenlayer_instance_id, metadata, spec_hash, manifest_id, line, sort_key, status, op, work_key)
 		  SELECT $1, s.device_id, s.action, string_to_array(s.groups, ';'), string_to_array(s.allow_groups, ';'),
-		      string_to_array(s.allow_devices, ';'), s.state, s.zenlayer_instance_id, s.metadata::jsonb, s.spec_hash,
+		      string_to_array(s.allow_devices, ';'), s.state, s.zenlayer_instance_id, s.metadata, s.spec_hash,
 		      $2, s.line,
 		      -- Connect devices first (the listen devices that name them need their
 		      -- addresses), then by first group, so a factory line is provisioned together.
