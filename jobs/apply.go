@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -46,6 +47,9 @@ func (w *ApplyManifestWorker) Work(ctx context.Context, job *river.Job[ApplyMani
 	start := time.Now()
 	for batches := 1; ; batches++ {
 		done, err := w.deps.Store.ApplyStaged(ctx, job.Args.ManifestID, consoleURLs)
+		if errors.Is(err, store.ErrFleetBusy) {
+			return river.JobSnooze(time.Second)
+		}
 		if err != nil {
 			return err
 		}

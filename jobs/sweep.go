@@ -55,38 +55,31 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 	return nil
 }
 
-// queuedWorkKeys is the set of work queues that have a job waiting to run. Running
-// jobs do not count: one may belong to a dead process.
+// queuedWorkKeys is the set of work queues that have a job waiting to run.
 func queuedWorkKeys(ctx context.Context, client *river.Client[pgx.Tx]) (map[string]bool, error) {
-	queued := map[string]bool{}
-	params := river.NewJobListParams().Kinds(WorkArgs{}.Kind()).
-		States(rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable, rivertype.JobStatePending).
-		First(10000)
-	res, err := client.JobList(ctx, params)
-	if err != nil {
-		return nil, fmt.Errorf("sweep: list queued work: %w", err)
-	}
-	for _, job := range res.Jobs {
-		var args WorkArgs
-		if err := unmarshalArgs(job, &args); err != nil {
-			return nil, err
-		}
-		queued[args.Key] = true
-	}
-	return queued, nil
+	return queued(ctx, client, func(a WorkArgs) string { return a.Key })
 }
 
 // applyStalled gives a new job to every manifest whose apply has not advanced for
-// applyStalledAfter: its job died with its process (River rescues a running job only
-// after the job timeout) or was discarded.
+// applyStalledAfter and has no job waiting to run: its job died with its process
+// (River rescues a running job only after the job timeout) or was discarded.
 func (w *SweepWorker) applyStalled(ctx context.Context, client *river.Client[pgx.Tx]) error {
 	ids, err := w.deps.Store.StalledManifests(ctx, applyStalledAfter)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	params := make([]river.InsertManyParams, len(ids))
-	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: ApplyManifestArgs{ManifestID: id}}
+	queued, err := queuedApplies(ctx, client)
+	if err != nil {
+		return err
+	}
+	var params []river.InsertManyParams
+	for _, id := range ids {
+		if !queued[id] {
+			params = append(params, river.InsertManyParams{Args: ApplyManifestArgs{ManifestID: id}})
+		}
+	}
+	if len(params) == 0 {
+		return nil
 	}
 	w.deps.Logger.Info("sweeper: restarting stalled manifest applies", "manifests", ids)
 	if _, err := client.InsertMany(ctx, params); err != nil {
@@ -98,3 +91,30 @@ func (w *SweepWorker) applyStalled(ctx context.Context, client *river.Client[pgx
 // applyStalledAfter: a batch takes well under a second, so an apply that has not
 // advanced for this long has lost its job.
 const applyStalledAfter = 15 * time.Second
+
+// queuedApplies is the set of manifests with an apply job waiting to run.
+func queuedApplies(ctx context.Context, client *river.Client[pgx.Tx]) (map[int64]bool, error) {
+	return queued(ctx, client, func(a ApplyManifestArgs) int64 { return a.ManifestID })
+}
+
+// queued is the set of keys of the jobs of A's kind waiting to run (snoozed ones
+// included). Running jobs do not count: one may belong to a dead process.
+func queued[A river.JobArgs, K comparable](ctx context.Context, client *river.Client[pgx.Tx], key func(A) K) (map[K]bool, error) {
+	var zero A
+	out := map[K]bool{}
+	params := river.NewJobListParams().Kinds(zero.Kind()).
+		States(rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable, rivertype.JobStatePending).
+		First(10000)
+	res, err := client.JobList(ctx, params)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: list queued %s jobs: %w", zero.Kind(), err)
+	}
+	for _, job := range res.Jobs {
+		var args A
+		if err := unmarshalArgs(job, &args); err != nil {
+			return nil, err
+		}
+		out[key(args)] = true
+	}
+	return out, nil
+}

@@ -240,8 +240,9 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 
 	m := Manifest{ID: manifestID, Fleet: req.Fleet, Mode: string(req.Mode), Rows: int(rows), SHA256: hex.EncodeToString(sum), Uploader: req.Uploader}
 	if err := tx.QueryRow(ctx, `
-		INSERT INTO manifests (id, fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		INSERT INTO manifests (id, fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged,
+		    apply_progress_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())
 		RETURNING uploaded_at`,
 		manifestID, fleetID, sum, req.Uploader, string(req.Mode), rows, plan.Creates, plan.Updates, plan.Deletes, plan.Unchanged).
 		Scan(&m.UploadedAt); err != nil {

@@ -69,15 +69,26 @@ type stagedManifest struct {
 	NextBlock   int64
 }
 
+// ErrFleetBusy: another transaction holds the fleet's lock; try the manifest later.
+var ErrFleetBusy = errors.New("fleet busy")
+
 // lockStaged locks the fleet of manifest id and reads its apply cursor; ok is false
-// when the manifest is applied already (or does not exist). The fleet's row lock is
+// when the manifest is applied already (or does not exist), and the error is
+// ErrFleetBusy when another transaction holds the fleet. The fleet's row lock is
 // taken first and alone, as an upload takes it, so the two never wait on each other
 // in opposite orders; every writer of a manifest's cursor holds it.
 func lockStaged(ctx context.Context, tx pgx.Tx, id int64) (m stagedManifest, ok bool, err error) {
 	m.ID = id
 	err = tx.QueryRow(ctx, `SELECT fleet_id FROM manifests WHERE id = $1`, id).Scan(&m.FleetID)
 	if err == nil {
-		_, err = tx.Exec(ctx, `SELECT 1 FROM fleets WHERE id = $1 FOR UPDATE`, m.FleetID)
+		// SKIP LOCKED: a fleet locked by another transaction is busy with an upload
+		// (which applies the manifest itself) or another batch; waiting for it would
+		// only hold a connection and a worker.
+		var locked int64
+		err = tx.QueryRow(ctx, `SELECT id FROM fleets WHERE id = $1 FOR UPDATE SKIP LOCKED`, m.FleetID).Scan(&locked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return m, false, ErrFleetBusy
+		}
 	}
 	var mode string
 	if err == nil {

@@ -299,3 +299,26 @@ func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, items, "the listen devices wait for its address")
 }
+
+// An apply batch does not wait for a fleet another transaction holds (an upload,
+// which applies the manifest itself, or another batch): it reports the fleet busy.
+func TestApplyReportsABusyFleet(t *testing.T) {
+	ctx := context.Background()
+	e := newStagedEnv(t)
+	res, err := e.upload(t, fleet.ModeMerge, factory(InlineApplyRows+1, factoryHeader, factoryRow))
+	require.NoError(t, err)
+
+	holder, err := e.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = holder.Exec(ctx, `SELECT 1 FROM fleets WHERE name = 'f' FOR UPDATE`)
+	require.NoError(t, err)
+	_, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
+	require.ErrorIs(t, err, ErrFleetBusy)
+	require.NoError(t, holder.Rollback(ctx))
+
+	for done := false; !done; {
+		done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
+		require.NoError(t, err)
+	}
+	require.Equal(t, InlineApplyRows+1, e.count(t, `SELECT count(*) FROM devices`))
+}
