@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"hash/maphash"
+	"strings"
 
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
@@ -110,7 +111,8 @@ func (x *RowIndex) Add(d Device) {
 	h := x.hash(d.DeviceID)
 	i := x.find(h)
 	if x.slots[i] != 0 {
-		x.candidates = append(x.candidates, RowRef{d.Line, d.DeviceID})
+		// Cloned: the id is a slice of the whole CSV record, which it would keep alive.
+		x.candidates = append(x.candidates, RowRef{d.Line, strings.Clone(d.DeviceID)})
 		if len(x.candidates) > x.MaxPending {
 			x.giveUp()
 		}
@@ -128,7 +130,7 @@ func (x *RowIndex) Add(d Device) {
 	for _, dep := range d.AllowDevices {
 		if !x.isConnect(dep) {
 			// Perhaps a later row: decided in Unresolved.
-			x.pending = append(x.pending, RowRef{d.Line, dep})
+			x.pending = append(x.pending, RowRef{d.Line, strings.Clone(dep)})
 			if len(x.pending) > x.MaxPending {
 				x.giveUp()
 				return

@@ -280,9 +280,12 @@ func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int6
 	if index.Absent > 0 && mode == fleet.ModeMerge && !fleetEmpty {
 		checks = append(checks, crossCheck{
 			column: fleet.ColState,
-			sql: `SELECT s.line, s.device_id, d.device_id FROM ` + table + ` s
-				JOIN devices d ON d.fleet_id = $1 AND s.device_id = ANY (d.allow_devices) AND d.desired_state = 'present'
-				WHERE s.state = 'absent'
+			// The fleet's allow_devices are unnested first, so that the staged rows (no
+			// index) are joined by hash on one name rather than searched with ANY.
+			sql: `SELECT s.line, s.device_id, d.device_id
+				FROM devices d CROSS JOIN LATERAL unnest(d.allow_devices) AS u (dep)
+				JOIN ` + table + ` s ON s.device_id = u.dep
+				WHERE d.fleet_id = $1 AND d.desired_state = 'present' AND s.state = 'absent'
 				  AND NOT EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.device_id = d.device_id)
 				ORDER BY s.line LIMIT $2`,
 			args: []any{fleetID, problemCap},

@@ -77,6 +77,12 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 		return nil, err
 	}
 	p := &Progress{Manifest: m}
+	// Staged rows first, devices second: a batch applied in between is then counted
+	// twice (done a poll later), never missed (done too early).
+	if err := s.pool.QueryRow(ctx, `
+		SELECT CASE WHEN applied_at IS NULL THEN row_count - applied_rows ELSE 0 END FROM manifests WHERE id = $1`, id).Scan(&p.Staged); err != nil {
+		return nil, fmt.Errorf("manifest %d: %w", id, err)
+	}
 	p.ByStatus, p.ByGroup, err = s.counts(ctx, `devices d`, `d.manifest_id = $1`, groups, id)
 	if err != nil {
 		return nil, err
@@ -87,10 +93,6 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 		case "ready", "deleted", "failed":
 			p.Settled += n
 		}
-	}
-	if err := s.pool.QueryRow(ctx, `
-		SELECT CASE WHEN applied_at IS NULL THEN row_count - applied_rows ELSE 0 END FROM manifests WHERE id = $1`, id).Scan(&p.Staged); err != nil {
-		return nil, fmt.Errorf("manifest %d: %w", id, err)
 	}
 	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]

@@ -113,6 +113,11 @@ func (p *pollRows) queue(b *pgx.Batch) {
 			    pending_password_ct = NULL, pending_key_id = NULL, rotation_started_at = NULL,
 			    `+clearErrorSQL+`, updated_at = now()
 			WHERE id = ANY ($1) AND status = 'awaiting_ready'`, p.ready)
+		// A manifest that changed a device while its poll held the claim left the
+		// new operation to be decided here (the upload does not touch claimed rows).
+		b.Queue(`UPDATE devices d SET `+scheduleOpSQL+`, work_key = coalesce(d.work_key, 'repair')
+			WHERE d.id = ANY ($1) AND (d.applied_version < d.spec_version OR d.desired_state = 'absent')
+			  AND d.status <> 'failed'`, p.ready)
 	}
 	if len(p.again) > 0 {
 		b.Queue(`UPDATE devices d SET polls = d.polls + 1, next_poll_at = now() + r.after * interval '1 second', claim_until = NULL

@@ -206,7 +206,7 @@ func TestStagedReplaceMarksOmittedDevicesAbsentAtTheEnd(t *testing.T) {
 // a manifest too large for it, SQL alone.
 func TestCrossRowProblemsWithAndWithoutTheIndex(t *testing.T) {
 	e := newStagedEnv(t)
-	_, err := e.upload(t, fleet.ModeMerge, factoryHeader+"old-c,connect,,,,,\nold-s,listen,,,,,\n")
+	_, err := e.upload(t, fleet.ModeMerge, factoryHeader+"old-c,connect,,,,,\nold-s,listen,,,old-c,,\n")
 	require.NoError(t, err)
 	manifest := factoryHeader +
 		"c1,connect,,,,,\n" + // line 2
@@ -215,7 +215,8 @@ func TestCrossRowProblemsWithAndWithoutTheIndex(t *testing.T) {
 		"c1,connect,,,,absent,\n" + // line 5: duplicate of line 2
 		"s3,listen,,,old-s,,\n" + // line 6: old-s is a listen device of the fleet
 		"s4,listen,,,s1,,\n" + // line 7: s1 is a listen device of the manifest
-		"c9,listen,,,,,\n" // line 8: so c9 is listed, but not as a connect device
+		"c9,listen,,,,,\n" + // line 8: so c9 is listed, but not as a connect device
+		"old-c,connect,,,,absent,\n" // line 9: old-s still names it (and line 3 too)
 
 	_, withIndex := e.upload(t, fleet.ModeMerge, manifest)
 	saved := indexMaxDevices
@@ -230,10 +231,14 @@ func TestCrossRowProblemsWithAndWithoutTheIndex(t *testing.T) {
 		for _, p := range problems.List {
 			got = append(got, fmt.Sprintf("%d:%s", p.Line, p.ColumnName))
 		}
-		require.ElementsMatch(t, []string{"4:allow_devices", "5:device_id", "6:allow_devices", "7:allow_devices"}, got, name)
+		require.ElementsMatch(t, []string{"3:allow_devices", "4:allow_devices", "5:device_id", "6:allow_devices",
+			"7:allow_devices", "9:state"}, got, name)
 		for _, p := range problems.List {
-			if p.ColumnName == fleet.ColDeviceID {
+			switch p.ColumnName {
+			case fleet.ColDeviceID:
 				require.Contains(t, p.Reason, `"c1" is a duplicate of line 2`, name)
+			case fleet.ColState:
+				require.Contains(t, p.Reason, `listen device "old-s" still names it`, name)
 			}
 		}
 	}

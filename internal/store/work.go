@@ -495,6 +495,17 @@ func queueFailure(b *pgx.Batch, r Result, policy RetryPolicy) (final bool) {
 // PendingWork says whether a work queue still owes operations, and when the earliest
 // of them that is not claimable now becomes claimable (a backoff or a claim ending).
 func (s *Store) PendingWork(ctx context.Context, key string) (remaining int, next time.Time, err error) {
+	// Rows of the key's manifest still staged become devices owing work soon. Read
+	// before the devices: a batch applied in between is counted twice, never missed,
+	// so no chain ends while work is on its way.
+	var staged int
+	var id int64
+	if _, err := fmt.Sscanf(key, "manifest:%d", &id); err == nil {
+		if err := s.pool.QueryRow(ctx, `
+			SELECT coalesce(sum(row_count - applied_rows), 0) FROM manifests WHERE id = $1 AND applied_at IS NULL`, id).Scan(&staged); err != nil {
+			return 0, time.Time{}, fmt.Errorf("pending work %s: %w", key, err)
+		}
+	}
 	var nextAt *time.Time
 	err = s.pool.QueryRow(ctx, `
 		SELECT count(*), min(greatest(coalesce(next_attempt_at, now()), coalesce(claim_until, now())))
@@ -505,18 +516,9 @@ func (s *Store) PendingWork(ctx context.Context, key string) (remaining int, nex
 	if nextAt != nil {
 		next = *nextAt
 	}
-	// Rows of the key's manifest still staged become devices owing work soon.
-	var id int64
-	if _, err := fmt.Sscanf(key, "manifest:%d", &id); err == nil {
-		var staged int
-		if err := s.pool.QueryRow(ctx, `
-			SELECT coalesce(sum(row_count - applied_rows), 0) FROM manifests WHERE id = $1 AND applied_at IS NULL`, id).Scan(&staged); err != nil {
-			return 0, time.Time{}, fmt.Errorf("pending work %s: %w", key, err)
-		}
-		if staged > 0 {
-			remaining += staged
-			next = time.Now()
-		}
+	if staged > 0 {
+		remaining += staged
+		next = time.Now()
 	}
 	return remaining, next, nil
 }

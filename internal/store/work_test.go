@@ -80,3 +80,29 @@ func TestRescheduledDeviceDropsItsPoll(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, polls)
 }
+
+// A manifest that changes a device while a readiness poll holds it is applied once
+// the poll has recorded the device ready.
+func TestChangeDuringAPollIsScheduledWhenThePollEnds(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,\n")
+	require.Equal(t, 1, e.Step(key, 10, provisiontest.RetryNow))
+	_, err := e.Pool.Exec(e.Ctx, `UPDATE devices SET next_poll_at = now()`)
+	require.NoError(t, err)
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, polls, 1)
+
+	e.Ingest("f", provisiontest.Header+"v1,connect,g2,,,\n")
+	require.Equal(t, "awaiting_ready", e.Device("f", "v1").Status, "the upload leaves a claimed device alone")
+
+	require.NoError(t, e.Store.FinishPolls(e.Ctx, []store.PollResult{{Item: polls[0], Ready: true,
+		Event: store.Event{Operation: "ready", Outcome: "ok"}}}, nil))
+	v1 := e.Device("f", "v1")
+	require.Equal(t, store.OpUpdate, v1.Op)
+	require.Equal(t, "updating", v1.Status)
+	e.Drain(v1.WorkKey)
+	require.Equal(t, []string{"g2"}, e.Addresses()[e.Device("f", "v1").Address].Groups)
+	require.Equal(t, "ready", e.Device("f", "v1").Status)
+}

@@ -10,5 +10,6 @@ ALTER TABLE manifests
 UPDATE manifests SET applied_rows = row_count, applied_at = uploaded_at WHERE applied_at IS NULL AND next_block = 0;
 CREATE INDEX IF NOT EXISTS manifests_staged_idx ON manifests (fleet_id) WHERE applied_at IS NULL;
 
--- Nothing ever read it: metadata changes are compared column by column.
-ALTER TABLE devices DROP COLUMN IF EXISTS meta_hash;
+-- devices.meta_hash is no longer written (nothing ever read it). It stays for now: a
+-- binary of the previous release, still running during a rolling upgrade or started
+-- again by a rollback, writes it. A later migration drops it.
