@@ -12,8 +12,9 @@ import (
 // TestLargeManifestSurvivesAKillDuringItsApply: a manifest of more than 10,000 rows
 // is accepted at once and applied to its devices afterwards by a job. The process
 // running that job is killed right after the upload; the others finish the apply
-// (the sweeper restarts a stalled one), provision every device exactly once, and
-// the manifest's progress counts its staged rows until they are applied.
+// (the sweeper restarts a stalled one) and provision every device, with exactly one
+// address each once reconciliation has settled the creates the kill cut off; the
+// manifest's progress counts its staged rows until they are applied.
 func TestLargeManifestSurvivesAKillDuringItsApply(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, clusterOpts{rate: 2000, config: fastConfig, simArgs: []string{"--ready-delay", "200ms"}})
@@ -41,5 +42,9 @@ func TestLargeManifestSurvivesAKillDuringItsApply(t *testing.T) {
 	t.Logf("%d devices provisioned %s after the kill", len(devices), time.Since(start).Round(time.Second))
 	require.Equal(t, len(devices), p.Total)
 	require.Equal(t, len(devices), p.ByStatus["ready"], fmt.Sprint(p.ByStatus))
+	// Creates in flight when the process died may have made addresses whose answers
+	// were lost: reconciliation adopts or deletes them once past the grace period.
+	time.Sleep(6 * time.Second)
+	reconcileTwice(t, c)
 	verifyFleet(t, c, devices)
 }

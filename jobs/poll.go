@@ -20,9 +20,17 @@ type PollArgs struct{}
 
 func (PollArgs) Kind() string { return "poll_ready" }
 
-// InsertOpts keeps at most one poller queued: a slow run is not joined by a pile of
-// others waiting behind it. A failed run is not retried: the next tick is a second away.
-func (PollArgs) InsertOpts() river.InsertOpts { return singleton(1) }
+// InsertOpts inserts at most one poller a second. Only one polls at a time, by an
+// advisory lock rather than by River's uniqueness: a unique job that was running in a
+// process that died would block every poller until River rescued it, minutes later,
+// while the lock goes with the dead process's connection. A failed run is not
+// retried: the next tick is a second away.
+func (PollArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByPeriod: time.Second}}
+}
+
+// pollerLockKey is the advisory lock held by the one poller at work.
+const pollerLockKey = 0x76_6e_63_70_6f_6c // "vncpol"
 
 // PollWorker polls due devices until none is due, for at most pollRunBudget.
 type PollWorker struct {
@@ -50,6 +58,11 @@ type AfterReady func(ctx context.Context, tx pgx.Tx, became []store.PollItem) er
 
 func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 	d := w.deps
+	release, ok, err := d.Store.TryLock(ctx, pollerLockKey)
+	if err != nil || !ok {
+		return err // another poller is at work
+	}
+	defer release()
 	stop := time.Now().Add(pollRunBudget)
 	// Several loops claim disjoint batches (SKIP LOCKED), so the calls of one batch
 	// overlap the claim and the recording of another.

@@ -87,3 +87,28 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TryLock takes the session-level advisory lock key on a connection of its own, if
+// no other session holds it. The lock lasts until release, or until the connection
+// closes: a process that dies gives it up at once, which a job's row cannot do
+// before River rescues the job.
+func (s *Store) TryLock(ctx context.Context, key int64) (release func(), ok bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("advisory lock: %w", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		if err != nil {
+			return nil, false, fmt.Errorf("advisory lock: %w", err)
+		}
+		return nil, false, nil
+	}
+	return func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// Unlocked or not, the session must not keep it: close the connection.
+			_ = conn.Conn().Close(context.Background())
+		}
+		conn.Release()
+	}, true, nil
+}

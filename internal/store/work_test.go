@@ -106,3 +106,38 @@ func TestChangeDuringAPollIsScheduledWhenThePollEnds(t *testing.T) {
 	require.Equal(t, []string{"g2"}, e.Addresses()[e.Device("f", "v1").Address].Groups)
 	require.Equal(t, "ready", e.Device("f", "v1").Status)
 }
+
+// The advisory lock is held by one session at a time and released with it.
+func TestTryLock(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	release, ok, err := e.Store.TryLock(e.Ctx, 42)
+	require.NoError(t, err)
+	require.True(t, ok)
+	_, ok, err = e.Store.TryLock(e.Ctx, 42)
+	require.NoError(t, err)
+	require.False(t, ok, "held by the first session")
+	release()
+	again, ok, err := e.Store.TryLock(e.Ctx, 42)
+	require.NoError(t, err)
+	require.True(t, ok, "released")
+	again()
+
+	// A session that ends (its process died) gives the lock up without a release.
+	conn, err := e.Pool.Acquire(e.Ctx)
+	require.NoError(t, err)
+	require.NoError(t, conn.QueryRow(e.Ctx, `SELECT pg_try_advisory_lock(42)`).Scan(&ok))
+	require.True(t, ok)
+	_, ok, err = e.Store.TryLock(e.Ctx, 42)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, conn.Conn().Close(e.Ctx))
+	conn.Release()
+	require.Eventually(t, func() bool {
+		rel, ok, err := e.Store.TryLock(e.Ctx, 42)
+		if err == nil && ok {
+			rel()
+		}
+		return ok
+	}, 5*time.Second, 20*time.Millisecond, "the server drops a closed session's locks")
+}
