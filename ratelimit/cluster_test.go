@@ -103,7 +103,8 @@ func TestPauseStopsEveryProcess(t *testing.T) {
 				}
 				require.Zero(t, between(grants, p, from, end.Add(-5*time.Millisecond)), "process %d honours the pause", p)
 			}
-			require.Greater(t, between(grants, -1, end, end.Add(time.Second)), rate/2, "everyone resumes after the pause")
+			// A quarter of the rate: the test binaries of other packages share the CPU.
+			require.Greater(t, between(grants, -1, end, end.Add(time.Second)), rate/4, "everyone resumes after the pause")
 			require.LessOrEqual(t, peak(grants, time.Second), rate)
 		})
 	}

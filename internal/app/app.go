@@ -184,6 +184,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		MaxUploadBytes:      cfg.MaxUploadBytes,
 		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     cfg.MaxDeletionsMin,
+		InlineApplyRows:     cfg.InlineApplyRows,
 		Logger:              logger,
 	}
 	if life != nil {

@@ -78,6 +78,10 @@ type Config struct {
 	// would delete more is most likely the wrong file.
 	MaxDeletionsPercent float64 `yaml:"max_deletions_percent"`
 	MaxDeletionsMin     int     `yaml:"max_deletions_min"`
+	// InlineApplyRows: a manifest of up to this many rows reaches its devices inside
+	// its upload's transaction; a larger one is applied afterwards by the
+	// apply_manifest job, in batches. Default 10,000: under a second of the upload.
+	InlineApplyRows int `yaml:"inline_apply_rows"`
 
 	VNCCloud  VNCCloud  `yaml:"vnccloud"`
 	Zenlayer  Zenlayer  `yaml:"zenlayer"`
@@ -238,6 +242,7 @@ func Defaults() *Config {
 		MaxUploadBytes:      256 << 20,
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
+		InlineApplyRows:     10_000,
 		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: 30 * time.Second},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
 		Workers: Workers{Concurrency: 20, BatchSize: 100, Chains: 4, Fanout: 32, ClaimLease: 2 * time.Minute,
@@ -541,6 +546,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDeletionsMin < 0 {
 		bad("max_deletions_min", "must be at least 0")
+	}
+	if c.InlineApplyRows < 1 {
+		bad("inline_apply_rows", "must be at least 1")
 	}
 
 	for key, r := range map[string]float64{"vnccloud.rate": c.VNCCloud.Rate, "zenlayer.rate": c.Zenlayer.Rate, "webhook.rate": c.Webhook.Rate} {

@@ -61,6 +61,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		Enqueue:             s.cfg.Enqueue,
 		EnqueueConsoleURLs:  s.cfg.EnqueueConsoleURLs,
 		EnqueueApply:        s.cfg.EnqueueApply,
+		InlineApplyRows:     s.cfg.InlineApplyRows,
 	})
 	var problems *fleet.Problems
 	var guard *store.DeletionGuardError

@@ -52,6 +52,8 @@ type Config struct {
 	// EnqueueApply inserts the job that applies a large manifest after its upload; nil
 	// applies every manifest inside its upload (store.IngestRequest.EnqueueApply).
 	EnqueueApply func(ctx context.Context, tx pgx.Tx, manifestID int64) error
+	// InlineApplyRows: see store.IngestRequest; 0 takes the store's default.
+	InlineApplyRows int
 	// MaxUploadBytes bounds a manifest upload; larger ones get 413. Defaults to 256 MiB.
 	MaxUploadBytes int64
 	// MaxDeletionsPercent and MaxDeletionsMin give the replace guard's default: that

@@ -37,6 +37,8 @@ type IngestRequest struct {
 	// manifest of more than InlineApplyRows rows to devices (ApplyStaged). When nil,
 	// every manifest is applied inside its upload's transaction.
 	EnqueueApply func(ctx context.Context, tx pgx.Tx, manifestID int64) error
+	// InlineApplyRows overrides DefaultInlineApplyRows when positive.
+	InlineApplyRows int
 }
 
 // EnqueueConsoleURLsFunc inserts Zenlayer console URL jobs in tx.
@@ -249,7 +251,11 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		return nil, fmt.Errorf("store manifest: %w", err)
 	}
 	key := WorkKeyForManifest(m.ID)
-	if rows <= InlineApplyRows || req.EnqueueApply == nil {
+	inline := int64(DefaultInlineApplyRows)
+	if req.InlineApplyRows > 0 {
+		inline = int64(req.InlineApplyRows)
+	}
+	if rows <= inline || req.EnqueueApply == nil {
 		staged := stagedManifest{ID: manifestID, FleetID: fleetID, Mode: req.Mode}
 		if _, err := applyStep(ctx, tx, staged, 0, req.EnqueueConsoleURLs); err != nil {
 			return nil, err

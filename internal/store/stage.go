@@ -25,8 +25,9 @@ import (
 // staged, so an upload's plan is always computed against the fleet as every earlier
 // manifest left it.
 
-// InlineApplyRows is the largest manifest applied inside its upload's transaction.
-const InlineApplyRows = 10_000
+// DefaultInlineApplyRows is the largest manifest applied inside its upload's
+// transaction unless IngestRequest.InlineApplyRows says otherwise.
+const DefaultInlineApplyRows = 10_000
 
 // applyBatchBlocks is how many table blocks one batch applies: about 8,000 rows.
 const applyBatchBlocks = 128
@@ -303,7 +304,7 @@ func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key s
 	if err := tx.QueryRow(ctx, `UPDATE manifests SET applied_at = now() WHERE id = $1 RETURNING applied_rows`, m.ID).Scan(&applied); err != nil {
 		return fmt.Errorf("finish manifest %d: %w", m.ID, err)
 	}
-	if applied > InlineApplyRows {
+	if applied > DefaultInlineApplyRows {
 		// The table may have grown many times over since autovacuum last looked: plans
 		// made on the old statistics (a few rows) scan where they should look up.
 		if _, err := tx.Exec(ctx, `ANALYZE devices`); err != nil {

@@ -73,7 +73,7 @@ func factoryRow(i int) string {
 func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	ctx := context.Background()
 	e := newStagedEnv(t)
-	n := InlineApplyRows + 2500
+	n := DefaultInlineApplyRows + 2500
 	res, err := e.upload(t, fleet.ModeMerge, factory(n, factoryHeader, factoryRow))
 	require.NoError(t, err)
 	require.Equal(t, n, res.Plan.Creates)
@@ -152,7 +152,7 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 func TestUploadAppliesTheFleetsStagedManifestFirst(t *testing.T) {
 	ctx := context.Background()
 	e := newStagedEnv(t)
-	n := InlineApplyRows + 100
+	n := DefaultInlineApplyRows + 100
 	first, err := e.upload(t, fleet.ModeMerge, factory(n, factoryHeader, factoryRow))
 	require.NoError(t, err)
 	require.Zero(t, e.count(t, `SELECT count(*) FROM devices`))
@@ -179,7 +179,7 @@ func TestStagedReplaceMarksOmittedDevicesAbsentAtTheEnd(t *testing.T) {
 	e := newStagedEnv(t)
 	_, err := e.upload(t, fleet.ModeMerge, factoryHeader+"keep,connect,,,,,\ngone,connect,,,,,\n")
 	require.NoError(t, err)
-	n := InlineApplyRows + 100
+	n := DefaultInlineApplyRows + 100
 	res, err := e.upload(t, fleet.ModeReplace, factory(n, factoryHeader, factoryRow)+"keep,connect,,,,,\n")
 	require.NoError(t, err)
 	require.Equal(t, n, res.Plan.Creates)
@@ -277,7 +277,7 @@ func TestAwkwardValuesSurviveStaging(t *testing.T) {
 func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
 	ctx := context.Background()
 	e := newStagedEnv(t)
-	n := InlineApplyRows + 500
+	n := DefaultInlineApplyRows + 500
 	body := factory(n, factoryHeader, func(i int) string {
 		return fmt.Sprintf("l-%06d,listen,,,c-last,,plant\n", i)
 	}) + "c-last,connect,,,,,plant\n"
@@ -310,7 +310,7 @@ func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
 func TestApplyReportsABusyFleet(t *testing.T) {
 	ctx := context.Background()
 	e := newStagedEnv(t)
-	res, err := e.upload(t, fleet.ModeMerge, factory(InlineApplyRows+1, factoryHeader, factoryRow))
+	res, err := e.upload(t, fleet.ModeMerge, factory(DefaultInlineApplyRows+1, factoryHeader, factoryRow))
 	require.NoError(t, err)
 
 	holder, err := e.pool.Begin(ctx)
@@ -325,5 +325,5 @@ func TestApplyReportsABusyFleet(t *testing.T) {
 		done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
 		require.NoError(t, err)
 	}
-	require.Equal(t, InlineApplyRows+1, e.count(t, `SELECT count(*) FROM devices`))
+	require.Equal(t, DefaultInlineApplyRows+1, e.count(t, `SELECT count(*) FROM devices`))
 }

@@ -361,7 +361,11 @@ func TestRetryAfter(t *testing.T) {
 				w.WriteHeader(tt.status)
 				return true
 			})
-			w := newWorker(t, fastConfig(rc.srv.URL), pool, nil)
+			cfg := fastConfig(rc.srv.URL)
+			// A backoff no slow run of Work can outlast, so that the one attempt
+			// is the one looked at (fastConfig's 10 ms could be due again at once).
+			cfg.BackoffInitial, cfg.BackoffMax = 300*time.Millisecond, 600*time.Millisecond
+			w := newWorker(t, cfg, pool, nil)
 			id := insert(t, pool, webhook.EventDeleted, `{"deviceId":"d1"}`)
 
 			work(t, w)
