@@ -135,19 +135,21 @@ func (r *rig) waitDone(ctx context.Context, path string, start time.Time) (time.
 			Total, Settled, Failed int
 			Done                   bool
 		}
+		asked := time.Now()
 		if err := r.request(ctx, http.MethodGet, path, "", "", &p); err != nil {
 			return 0, err
 		}
+		took := time.Since(asked)
 		if p.Done {
 			if p.Failed > 0 {
 				return 0, fmt.Errorf("%d devices failed", p.Failed)
 			}
 			return time.Since(start), nil
 		}
-		// Each poll counts the manifest's devices by group and status: polling much
-		// faster than a client would (`upload --wait` backs off to a second and more)
-		// would spend the database on the measurement instead of the work.
-		time.Sleep(waitPoll)
+		// Each poll counts the manifest's devices: paced as `upload --wait` paces its
+		// polls (no more often than every four times the answer took), so that the
+		// measurement costs the database what a waiting client does.
+		time.Sleep(max(waitPoll, 4*took))
 	}
 }
 

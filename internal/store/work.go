@@ -507,9 +507,11 @@ func (s *Store) PendingWork(ctx context.Context, key string) (remaining int, nex
 		}
 	}
 	var nextAt *time.Time
-	err = s.pool.QueryRow(ctx, `
-		SELECT count(*), min(greatest(coalesce(next_attempt_at, now()), coalesce(claim_until, now())))
-		FROM devices WHERE work_key = $1 AND op IS NOT NULL`, key).Scan(&remaining, &nextAt)
+	err = s.owedRowsTx(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `
+			SELECT count(*), min(greatest(coalesce(next_attempt_at, now()), coalesce(claim_until, now())))
+			FROM devices WHERE work_key = $1 AND op IS NOT NULL`, key).Scan(&remaining, &nextAt)
+	})
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("pending work %s: %w", key, err)
 	}
@@ -526,19 +528,36 @@ func (s *Store) PendingWork(ctx context.Context, key string) (remaining int, nex
 // ClaimableKeys lists the work queues that have operations claimable now: the sweeper
 // makes sure each has a job.
 func (s *Store) ClaimableKeys(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT DISTINCT work_key FROM devices
-		WHERE op IS NOT NULL AND work_key IS NOT NULL
-		  AND (claim_until IS NULL OR claim_until < now())
-		  AND (next_attempt_at IS NULL OR next_attempt_at <= now())`)
-	if err != nil {
-		return nil, fmt.Errorf("claimable work: %w", err)
-	}
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var keys []string
+	err := s.owedRowsTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT DISTINCT work_key FROM devices
+			WHERE op IS NOT NULL AND work_key IS NOT NULL
+			  AND (claim_until IS NULL OR claim_until < now())
+			  AND (next_attempt_at IS NULL OR next_attempt_at <= now())`)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claimable work: %w", err)
 	}
 	return keys, nil
+}
+
+// owedRowsTx runs fn, whose queries look at the devices that owe an operation, in a
+// read-only transaction that reads them through devices_work_idx (op IS NOT NULL).
+// Statistics taken just after a large upload say every device owes one, and the
+// planner then scans the whole table for the few that still do, many times a run.
+func (s *Store) owedRowsTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 // PollItem is a device claimed for a readiness poll.
