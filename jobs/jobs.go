@@ -37,10 +37,13 @@ type Cloud interface {
 
 // Config tunes the jobs. Zero fields take the defaults named on each.
 type Config struct {
-	// BatchSize is how many devices one work job claims at a time. Defaults to 100:
+	// BatchSize is how many devices one work job claims at a time. Defaults to 250:
 	// large enough that database round trips are a small share of a batch, small
-	// enough that a crash repeats little and manifests interleave fairly.
+	// enough that a crash repeats little. With a rate limit it is cut to what the
+	// rate can send in a third of the claim's lease (batchLimit).
 	BatchSize int
+	// Rate is the cluster-wide VNCCLOUD_RATE (0: none), for batchLimit.
+	Rate float64
 	// Fanout is how many API calls one batch makes at once. Defaults to 64. The rate
 	// limiter decides the pace; fan-out only hides each call's latency.
 	Fanout int
@@ -89,7 +92,7 @@ func (c *Config) setDefaults() {
 			*v = d
 		}
 	}
-	def(&c.BatchSize, 100)
+	def(&c.BatchSize, 250)
 	def(&c.Fanout, 64)
 	def(&c.Chains, 4)
 	def(&c.MaxAttempts, 10)
@@ -192,7 +195,8 @@ func NewClient(pool *pgxpool.Pool, deps *Deps) (*river.Client[pgx.Tx], error) {
 // the work can use.
 func EnqueueWork(ctx context.Context, client *river.Client[pgx.Tx], tx pgx.Tx, cfg Config, key string, devices int) error {
 	cfg.setDefaults()
-	chains := min(cfg.Chains, (devices+cfg.BatchSize-1)/cfg.BatchSize)
+	batch := cfg.batchLimit()
+	chains := min(cfg.Chains, (devices+batch-1)/batch)
 	chains = max(chains, 1)
 	params := make([]river.InsertManyParams, chains)
 	for i := range params {
@@ -202,6 +206,19 @@ func EnqueueWork(ctx context.Context, client *river.Client[pgx.Tx], tx pgx.Tx, c
 		return fmt.Errorf("enqueue work %s: %w", key, err)
 	}
 	return nil
+}
+
+// batchLimit is how many devices a work job claims at once: BatchSize, or fewer when
+// a chain's share of the rate limit (the rate over Chains) could not send them within
+// a third of the time a claim may make calls (ClaimLease less CallTimeout): calls
+// that would start later are given back unsent, so a larger batch would only hold
+// devices it cannot serve. At least 10.
+func (c Config) batchLimit() int {
+	if c.Rate <= 0 {
+		return c.BatchSize
+	}
+	window := (c.ClaimLease - c.CallTimeout).Seconds() / 3
+	return min(c.BatchSize, max(10, int(c.Rate*window/float64(max(c.Chains, 1)))))
 }
 
 // retryBackoff is the delay before the n-th retry of a transient failure.

@@ -45,7 +45,7 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 	d := w.deps
 	stop := time.Now().Add(workSlice)
 	for {
-		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.BatchSize, d.Config.ClaimLease)
+		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.batchLimit(), d.Config.ClaimLease)
 		if err != nil {
 			return err
 		}

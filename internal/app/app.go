@@ -197,6 +197,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 func jobsConfig(cfg *config.Config) jobs.Config {
 	return jobs.Config{
 		BatchSize:       cfg.Workers.BatchSize,
+		Rate:            cfg.VNCCloud.Rate,
 		MaxWorkers:      cfg.Workers.Concurrency,
 		Chains:          cfg.Workers.Chains,
 		Fanout:          cfg.Workers.Fanout,

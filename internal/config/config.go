@@ -159,8 +159,9 @@ type Workers struct {
 	// Concurrency is River jobs at once per process. Default 20, matching the
 	// database pool of 20 connections each job may need.
 	Concurrency int `yaml:"concurrency"`
-	// BatchSize is devices one work job claims at a time. Default 100: large enough
-	// to amortise a job, small enough that a dead process delays few devices.
+	// BatchSize is devices one work job claims at a time. Default 250: large enough
+	// to amortise a job, small enough that a dead process delays few devices. Under a
+	// rate limit, batches are cut to what the rate sends in a third of claim_lease.
 	BatchSize int `yaml:"batch_size"`
 	// Chains is work jobs per manifest at once. Default 4.
 	Chains int `yaml:"chains"`
@@ -245,7 +246,7 @@ func Defaults() *Config {
 		InlineApplyRows:     10_000,
 		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: 30 * time.Second},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
-		Workers: Workers{Concurrency: 20, BatchSize: 100, Chains: 4, Fanout: 32, ClaimLease: 2 * time.Minute,
+		Workers: Workers{Concurrency: 20, BatchSize: 250, Chains: 4, Fanout: 32, ClaimLease: 2 * time.Minute,
 			CallTimeout: 30 * time.Second, MaxAttempts: 10, ShutdownTimeout: 30 * time.Second},
 		Readiness: Readiness{InitialInterval: time.Second, MaxInterval: 30 * time.Second, Multiplier: 1.6, MaxElapsed: 10 * time.Minute},
 		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: 720 * time.Hour, Window: time.Hour},
