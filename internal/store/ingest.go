@@ -484,7 +484,7 @@ func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mo
 		return p, nil
 	}
 	if p.Creates > 0 {
-		if p.CreateIDs, err = collectStrings(ctx, tx, `
+		if p.CreateIDs, err = column[string](ctx, tx, "plan", `
 		SELECT s.device_id FROM `+table+` s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'present' AND (d.id IS NULL OR d.desired_state = 'absent')
 		ORDER BY s.line LIMIT $2`, fleetID, planListCap); err != nil {
@@ -492,7 +492,7 @@ func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mo
 		}
 	}
 	if p.Deletes > 0 {
-		if p.DeleteIDs, err = collectStrings(ctx, tx, `
+		if p.DeleteIDs, err = column[string](ctx, tx, "plan", `
 		SELECT s.device_id FROM `+table+` s JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id
 		WHERE s.state = 'absent' AND d.desired_state = 'present'
 		UNION ALL
@@ -529,16 +529,4 @@ func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mo
 		p.UpdateList = append(p.UpdateList, u)
 	}
 	return p, rows.Err()
-}
-
-func collectStrings(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	return out, nil
 }

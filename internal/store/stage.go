@@ -126,30 +126,19 @@ func (s *Store) ApplyStaged(ctx context.Context, manifestID int64, consoleURLs E
 // StalledManifests lists the manifests still being applied that have not advanced
 // for stalledFor: their job died with its process, or was discarded.
 func (s *Store) StalledManifests(ctx context.Context, stalledFor time.Duration) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `
+	return column[int64](ctx, s.pool, "stalled manifests", `
 		SELECT id FROM manifests
 		WHERE applied_at IS NULL AND coalesce(apply_progress_at, uploaded_at) < now() - $1::interval
 		ORDER BY id`, stalledFor)
-	if err != nil {
-		return nil, fmt.Errorf("stalled manifests: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("stalled manifests: %w", err)
-	}
-	return ids, nil
 }
 
 // applyStagedOfFleet applies, in tx, every staged manifest of a fleet whose row lock
 // tx holds.
 func applyStagedOfFleet(ctx context.Context, tx pgx.Tx, fleetID int64, consoleURLs EnqueueConsoleURLsFunc) error {
-	rows, err := tx.Query(ctx, `SELECT id FROM manifests WHERE fleet_id = $1 AND applied_at IS NULL ORDER BY id`, fleetID)
+	ids, err := column[int64](ctx, tx, "staged manifests",
+		`SELECT id FROM manifests WHERE fleet_id = $1 AND applied_at IS NULL ORDER BY id`, fleetID)
 	if err != nil {
-		return fmt.Errorf("staged manifests: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return fmt.Errorf("staged manifests: %w", err)
+		return err
 	}
 	for _, id := range ids {
 		m, ok, err := lockStaged(ctx, tx, id)
@@ -273,17 +262,13 @@ func scheduleChanged(ctx context.Context, tx pgx.Tx, ids []int64, key string) er
 func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key string, consoleURLs EnqueueConsoleURLsFunc) error {
 	if m.Mode == fleet.ModeReplace {
 		// Every device the manifest lists now has its manifest_id.
-		rows, err := tx.Query(ctx, `
+		omitted, err := column[int64](ctx, tx, "schedule replace deletions", `
 			UPDATE devices d SET desired_state = 'absent', spec_version = spec_version + 1,
 			    manifest_id = $2, updated_at = now()
 			WHERE d.fleet_id = $1 AND d.desired_state = 'present' AND d.manifest_id IS DISTINCT FROM $2
 			RETURNING d.id`, m.FleetID, m.ID)
 		if err != nil {
-			return fmt.Errorf("schedule replace deletions: %w", err)
-		}
-		omitted, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return fmt.Errorf("schedule replace deletions: %w", err)
+			return err
 		}
 		if err := scheduleChanged(ctx, tx, omitted, key); err != nil {
 			return err

@@ -112,3 +112,21 @@ func (s *Store) TryLock(ctx context.Context, key int64) (release func(), ok bool
 		conn.Release()
 	}, true, nil
 }
+
+// querier is what column needs of a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// column runs sql and returns its rows' single column; what names the query in errors.
+func column[T any](ctx context.Context, q querier, what, sql string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[T])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
