@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/dbtest"
 	"github.com/vncfleet/vncfleet/internal/sim"
 	"github.com/vncfleet/vncfleet/internal/sim/zenlayersim"
+	"github.com/vncfleet/vncfleet/internal/syncbuf"
 )
 
 const (
@@ -33,31 +33,13 @@ const (
 	uploadToken = "upload-token"
 )
 
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type env struct {
 	t    *testing.T
 	pool *pgxpool.Pool
 	sim  *sim.Server
 	zl   *zenlayersim.Server
 	api  *httptest.Server
-	logs *lockedBuffer
+	logs *syncbuf.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -92,7 +74,7 @@ func newEnv(t *testing.T) *env {
 	cfg.MaxUploadBytes = 64 << 10
 	cfg.Readiness.InitialInterval = 100 * time.Millisecond
 	cfg.Rotation.Schedule, cfg.Reconcile.Schedule = "", ""
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := app.NewWorker(context.Background(), pool, cfg, app.Options{Logger: logger, LocalLimiter: true})
 	require.NoError(t, err)

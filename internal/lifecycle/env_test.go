@@ -1,10 +1,8 @@
 package lifecycle_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -14,6 +12,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/internal/syncbuf"
 )
 
 // env is one test's world (see provisiontest.Env), with what the lifecycle's tests
@@ -29,9 +28,9 @@ func newEnv(t *testing.T) *env {
 // pool; call, when set, wraps every API call of its reconciliation. It returns the
 // lifecycle's log.
 func (e *env) lifecycle(pool *pgxpool.Pool, cfg lifecycle.Config,
-	call func(ctx context.Context, fn func(ctx context.Context) error) error) (*lifecycle.Lifecycle, *lockedBuffer) {
+	call func(ctx context.Context, fn func(ctx context.Context) error) error) (*lifecycle.Lifecycle, *syncbuf.Buffer) {
 	st := store.New(pool, e.Keys)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	return &lifecycle.Lifecycle{
 		Store: st,
@@ -52,22 +51,4 @@ func (e *env) otherProcess() *pgxpool.Pool {
 	require.NoError(e.T, err)
 	e.T.Cleanup(pool.Close)
 	return pool
-}
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

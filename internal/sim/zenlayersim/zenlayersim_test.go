@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/internal/sim/zenlayersim"
+	"github.com/vncfleet/vncfleet/internal/syncbuf"
 	"github.com/vncfleet/vncfleet/zenlayer"
 )
 
@@ -35,34 +36,16 @@ var t0 = time.Unix(1_800_000_000, 0)
 // requestIDPattern is Zenlayer's shape: "T" and an upper-case UUID.
 var requestIDPattern = regexp.MustCompile(`^T[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$`)
 
-// syncBuffer is a log sink the handler's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	sim  *zenlayersim.Server
 	url  string // .../api/v2/zec
 	host string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	sim := zenlayersim.New(zenlayersim.Config{
 		Credentials: map[string]string{keyID: password},
 		Instances:   map[string]string{"zi-running": "RUNNING", "zi-starting": "STARTING"},
