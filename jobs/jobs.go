@@ -123,6 +123,10 @@ type Deps struct {
 	Limiter ratelimit.Limiter
 	Logger  *slog.Logger
 	Config  Config
+	// Presence is this process's registration as a live worker; claims are made
+	// under its id. Nil (tests that drive jobs without `serve`) claims under none,
+	// and such claims end with their lease only.
+	Presence *store.Presence
 	// AfterReady, when set, runs in the transaction that marks devices ready.
 	AfterReady AfterReady
 
@@ -275,6 +279,19 @@ func (d *Deps) call(ctx context.Context, fn func(ctx context.Context) error) (se
 		d.Limiter.Report(ratelimit.Failed)
 	}
 	return true, err
+}
+
+// claimer is the worker id to claim under, and a context that ends when claims made
+// under it may have been released by another process.
+func (d *Deps) claimer(ctx context.Context) (int64, context.Context, context.CancelFunc) {
+	if d.Presence == nil {
+		ctx, cancel := context.WithCancel(ctx)
+		return 0, ctx, cancel
+	}
+	id, lost := d.Presence.Current()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(lost, cancel)
+	return id, ctx, func() { stop(); cancel() }
 }
 
 func unmarshalArgs(job *rivertype.JobRow, args any) error {

@@ -76,8 +76,10 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 // next tick of the schedule, keeps a steady stream of creates polled as they come due.
 func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	for time.Now().Before(stop) {
-		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2)
+		worker, claimCtx, release := d.claimer(ctx)
+		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2, worker)
 		if err != nil {
+			release()
 			return err
 		}
 		if len(items) == 0 {
@@ -96,7 +98,8 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 			}
 			continue
 		}
-		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(ctx, it) })
+		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(claimCtx, it) })
+		release()
 		if err := d.finishDurably(ctx, func(ctx context.Context) error {
 			return d.Store.FinishPolls(ctx, results, d.AfterReady)
 		}); err != nil {

@@ -28,6 +28,14 @@ type SweepWorker struct {
 
 func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error {
 	client := river.ClientFromContext[pgx.Tx](ctx)
+	dead, err := w.deps.Store.ReleaseDeadWorkers(ctx, w.deps.Config.CallTimeout)
+	if err != nil {
+		return err
+	}
+	if len(dead.IDs) > 0 {
+		w.deps.Logger.Info("sweeper: released the claims of dead workers", "workers", dead.IDs,
+			"devices", dead.ReleasedClaims, "unanswered_creates", dead.AttemptsSettled)
+	}
 	if err := w.applyStalled(ctx, client); err != nil {
 		return err
 	}

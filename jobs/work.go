@@ -45,8 +45,10 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 	d := w.deps
 	stop := time.Now().Add(workSlice)
 	for {
-		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.batchLimit(), d.Config.ClaimLease)
+		worker, claimCtx, release := d.claimer(ctx)
+		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.batchLimit(), d.Config.ClaimLease, worker)
 		if err != nil {
+			release()
 			return err
 		}
 		if len(items) == 0 {
@@ -62,7 +64,8 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
-		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
+		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(claimCtx, it) })
+		release()
 		if err := d.finishDurably(ctx, func(ctx context.Context) error {
 			return d.Store.Finish(ctx, results, d.retryPolicy())
 		}); err != nil {

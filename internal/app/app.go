@@ -219,6 +219,18 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	// River's own context is not the signal's: cancelling it would cancel the jobs
 	// running now and cut their in-flight calls (a create whose answer is lost is an
 	// orphan). The signal leads to Stop below, which stops fetching and waits.
+	// Registered before the first claim: claims are made under this process's id, so
+	// that others release them within seconds if it dies.
+	presence, err := w.Deps.Store.Register(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := presence.Close(context.WithoutCancel(ctx)); err != nil {
+			logger.Warn("unregistering the worker", "err", err)
+		}
+	}()
+	w.Deps.Presence = presence
 	if err := w.River.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}

@@ -132,7 +132,7 @@ func (e *Env) Provision(fleetName, csv string) map[string]string {
 // many devices it claimed.
 func (e *Env) Step(key string, limit int, policy store.RetryPolicy) int {
 	e.T.Helper()
-	items, err := e.Store.ClaimWork(e.Ctx, key, limit, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, limit, time.Minute, 0)
 	require.NoError(e.T, err)
 	if len(items) == 0 {
 		return 0
@@ -215,7 +215,7 @@ func event(op string, err error) store.Event {
 // how many devices it polled.
 func (e *Env) Poll() int {
 	e.T.Helper()
-	items, err := e.Store.ClaimPolls(e.Ctx, 100, time.Minute)
+	items, err := e.Store.ClaimPolls(e.Ctx, 100, time.Minute, 0)
 	require.NoError(e.T, err)
 	if len(items) == 0 {
 		return 0

@@ -37,7 +37,7 @@ func atCall(n int64, hook func()) func(ctx context.Context, fn func(ctx context.
 // record, which holds the address the create made.
 func (e *env) sendCreate(key string) store.Result {
 	e.T.Helper()
-	items, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute, 0)
 	require.NoError(e.T, err)
 	require.Len(e.T, items, 1)
 	res := e.Perform(items[0])
@@ -209,7 +209,7 @@ func TestVanishedMarkLeavesAClaimedDeviceToItsJob(t *testing.T) {
 	r.Call = atCall(2, func() {
 		require.Equal(t, 1, e.rotateAll("f", "rotate:test"))
 		var err error
-		claimed, err = e.Store.ClaimWork(e.Ctx, "rotate:test", 1, time.Minute)
+		claimed, err = e.Store.ClaimWork(e.Ctx, "rotate:test", 1, time.Minute, 0)
 		require.NoError(t, err)
 	})
 	rep := e.run(r, false)

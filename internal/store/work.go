@@ -138,7 +138,10 @@ func nilIfNone(s []string) []string {
 // device waits until every connect device it names has an address (or has failed,
 // which fails it in turn), and until its fleet has no manifest still being applied. Create attempts are recorded in the same transaction,
 // before any request is sent.
-func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time.Duration) ([]WorkItem, error) {
+//
+// worker is the Presence id the claim is made under (0: none), so that the claim is
+// released as soon as that process is found dead.
+func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time.Duration, worker int64) ([]WorkItem, error) {
 	var items []WorkItem
 	token := newClaimToken()
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -162,7 +165,7 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 				ORDER BY d.sort_key, d.id
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED)
-			UPDATE devices d SET claim_until = now() + $3::interval, claim_token = $4, updated_at = now(),
+			UPDATE devices d SET claim_until = now() + $3::interval, claim_token = $4, claim_worker = nullif($5::bigint, 0), updated_at = now(),
 			    status = CASE d.op WHEN 'create' THEN 'creating' WHEN 'update' THEN 'updating'
 			                       WHEN 'delete' THEN 'deleting' WHEN 'rotate' THEN 'rotating' END,
 			    rotation_started_at = CASE WHEN d.op = 'rotate' THEN now() ELSE d.rotation_started_at END
@@ -175,7 +178,7 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 			          LEFT JOIN devices p ON p.fleet_id = d.fleet_id AND p.device_id = u.dep
 			          WHERE p.cloud_address IS NULL OR p.desired_state <> 'present'),
 			    d.spec_version, coalesce(d.cloud_address, ''), d.attempts, d.work_key, d.claim_until`,
-			key, limit, lease, token)
+			key, limit, lease, token, worker)
 		if err != nil {
 			return fmt.Errorf("claim work %s: %w", key, err)
 		}
@@ -195,7 +198,7 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("claim work %s: %w", key, err)
 		}
-		return recordAttempts(ctx, tx, items)
+		return recordAttempts(ctx, tx, items, worker)
 	})
 	if err != nil {
 		return nil, err
@@ -206,7 +209,8 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 // recordAttempts writes a create_attempts row for every claimed create whose spec can
 // be sent (a listen device with unresolved names fails without a request), in one
 // statement.
-func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
+// An attempt may be in progress at the server until its claim ends (in_flight_until).
+func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem, worker int64) error {
 	var pks []int64
 	var specs []string
 	at := map[int64]int{}
@@ -227,9 +231,10 @@ func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
 		return nil
 	}
 	rows, err := tx.Query(ctx, `
-		INSERT INTO create_attempts (device_pk, spec)
-		SELECT a.pk, a.spec::jsonb FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec)
-		RETURNING device_pk, id`, pks, specs)
+		INSERT INTO create_attempts (device_pk, spec, worker_id, in_flight_until)
+		SELECT a.pk, a.spec::jsonb, nullif($3::bigint, 0), d.claim_until
+		FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec) JOIN devices d ON d.id = a.pk
+		RETURNING device_pk, id`, pks, specs, worker)
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
@@ -371,13 +376,18 @@ func queueStale(b *pgx.Batch, events *eventLog, r Result) {
 	}
 	switch {
 	case r.Created != nil:
-		b.Queue(`UPDATE create_attempts SET outcome = 'unknown', cloud_address = $2 WHERE id = $1`, r.Item.AttemptID, r.Created.CloudAddress)
+		b.Queue(`UPDATE create_attempts SET outcome = 'unknown', cloud_address = $2, `+attemptEndedSQL+` WHERE id = $1`, r.Item.AttemptID, r.Created.CloudAddress)
 	case r.NotSent:
-		b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now() WHERE id = $1`, r.Item.AttemptID)
+		b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now(), `+attemptEndedSQL+` WHERE id = $1`, r.Item.AttemptID)
 	default:
-		b.Queue(`UPDATE create_attempts SET outcome = 'unknown' WHERE id = $1`, r.Item.AttemptID)
+		b.Queue(`UPDATE create_attempts SET outcome = 'unknown', `+attemptEndedSQL+` WHERE id = $1`, r.Item.AttemptID)
 	}
 }
+
+// attemptEndedSQL records that a create attempt's call has ended (answered, failed or
+// never sent): whatever it did at the server is done, so reconciliation need not wait
+// for it.
+const attemptEndedSQL = `answered_at = now(), in_flight_until = least(in_flight_until, now())`
 
 const clearErrorSQL = `last_error = NULL, last_error_status = NULL, last_error_code = NULL`
 
@@ -446,7 +456,7 @@ func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy Retr
 	case r.NotSent:
 		b.Queue(`UPDATE devices SET claim_until = NULL, updated_at = now() WHERE id = $1`, w.PK)
 		if w.AttemptID != 0 {
-			b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now() WHERE id = $1`, w.AttemptID)
+			b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now(), `+attemptEndedSQL+` WHERE id = $1`, w.AttemptID)
 		}
 		return nil
 	case r.Err != nil:
@@ -473,7 +483,7 @@ func queueFailure(b *pgx.Batch, r Result, policy RetryPolicy) (final bool) {
 		if r.Retryable || !r.Refused {
 			outcome = "unknown"
 		}
-		b.Queue(`UPDATE create_attempts SET outcome = $2, resolved_at = CASE WHEN $2 = 'failed' THEN now() END WHERE id = $1`,
+		b.Queue(`UPDATE create_attempts SET outcome = $2, resolved_at = CASE WHEN $2 = 'failed' THEN now() END, `+attemptEndedSQL+` WHERE id = $1`,
 			w.AttemptID, outcome)
 	}
 	if r.Retryable && w.Attempts+1 < policy.MaxAttempts {
@@ -573,7 +583,7 @@ type PollItem struct {
 }
 
 // ClaimPolls takes up to limit devices whose readiness poll is due.
-func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) ([]PollItem, error) {
+func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration, worker int64) ([]PollItem, error) {
 	token := newClaimToken()
 	rows, err := s.pool.Query(ctx, `
 		WITH c AS (
@@ -582,10 +592,10 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) 
 			  AND (claim_until IS NULL OR claim_until < now())
 			ORDER BY next_poll_at LIMIT $1
 			FOR UPDATE SKIP LOCKED)
-		UPDATE devices d SET claim_until = now() + $2::interval, claim_token = $3
+		UPDATE devices d SET claim_until = now() + $2::interval, claim_token = $3, claim_worker = nullif($4::bigint, 0)
 		FROM c WHERE d.id = c.id
 		RETURNING d.id, d.fleet_id, d.device_id, d.cloud_address, d.polls, coalesce(d.awaiting_since, now()), d.pending_password_ct IS NOT NULL`,
-		limit, lease, token)
+		limit, lease, token, worker)
 	if err != nil {
 		return nil, fmt.Errorf("claim polls: %w", err)
 	}

@@ -27,7 +27,7 @@ func TestCreateResultSchedulesWhatChangedWhileInFlight(t *testing.T) {
 	t.Parallel()
 	e := provisiontest.New(t)
 	key := e.Ingest("f", provisiontest.Header+"plain,connect,g1,,,\nregrouped,connect,g1,,,\ngone,connect,g1,,,\n")
-	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, items, 3)
 	results := make([]store.Result, len(items))
@@ -76,7 +76,7 @@ func TestRescheduledDeviceDropsItsPoll(t *testing.T) {
 	e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,absent\n")
 	require.Equal(t, "deleting", e.Device("f", "v1").Status)
 	require.False(t, nextPoll(t, e, "v1"))
-	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Empty(t, polls)
 }
@@ -90,7 +90,7 @@ func TestChangeDuringAPollIsScheduledWhenThePollEnds(t *testing.T) {
 	require.Equal(t, 1, e.Step(key, 10, provisiontest.RetryNow))
 	_, err := e.Pool.Exec(e.Ctx, `UPDATE devices SET next_poll_at = now()`)
 	require.NoError(t, err)
-	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, polls, 1)
 
