@@ -14,43 +14,6 @@ import (
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
-// Operations a device can owe the cloud.
-const (
-	OpCreate = "create"
-	OpUpdate = "update"
-	OpDelete = "delete"
-	OpRotate = "rotate"
-)
-
-// scheduleOpSQL recomputes a device's owed operation and visible status from its
-// desired and actual state. It is the single definition of "what is left to do",
-// used after an upload and after every finished operation, which is what makes the
-// work level-triggered: whatever happened before, the next step follows from the row.
-// (In an UPDATE all expressions see the row as it was before the statement.)
-const scheduleOpSQL = `
-	op = CASE
-	       WHEN d.desired_state = 'absent' THEN CASE WHEN d.cloud_address IS NULL THEN NULL ELSE 'delete' END
-	       WHEN d.cloud_address IS NULL THEN 'create'
-	       WHEN d.applied_version < d.spec_version THEN 'update'
-	       WHEN d.op = 'rotate' THEN 'rotate'
-	       -- An address whose password we do not hold (adopted, or a reset whose answer
-	       -- was lost) gets one by a reset.
-	       WHEN d.password_ct IS NULL AND d.pending_password_ct IS NULL THEN 'rotate'
-	       ELSE NULL END,
-	status = CASE
-	       WHEN d.desired_state = 'absent' THEN CASE WHEN d.cloud_address IS NULL THEN 'deleted' ELSE 'deleting' END
-	       WHEN d.cloud_address IS NULL THEN 'pending'
-	       WHEN d.applied_version < d.spec_version THEN 'updating'
-	       ELSE d.status END,
-	applied_version = CASE WHEN d.desired_state = 'absent' AND d.cloud_address IS NULL THEN d.spec_version ELSE d.applied_version END,
-	-- Only a device awaiting readiness has a poll due (devices_due_poll_idx).
-	next_poll_at = CASE
-	       WHEN d.desired_state = 'absent' OR d.cloud_address IS NULL OR d.applied_version < d.spec_version THEN NULL
-	       ELSE d.next_poll_at END,
-	next_attempt_at = NULL,
-	attempts = 0,
-	updated_at = now()`
-
 // WorkItem is a device claimed for one operation.
 type WorkItem struct {
 	PK           int64
