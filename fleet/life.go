@@ -139,7 +139,8 @@ type Effect struct {
 }
 
 // Decide says what an outcome of op does to the device. attemptsLeft is false when
-// this was the last transient failure the retry policy allows.
+// this was the last transient failure the retry policy allows (for a poll: when the
+// device has waited for readiness as long as it may).
 //
 // What is decided here, once:
 //   - a create of unknown outcome keeps its attempt open for reconciliation, which
@@ -171,10 +172,18 @@ func Decide(op Op, o Outcome, attemptsLeft bool) Effect {
 		if op == OpRotate && o == Unknown {
 			e.ForgetPassword = true
 		}
-		if attemptsLeft {
-			e.Retry = true
-		} else {
+		switch {
+		case !attemptsLeft:
 			e.Fail = true
+		case op == OpPoll:
+			e.PollAgain = true // a failed read changed nothing: poll on schedule
+			return e
+		default:
+			e.Retry = true
+		}
+	case Pending:
+		if !attemptsLeft {
+			e.Fail = true // gave up waiting for readiness
 		}
 	}
 	if e.Fail {

@@ -20,20 +20,14 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // Cloud is what the jobs need of VNC Cloud; *vnccloud.Client provides it.
-type Cloud interface {
-	Create(ctx context.Context, spec vnccloud.Spec) (vnccloud.Created, error)
-	Get(ctx context.Context, address string) (vnccloud.Details, error)
-	Update(ctx context.Context, address string, spec vnccloud.Spec, ifMatch string) error
-	ResetPassword(ctx context.Context, address string, ifMatch string) (vnccloud.Created, error)
-	Delete(ctx context.Context, address string, ifMatch string) error
-	Ready(ctx context.Context, address string) (bool, error)
-}
+type Cloud = cloudop.Cloud
 
 // Config tunes the jobs. Zero fields take the defaults named on each.
 type Config struct {

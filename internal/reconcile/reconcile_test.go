@@ -281,7 +281,7 @@ func TestAddressMadeAfterItsClaimWasLostIsDeleted(t *testing.T) {
 	lateRes, currentRes := e.Perform(late[0]), e.Perform(current[0])
 	e.Finish(currentRes)
 	e.Finish(lateRes)
-	surplus, mine := lateRes.Created.CloudAddress, currentRes.Created.CloudAddress
+	surplus, mine := lateRes.Report.Address, currentRes.Report.Address
 	require.Equal(t, mine, e.Device("f", "v1").Address)
 	require.Equal(t, []attempt{{"unknown", surplus}, {"created", mine}}, e.attempts("f", "v1"))
 

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
@@ -97,8 +99,8 @@ func TestChangeDuringAPollIsScheduledWhenThePollEnds(t *testing.T) {
 	e.Ingest("f", provisiontest.Header+"v1,connect,g2,,,\n")
 	require.Equal(t, "awaiting_ready", e.Device("f", "v1").Status, "the upload leaves a claimed device alone")
 
-	require.NoError(t, e.Store.FinishPolls(e.Ctx, []store.PollResult{{Item: polls[0], Ready: true,
-		Event: store.Event{Operation: "ready", Outcome: "ok"}}}, nil))
+	require.NoError(t, e.Store.FinishPolls(e.Ctx, []store.PollResult{{Item: polls[0], MayWait: true,
+		Report: cloudop.Report{Outcome: fleet.Ready, Calls: []cloudop.Call{{Operation: "ready"}}}}}, nil))
 	v1 := e.Device("f", "v1")
 	require.Equal(t, store.OpUpdate, v1.Op)
 	require.Equal(t, "updating", v1.Status)
