@@ -385,4 +385,3 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
-

@@ -329,16 +329,16 @@ func (s *Store) owedRowsTx(ctx context.Context, fn func(pgx.Tx) error) error {
 
 // PollItem is a device claimed for a readiness poll.
 type PollItem struct {
-	PK            int64
-	FleetID       int64
-	DeviceID      string
-	CloudAddress  string
-	Polls         int
+	PK           int64
+	FleetID      int64
+	DeviceID     string
+	CloudAddress string
+	Polls        int
 	// AwaitingFor is how long the device had been waiting for readiness when it was
 	// claimed, measured by the database's clock alone.
 	AwaitingFor time.Duration
-	Rotation      bool // a reset's password waits to be promoted
-	ClaimToken    int64
+	Rotation    bool // a reset's password waits to be promoted
+	ClaimToken  int64
 }
 
 // ClaimPolls takes up to limit devices whose readiness poll is due.
