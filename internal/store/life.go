@@ -14,7 +14,7 @@ const (
 // vncfleet_owed_op and vncfleet_owed_status (migration 0015) take it.
 const rowStateSQL = `d.desired_state, d.cloud_address IS NOT NULL, d.applied_version < d.spec_version,
 	d.password_ct IS NOT NULL, d.pending_password_ct IS NOT NULL,
-	(d.op = 'rotate' OR (d.rotation_started_at IS NOT NULL AND d.pending_password_ct IS NULL))`
+	(d.op IS NOT DISTINCT FROM 'rotate' OR (d.rotation_started_at IS NOT NULL AND d.pending_password_ct IS NULL))`
 
 // scheduleOpSQL recomputes a device's owed operation and visible status from its row
 // by fleet.State.Owed's rule (vncfleet_owed_op and vncfleet_owed_status state it
