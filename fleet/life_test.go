@@ -91,7 +91,7 @@ func TestOwedInvariants(t *testing.T) {
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	type want struct {
-		effect string // the one effect that characterises the outcome
+		effect  string // the one effect that characterises the outcome
 		attempt string
 	}
 	cases := map[fleet.Op]map[fleet.Outcome]want{
