@@ -143,3 +143,18 @@ func TestTryLock(t *testing.T) {
 		return ok
 	}, 5*time.Second, 20*time.Millisecond, "the server drops a closed session's locks")
 }
+
+// A claim's end is reported on the local clock (before the claim + the lease), not as
+// the database's claim_until: the two clocks may disagree.
+func TestClaimLeaseEndsOnTheLocalClock(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,\n")
+	before := time.Now()
+	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute, 0)
+	after := time.Now()
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	require.False(t, items[0].LeaseEnds.Before(before.Add(time.Minute)))
+	require.False(t, items[0].LeaseEnds.After(after.Add(time.Minute)), "never later than the local clock allows")
+}
