@@ -1,0 +1,45 @@
+package store_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/sim"
+	"github.com/vncfleet/vncfleet/vnccloud"
+)
+
+// A device whose creates met nothing but 503s until the retry policy gave up says
+// so in last_error: the cause an operator can act on, not a readiness timeout.
+func TestFailedDeviceSaysWhy(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"errorCode":1000,"errorMessage":"Service Unavailable"}`))
+	}))
+	t.Cleanup(ts.Close)
+	var err error
+	e.Cloud, err = vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: provisiontest.APIKey,
+		APISecret: provisiontest.APISecret, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	key := e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,\n")
+	policy := provisiontest.RetryNow
+	policy.MaxAttempts = 3
+	for i := 0; i < policy.MaxAttempts; i++ {
+		require.Equal(t, 1, e.Step(key, 10, policy))
+	}
+	var status, lastError string
+	var httpStatus int
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT status, last_error, last_error_status FROM devices WHERE device_id = 'v1'`).
+		Scan(&status, &lastError, &httpStatus))
+	require.Equal(t, "failed", status)
+	require.Contains(t, lastError, "gave up after 3 attempts")
+	require.Contains(t, lastError, "503")
+	require.Equal(t, http.StatusServiceUnavailable, httpStatus)
+}
