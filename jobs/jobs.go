@@ -75,34 +75,56 @@ type Config struct {
 	SweepInterval time.Duration
 }
 
+// The defaults of Config, exported so that the configuration layer shows and fills
+// the same values (internal/config uses them) instead of stating its own.
+const (
+	DefaultBatchSize       = 250
+	DefaultFanout          = 64
+	DefaultChains          = 4
+	DefaultClaimLease      = 2 * time.Minute
+	DefaultCallTimeout     = 30 * time.Second
+	DefaultMaxAttempts     = 10
+	DefaultRetryInitial    = 2 * time.Second
+	DefaultRetryMax        = 5 * time.Minute
+	DefaultReadyInitial    = time.Second
+	DefaultReadyMultiplier = 1.6
+	DefaultReadyMax        = 30 * time.Second
+	DefaultReadyMaxElapsed = 10 * time.Minute
+	DefaultPollBatch       = 250
+	DefaultPollLoops       = 4
+	DefaultMaxWorkers      = 20
+	DefaultSweepInterval   = 5 * time.Second
+)
+
+// setDefaults fills every zero (or negative) field with its default, once.
 func (c *Config) setDefaults() {
-	def := func(v *int, d int) {
+	orDefault := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
+	orDefaultDur := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
 		}
 	}
-	def(&c.BatchSize, 250)
-	def(&c.Fanout, 64)
-	def(&c.Chains, 4)
-	def(&c.MaxAttempts, 10)
-	def(&c.PollBatch, 250)
-	def(&c.PollLoops, 4)
-	def(&c.MaxWorkers, 20)
-	defDur(&c.ClaimLease, 2*time.Minute)
-	defDur(&c.CallTimeout, 30*time.Second)
-	defDur(&c.RetryInitial, 2*time.Second)
-	defDur(&c.RetryMax, 5*time.Minute)
-	defDur(&c.ReadyInitial, time.Second)
-	defDur(&c.ReadyMax, 30*time.Second)
-	defDur(&c.ReadyMaxElapsed, 10*time.Minute)
-	defDur(&c.SweepInterval, 5*time.Second)
+	orDefault(&c.BatchSize, DefaultBatchSize)
+	orDefault(&c.Fanout, DefaultFanout)
+	orDefault(&c.Chains, DefaultChains)
+	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
+	orDefault(&c.PollBatch, DefaultPollBatch)
+	orDefault(&c.PollLoops, DefaultPollLoops)
+	orDefault(&c.MaxWorkers, DefaultMaxWorkers)
+	orDefaultDur(&c.ClaimLease, DefaultClaimLease)
+	orDefaultDur(&c.CallTimeout, DefaultCallTimeout)
+	orDefaultDur(&c.RetryInitial, DefaultRetryInitial)
+	orDefaultDur(&c.RetryMax, DefaultRetryMax)
+	orDefaultDur(&c.ReadyInitial, DefaultReadyInitial)
+	orDefaultDur(&c.ReadyMax, DefaultReadyMax)
+	orDefaultDur(&c.ReadyMaxElapsed, DefaultReadyMaxElapsed)
+	orDefaultDur(&c.SweepInterval, DefaultSweepInterval)
 	if c.ReadyMultiplier <= 1 {
-		c.ReadyMultiplier = 1.6
+		c.ReadyMultiplier = DefaultReadyMultiplier
 	}
 	// A claim must outlive at least one call with room to record its result.
 	if c.ClaimLease < 2*c.CallTimeout {

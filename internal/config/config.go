@@ -30,6 +30,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vncfleet/vncfleet/internal/secretbox"
+	"github.com/vncfleet/vncfleet/internal/webhook"
+	"github.com/vncfleet/vncfleet/jobs"
+	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // Config is every setting. The YAML key of each field is in its tag; the environment
@@ -165,7 +168,7 @@ type Workers struct {
 	BatchSize int `yaml:"batch_size"`
 	// Chains is work jobs per manifest at once. Default 4.
 	Chains int `yaml:"chains"`
-	// Fanout is API calls at once within a batch. Default 32: with the rate limit as
+	// Fanout is API calls at once within a batch. Default 64: with the rate limit as
 	// the real bound, enough to keep it busy through a slow API.
 	Fanout int `yaml:"fanout"`
 	// ClaimLease bounds how long a dead process delays the devices it held. Default
@@ -244,14 +247,16 @@ func Defaults() *Config {
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
-		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: 30 * time.Second},
+		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: vnccloud.DefaultTimeout},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
-		Workers: Workers{Concurrency: 20, BatchSize: 250, Chains: 4, Fanout: 32, ClaimLease: 2 * time.Minute,
-			CallTimeout: 30 * time.Second, MaxAttempts: 10, ShutdownTimeout: 30 * time.Second},
-		Readiness: Readiness{InitialInterval: time.Second, MaxInterval: 30 * time.Second, Multiplier: 1.6, MaxElapsed: 10 * time.Minute},
+		Workers: Workers{Concurrency: jobs.DefaultMaxWorkers, BatchSize: jobs.DefaultBatchSize, Chains: jobs.DefaultChains,
+			Fanout: jobs.DefaultFanout, ClaimLease: jobs.DefaultClaimLease, CallTimeout: jobs.DefaultCallTimeout,
+			MaxAttempts: jobs.DefaultMaxAttempts, ShutdownTimeout: 30 * time.Second},
+		Readiness: Readiness{InitialInterval: jobs.DefaultReadyInitial, MaxInterval: jobs.DefaultReadyMax,
+			Multiplier: jobs.DefaultReadyMultiplier, MaxElapsed: jobs.DefaultReadyMaxElapsed},
 		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: 720 * time.Hour, Window: time.Hour},
 		Reconcile: Reconcile{Schedule: "*/15 * * * *", AdoptGracePeriod: 10 * time.Minute, ForeignPolicy: "report"},
-		Webhook:   Webhook{Rate: 5, MaxAttempts: 10},
+		Webhook:   Webhook{Rate: webhook.DefaultRate, MaxAttempts: webhook.DefaultMaxAttempts},
 		LogLevel:  "info",
 		LogFormat: "text",
 	}

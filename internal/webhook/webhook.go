@@ -163,12 +163,18 @@ const (
 	maxErrorLen = 500
 )
 
+// The defaults of Config that the configuration layer shows too.
+const (
+	DefaultRate        = 5
+	DefaultMaxAttempts = 10
+)
+
 func (c *Config) setDefaults() {
 	if c.Rate <= 0 {
-		c.Rate = 5
+		c.Rate = DefaultRate
 	}
 	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 10
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
