@@ -132,9 +132,28 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Store is what the jobs need of the database; *store.Store provides it. Declared
+// here, by its consumer, so that the job logic (batching, group commit, polling) has
+// unit tests without PostgreSQL; the SQL behind it has its own tests.
+type Store interface {
+	ClaimWork(ctx context.Context, key string, limit int, lease time.Duration, worker int64) ([]store.WorkItem, error)
+	Finish(ctx context.Context, results []store.Result, policy store.RetryPolicy) error
+	PendingWork(ctx context.Context, key string) (remaining int, next time.Time, err error)
+	ClaimableKeys(ctx context.Context) ([]string, error)
+	ClaimPolls(ctx context.Context, limit int, lease time.Duration, worker int64) ([]store.PollItem, error)
+	FinishPolls(ctx context.Context, results []store.PollResult, ready func(ctx context.Context, tx pgx.Tx, became []store.PollItem) error) error
+	NextPollAt(ctx context.Context) (time.Time, error)
+	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
+	ReleaseDeadWorkers(ctx context.Context, callTimeout time.Duration) (store.DeadWorkers, error)
+	ApplyStaged(ctx context.Context, manifestID int64, consoleURLs store.EnqueueConsoleURLsFunc) (done bool, err error)
+	StalledManifests(ctx context.Context, stalledFor time.Duration) ([]int64, error)
+	SetConsoleURL(ctx context.Context, devicePK int64, instanceID, url string) error
+	SetConsoleURLError(ctx context.Context, devicePK int64, instanceID, msg string) error
+}
+
 // Deps are the collaborators of every job.
 type Deps struct {
-	Store   *store.Store
+	Store   Store
 	Cloud   Cloud
 	Limiter ratelimit.Limiter
 	Logger  *slog.Logger

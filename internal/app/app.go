@@ -221,7 +221,7 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	// orphan). The signal leads to Stop below, which stops fetching and waits.
 	// Registered before the first claim: claims are made under this process's id, so
 	// that others release them within seconds if it dies.
-	presence, err := w.Deps.Store.Register(ctx)
+	presence, err := w.Store.Register(ctx)
 	if err != nil {
 		return err
 	}
