@@ -1,7 +1,10 @@
-// Package fleet is vncfleet's domain: devices as a manifest describes them, their
-// statuses, and the rules a manifest row must follow. It knows nothing of PostgreSQL,
-// HTTP or River; the rules that are the VNC Cloud API's own come from package vnccloud,
-// so the manifest validator and the server agree by construction.
+// Package fleet is vncfleet's domain: devices as a manifest describes them, the rules
+// a manifest row must follow, and a device's life — its statuses, what it owes the
+// cloud next (State.Owed) and what each outcome of an operation does to it (Decide) —
+// decided here once (life.go; drawn in docs/device-life.md). The store records what
+// these rules decide and the jobs carry it out. It knows nothing of PostgreSQL, HTTP or
+// River; the rules that are the VNC Cloud API's own come from package vnccloud, so the
+// manifest validator and the server agree by construction.
 package fleet
 
 import (
