@@ -72,6 +72,24 @@ type State struct {
 	RotationDue bool
 }
 
+// AllStates enumerates every State the rules tell apart, each status included: the
+// domain the tests of Owed, Decide and their SQL counterparts walk.
+func AllStates() []State {
+	var out []State
+	for _, desired := range []DesiredState{StatePresent, StateAbsent} {
+		for _, status := range Statuses {
+			for bits := 0; bits < 1<<5; bits++ {
+				out = append(out, State{
+					Desired: desired, Status: status,
+					HasAddress: bits&1 != 0, SpecBehind: bits&2 != 0, HasPassword: bits&4 != 0,
+					HasPending: bits&8 != 0, RotationDue: bits&16 != 0,
+				})
+			}
+		}
+	}
+	return out
+}
+
 // Owed is the operation the device owes the cloud now, and the status it shows. It
 // is the single definition of "what is left to do" (the store's SQL function
 // vncfleet_owed_op/vncfleet_owed_status states the same rule, and a test requires

@@ -9,24 +9,6 @@ import (
 	"github.com/vncfleet/vncfleet/fleet"
 )
 
-// AllStates is every combination of what the rules read of a row, each status
-// included: the domain of fleet.State.Owed.
-func allStates() []fleet.State {
-	var out []fleet.State
-	for _, desired := range []fleet.DesiredState{fleet.StatePresent, fleet.StateAbsent} {
-		for _, status := range fleet.Statuses {
-			for bits := 0; bits < 1<<5; bits++ {
-				out = append(out, fleet.State{
-					Desired: desired, Status: status,
-					HasAddress: bits&1 != 0, SpecBehind: bits&2 != 0, HasPassword: bits&4 != 0,
-					HasPending: bits&8 != 0, RotationDue: bits&16 != 0,
-				})
-			}
-		}
-	}
-	return out
-}
-
 func TestOwed(t *testing.T) {
 	t.Parallel()
 	base := fleet.State{Desired: fleet.StatePresent, Status: fleet.StatusReady, HasAddress: true, HasPassword: true}
@@ -63,7 +45,7 @@ func TestOwed(t *testing.T) {
 // Whatever the row, Owed keeps the promises the rest of the program relies on.
 func TestOwedInvariants(t *testing.T) {
 	t.Parallel()
-	for _, s := range allStates() {
+	for _, s := range fleet.AllStates() {
 		op, status := s.Owed()
 		name := fmt.Sprintf("%+v", s)
 		if s.Desired == fleet.StateAbsent {

@@ -2,15 +2,11 @@ package store_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
-	"github.com/vncfleet/vncfleet/internal/sim"
-	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // A device whose creates met nothing but 503s until the retry policy gave up says
@@ -18,16 +14,11 @@ import (
 func TestFailedDeviceSaysWhy(t *testing.T) {
 	t.Parallel()
 	e := provisiontest.New(t)
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	e.Cloud = clientVia(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"errorCode":1000,"errorMessage":"Service Unavailable"}`))
 	}))
-	t.Cleanup(ts.Close)
-	var err error
-	e.Cloud, err = vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: provisiontest.APIKey,
-		APISecret: provisiontest.APISecret, Timeout: 10 * time.Second})
-	require.NoError(t, err)
 	key := e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,\n")
 	policy := provisiontest.RetryNow
 	policy.MaxAttempts = 3

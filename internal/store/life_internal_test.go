@@ -21,22 +21,6 @@ import (
 // The agreement tests: the rules of package fleet and the SQL that records them
 // must give the same answer for every state and every outcome.
 
-func lifeStates() []fleet.State {
-	var out []fleet.State
-	for _, desired := range []fleet.DesiredState{fleet.StatePresent, fleet.StateAbsent} {
-		for _, status := range fleet.Statuses {
-			for bits := 0; bits < 1<<5; bits++ {
-				out = append(out, fleet.State{
-					Desired: desired, Status: status,
-					HasAddress: bits&1 != 0, SpecBehind: bits&2 != 0, HasPassword: bits&4 != 0,
-					HasPending: bits&8 != 0, RotationDue: bits&16 != 0,
-				})
-			}
-		}
-	}
-	return out
-}
-
 func newLifeStore(t *testing.T) (*Store, context.Context) {
 	t.Helper()
 	pool, _ := dbtest.New(t)
@@ -53,7 +37,7 @@ func newLifeStore(t *testing.T) (*Store, context.Context) {
 func TestOwedSQLFunctionsAgreeWithFleet(t *testing.T) {
 	t.Parallel()
 	s, ctx := newLifeStore(t)
-	states := lifeStates()
+	states := fleet.AllStates()
 	batch := &pgx.Batch{}
 	for _, st := range states {
 		batch.Queue(`SELECT coalesce(vncfleet_owed_op($1, $2, $3, $4, $5, $6), ''), vncfleet_owed_status($1, $2, $3, $4, $5, $6, $7)`,
@@ -117,11 +101,25 @@ func rowState(t *testing.T, s *Store, ctx context.Context, pk int64) (fleet.Stat
 	return st, fleet.Op(op)
 }
 
+// requireRowIsNext returns a check that row pk is what fleet.Next said: status, owed
+// operation, address and passwords.
+func requireRowIsNext(t *testing.T, s *Store, ctx context.Context, pk int64, name string) func(fleet.State, fleet.Op, fleet.Status) {
+	return func(want fleet.State, wantOp fleet.Op, wantStatus fleet.Status) {
+		t.Helper()
+		got, gotOp := rowState(t, s, ctx, pk)
+		require.Equal(t, wantStatus, got.Status, name)
+		require.Equal(t, wantOp, gotOp, name)
+		require.Equal(t, want.HasAddress, got.HasAddress, name)
+		require.Equal(t, want.HasPassword, got.HasPassword, name)
+		require.Equal(t, want.HasPending, got.HasPending, name)
+	}
+}
+
 // scheduleOpSQL over a row gives what Owed gives for the state the row is in.
 func TestScheduleSQLAgreesWithOwed(t *testing.T) {
 	t.Parallel()
 	s, ctx := newLifeStore(t)
-	for i, st := range lifeStates() {
+	for i, st := range fleet.AllStates() {
 		if st.Status == fleet.StatusFailed {
 			continue // the schedule leaves failed devices alone until retry
 		}
@@ -196,13 +194,7 @@ func TestRecordedOutcomesAgreeWithDecide(t *testing.T) {
 						} else {
 							at.SpecBehind = at.SpecBehind || changedMeanwhile
 						}
-						want, wantOp, wantStatus := fleet.Next(at, op, fleet.Decide(op, o, left))
-						got, gotOp := rowState(t, s, ctx, pk)
-						require.Equal(t, wantStatus, got.Status, name)
-						require.Equal(t, wantOp, gotOp, name)
-						require.Equal(t, want.HasAddress, got.HasAddress, name)
-						require.Equal(t, want.HasPassword, got.HasPassword, name)
-						require.Equal(t, want.HasPending, got.HasPending, name)
+						requireRowIsNext(t, s, ctx, pk, name)(fleet.Next(at, op, fleet.Decide(op, o, left)))
 					}
 				}
 			}
@@ -235,13 +227,7 @@ func TestRecordedPollsAgreeWithDecide(t *testing.T) {
 				rep := cloudop.Report{Outcome: o, Err: errors.New("503 Service Unavailable")}
 				require.NoError(t, s.FinishPolls(ctx, []PollResult{{Item: items[0], Report: rep, MayWait: mayWait, NextPoll: time.Second}}, nil), name)
 
-				want, wantOp, wantStatus := fleet.Next(start, fleet.OpPoll, fleet.Decide(fleet.OpPoll, o, mayWait))
-				got, gotOp := rowState(t, s, ctx, pk)
-				require.Equal(t, wantStatus, got.Status, name)
-				require.Equal(t, wantOp, gotOp, name)
-				require.Equal(t, want.HasAddress, got.HasAddress, name)
-				require.Equal(t, want.HasPassword, got.HasPassword, name)
-				require.Equal(t, want.HasPending, got.HasPending, name)
+				requireRowIsNext(t, s, ctx, pk, name)(fleet.Next(start, fleet.OpPoll, fleet.Decide(fleet.OpPoll, o, mayWait)))
 			}
 		}
 	}

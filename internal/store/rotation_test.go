@@ -15,14 +15,28 @@ import (
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
+// clientVia is a VNC Cloud client of e's account that talks to h over real HTTP.
+func clientVia(t *testing.T, h http.Handler) *vnccloud.Client {
+	t.Helper()
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	c, err := vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: provisiontest.APIKey,
+		APISecret: provisiontest.APISecret, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	return c
+}
+
+func isReset(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/static-address/")
+}
+
 // cutResets serves e's simulator with every password reset performed but its 200
 // answer cut off halfway, and returns a client of it.
 func cutResets(t *testing.T, e *provisiontest.Env) *vnccloud.Client {
 	t.Helper()
 	h := e.Sim.Handler()
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		isReset := r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/static-address/")
-		if !isReset {
+	return clientVia(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isReset(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -32,11 +46,6 @@ func cutResets(t *testing.T, e *provisiontest.Env) *vnccloud.Client {
 		w.WriteHeader(rec.Code)
 		_, _ = w.Write(rec.Body.Bytes()[:rec.Body.Len()/2])
 	}))
-	t.Cleanup(ts.Close)
-	c, err := vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: provisiontest.APIKey,
-		APISecret: provisiontest.APISecret, Timeout: 10 * time.Second})
-	require.NoError(t, err)
-	return c
 }
 
 // requireCloudsPassword checks that the stored password of device id of fleet f is
@@ -116,8 +125,8 @@ func TestRetryOfARefusedRotationRotatesAgain(t *testing.T) {
 	_, err := e.Store.ScheduleRotations(e.Ctx, "f", true, 0, 0, "rotate:1")
 	require.NoError(t, err)
 	h := e.Sim.Handler()
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/static-address/") {
+	e.Cloud = clientVia(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isReset(r) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
 			_, _ = w.Write([]byte(`{"errorCode":1001,"errorMessage":"refused"}`))
@@ -125,10 +134,6 @@ func TestRetryOfARefusedRotationRotatesAgain(t *testing.T) {
 		}
 		h.ServeHTTP(w, r)
 	}))
-	t.Cleanup(ts.Close)
-	e.Cloud, err = vnccloud.New(vnccloud.Config{BaseURL: ts.URL + sim.APIPrefix, APIKey: provisiontest.APIKey,
-		APISecret: provisiontest.APISecret, Timeout: 10 * time.Second})
-	require.NoError(t, err)
 	require.Equal(t, 1, e.Step("rotate:1", 10, provisiontest.RetryNow))
 	require.Equal(t, "failed", e.Device("f", "v1").Status)
 	requireCloudsPassword(t, e, "v1") // unchanged, and still the cloud's
