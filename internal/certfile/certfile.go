@@ -18,15 +18,18 @@ type Reloader struct {
 	certFile, keyFile string
 	logger            *slog.Logger
 
+	// checkEvery bounds how often the files are looked at (defaultCheckEvery).
+	checkEvery time.Duration
+
 	mu      sync.Mutex
 	cert    *tls.Certificate
 	stamp   stamp     // of the files when cert was loaded
 	checked time.Time // last look at the files
 }
 
-// checkEvery bounds how often the files are looked at: a handshake costs two stat
-// calls at most once a second, and a renewed certificate is served within a second.
-const checkEvery = time.Second
+// defaultCheckEvery: handshakes cost two stat calls at most once a second, and a
+// renewed certificate is served within a second.
+const defaultCheckEvery = time.Second
 
 // stamp identifies a version of the two files.
 type stamp struct {
@@ -39,7 +42,7 @@ func New(certFile, keyFile string, logger *slog.Logger) (*Reloader, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Reloader{certFile: certFile, keyFile: keyFile, logger: logger}
+	r := &Reloader{certFile: certFile, keyFile: keyFile, logger: logger, checkEvery: defaultCheckEvery}
 	st, err := r.stat()
 	if err != nil {
 		return nil, err
@@ -77,7 +80,7 @@ func (r *Reloader) load(st stamp) error {
 func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checked) >= checkEvery {
+	if now := time.Now(); now.Sub(r.checked) >= r.checkEvery {
 		r.checked = now
 		st, err := r.stat()
 		switch {
