@@ -20,20 +20,14 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // Cloud is what the jobs need of VNC Cloud; *vnccloud.Client provides it.
-type Cloud interface {
-	Create(ctx context.Context, spec vnccloud.Spec) (vnccloud.Created, error)
-	Get(ctx context.Context, address string) (vnccloud.Details, error)
-	Update(ctx context.Context, address string, spec vnccloud.Spec, ifMatch string) error
-	ResetPassword(ctx context.Context, address string, ifMatch string) (vnccloud.Created, error)
-	Delete(ctx context.Context, address string, ifMatch string) error
-	Ready(ctx context.Context, address string) (bool, error)
-}
+type Cloud = cloudop.Cloud
 
 // Config tunes the jobs. Zero fields take the defaults named on each.
 type Config struct {
@@ -123,6 +117,10 @@ type Deps struct {
 	Limiter ratelimit.Limiter
 	Logger  *slog.Logger
 	Config  Config
+	// Presence is this process's registration as a live worker; claims are made
+	// under its id. Nil (tests that drive jobs without `serve`) claims under none,
+	// and such claims end with their lease only.
+	Presence *store.Presence
 	// AfterReady, when set, runs in the transaction that marks devices ready.
 	AfterReady AfterReady
 
@@ -275,6 +273,19 @@ func (d *Deps) call(ctx context.Context, fn func(ctx context.Context) error) (se
 		d.Limiter.Report(ratelimit.Failed)
 	}
 	return true, err
+}
+
+// claimer is the worker id to claim under, and a context that ends when claims made
+// under it may have been released by another process.
+func (d *Deps) claimer(ctx context.Context) (int64, context.Context, context.CancelFunc) {
+	if d.Presence == nil {
+		ctx, cancel := context.WithCancel(ctx)
+		return 0, ctx, cancel
+	}
+	id, lost := d.Presence.Current()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(lost, cancel)
+	return id, ctx, func() { stop(); cancel() }
 }
 
 func unmarshalArgs(job *rivertype.JobRow, args any) error {

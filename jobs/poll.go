@@ -3,14 +3,13 @@ package jobs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
-	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // PollArgs runs the readiness poller once. It is a periodic job (every second): one
@@ -76,8 +75,11 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 // next tick of the schedule, keeps a steady stream of creates polled as they come due.
 func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	for time.Now().Before(stop) {
-		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2)
+		worker, claimCtx, release := d.claimer(ctx)
+		claimedAt := time.Now()
+		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2, worker)
 		if err != nil {
+			release()
 			return err
 		}
 		if len(items) == 0 {
@@ -96,7 +98,8 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 			}
 			continue
 		}
-		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(ctx, it) })
+		results := fanOut(items, d.Config.Fanout, func(it store.PollItem) store.PollResult { return d.pollOne(claimCtx, it, claimedAt) })
+		release()
 		if err := d.finishDurably(ctx, func(ctx context.Context) error {
 			return d.Store.FinishPolls(ctx, results, d.AfterReady)
 		}); err != nil {
@@ -106,38 +109,9 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	return nil
 }
 
-func (d *Deps) pollOne(ctx context.Context, item store.PollItem) store.PollResult {
-	res := store.PollResult{Item: item}
-	var ready bool
-	sent, err := d.call(ctx, func(ctx context.Context) error {
-		var err error
-		ready, err = d.Cloud.Ready(ctx, item.CloudAddress)
-		return err
-	})
-	switch {
-	case err == nil && ready:
-		res.Event = store.Event{Operation: "ready", Outcome: "ok"}
-		res.Ready = true
-		return res
-	case err == nil:
-		res.Event = store.Event{Operation: "ready", Outcome: "pending"}
-	case errors.Is(err, vnccloud.ErrNotFound):
-		res.Event = store.EventFromError("ready", err)
-		res.Vanished = true
-		return res
-	case !sent:
-		res.Event = store.Event{Operation: "ready", Outcome: "skipped", Message: "not sent: " + err.Error()}
-	case !vnccloud.IsRetryable(err):
-		res.Event = store.EventFromError("ready", err)
-		res.FailedErr = err
-		return res
-	default:
-		res.Event = store.EventFromError("ready", err)
-	}
-	if elapsed := time.Since(item.AwaitingSince); elapsed > d.Config.ReadyMaxElapsed {
-		res.FailedErr = fmt.Errorf("still not ready after %s", elapsed.Round(time.Second))
-		return res
-	}
-	res.NextPoll = d.Config.pollInterval(item.Polls + 1)
-	return res
+func (d *Deps) pollOne(ctx context.Context, item store.PollItem, claimedAt time.Time) store.PollResult {
+	rep := cloudop.Perform(ctx, d.Cloud, d.call, item.Task())
+	waited := item.AwaitingFor + time.Since(claimedAt)
+	return store.PollResult{Item: item, Report: rep, NextPoll: d.Config.pollInterval(item.Polls + 1),
+		MayWait: waited < d.Config.ReadyMaxElapsed}
 }

@@ -31,7 +31,13 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 	if err := w.applyStalled(ctx, client); err != nil {
 		return err
 	}
-	keys, err := w.deps.Store.ClaimableKeys(ctx)
+	return enqueueOrphanedWork(ctx, client, w.deps)
+}
+
+// enqueueOrphanedWork gives a job to every work queue with claimable work and no job
+// waiting to run.
+func enqueueOrphanedWork(ctx context.Context, client *river.Client[pgx.Tx], d *Deps) error {
+	keys, err := d.Store.ClaimableKeys(ctx)
 	if err != nil || len(keys) == 0 {
 		return err
 	}
@@ -48,11 +54,46 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 	if len(params) == 0 {
 		return nil
 	}
-	w.deps.Logger.Info("sweeper: enqueuing work without a job", "queues", len(params))
+	d.Logger.Info("sweeper: enqueuing work without a job", "queues", len(params))
 	if _, err := client.InsertMany(ctx, params); err != nil {
 		return fmt.Errorf("sweep: enqueue: %w", err)
 	}
 	return nil
+}
+
+// deadWorkerCheckEvery is how often every process looks for dead ones. Not a River
+// periodic job: those are inserted by River's leader, and when the dead process was
+// the leader none runs until another is elected.
+const deadWorkerCheckEvery = 2 * time.Second
+
+// WatchDeadWorkers releases the claims of processes found dead, and gives their work
+// a job at once, until ctx ends. Every process runs it; the release is one UPDATE
+// that only one of them wins for each dead process.
+func WatchDeadWorkers(ctx context.Context, client *river.Client[pgx.Tx], d *Deps) {
+	t := time.NewTicker(deadWorkerCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		dead, err := d.Store.ReleaseDeadWorkers(ctx, d.Config.CallTimeout)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.Logger.Warn("looking for dead workers", "err", err)
+			}
+			continue
+		}
+		if len(dead.IDs) == 0 {
+			continue
+		}
+		d.Logger.Info("released the claims of dead workers", "workers", dead.IDs,
+			"devices", dead.ReleasedClaims, "unanswered_creates", dead.AttemptsSettled)
+		if err := enqueueOrphanedWork(ctx, client, d); err != nil {
+			d.Logger.Warn("enqueuing the dead workers' work", "err", err)
+		}
+	}
 }
 
 // queuedWorkKeys is the set of work queues that have a job waiting to run.

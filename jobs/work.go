@@ -2,16 +2,14 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
-	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // WorkArgs drives one work queue (a manifest's devices, a rotation run, a repair).
@@ -45,11 +43,14 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 	d := w.deps
 	stop := time.Now().Add(workSlice)
 	for {
-		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.batchLimit(), d.Config.ClaimLease)
+		worker, claimCtx, release := d.claimer(ctx)
+		items, err := d.Store.ClaimWork(ctx, job.Args.Key, d.Config.batchLimit(), d.Config.ClaimLease, worker)
 		if err != nil {
+			release()
 			return err
 		}
 		if len(items) == 0 {
+			release()
 			remaining, next, err := d.Store.PendingWork(ctx, job.Args.Key)
 			if err != nil {
 				return err
@@ -62,10 +63,9 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
-		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
-		if err := d.finishDurably(ctx, func(ctx context.Context) error {
-			return d.Store.Finish(ctx, results, d.retryPolicy())
-		}); err != nil {
+		err = d.runBatch(claimCtx, items)
+		release()
+		if err != nil {
 			return err
 		}
 		if time.Now().After(stop) || ctx.Err() != nil {
@@ -79,6 +79,63 @@ func (d *Deps) retryPolicy() store.RetryPolicy {
 		MaxAttempts: d.Config.MaxAttempts,
 		Backoff:     d.Config.retryBackoff,
 		PollAfter:   d.Config.ReadyInitial,
+	}
+}
+
+// Answers are recorded in groups as they arrive, not when the whole batch is done: a
+// process killed in the middle of a batch loses at most the answers of the last
+// commitEvery (under a rate cap a batch lasts up to a third of the claim's lease, and
+// the cloud's answers to creates are addresses and passwords that exist nowhere else).
+// A group is recorded when its oldest answer has waited commitEvery, or when it holds
+// commitCount answers (at full speed a batch's answers arrive faster than one
+// transaction a second could take them).
+const (
+	commitEvery = 500 * time.Millisecond
+	commitCount = 125
+)
+
+// runBatch performs the claimed items, at most Fanout at a time, and records their
+// results in groups (commitEvery, commitCount) as they come.
+func (d *Deps) runBatch(ctx context.Context, items []store.WorkItem) error {
+	results := make(chan store.Result, len(items)) // never blocks a sender
+	go func() {
+		fanOut(items, d.Config.Fanout, func(it store.WorkItem) struct{} {
+			results <- d.runItem(ctx, it)
+			return struct{}{}
+		})
+		close(results)
+	}()
+	policy := d.retryPolicy()
+	var group []store.Result
+	var due <-chan time.Time
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		rs := group
+		group, due = nil, nil
+		return d.finishDurably(ctx, func(ctx context.Context) error { return d.Store.Finish(ctx, rs, policy) })
+	}
+	for {
+		select {
+		case r, ok := <-results:
+			if !ok {
+				return flush()
+			}
+			group = append(group, r)
+			if len(group) == 1 {
+				due = time.After(commitEvery)
+			}
+			if len(group) >= commitCount {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		case <-due:
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
 }
 
@@ -124,163 +181,11 @@ func fanOut[T, R any](items []T, n int, fn func(T) R) []R {
 }
 
 // runItem performs one device's operation. No call starts once the claim is within
-// CallTimeout of ending, so no other process can claim the device while a call of
-// ours is still in flight.
+// CallTimeout of ending (measured on this process's clock from when the claim was
+// asked for), so no other process can claim the device while a call of ours is still
+// in flight.
 func (d *Deps) runItem(ctx context.Context, item store.WorkItem) store.Result {
-	res := store.Result{Item: item}
-	leaseCtx, cancel := context.WithDeadline(ctx, item.ClaimUntil.Add(-d.Config.CallTimeout))
+	leaseCtx, cancel := context.WithDeadline(ctx, item.LeaseEnds.Add(-d.Config.CallTimeout))
 	defer cancel()
-	var sentAny bool
-	call := func(op string, fn func(ctx context.Context) error) error {
-		sent, err := d.call(leaseCtx, fn)
-		sentAny = sentAny || sent
-		if sent {
-			if err != nil {
-				res.Events = append(res.Events, store.EventFromError(op, err))
-			} else {
-				res.Events = append(res.Events, store.Event{Operation: op, Outcome: "ok"})
-			}
-		}
-		return err
-	}
-	var err error
-	switch item.Op {
-	case store.OpCreate:
-		err = d.create(item, &res, call)
-	case store.OpUpdate:
-		err = d.update(item, &res, call)
-	case store.OpDelete:
-		err = d.delete(item, &res, call)
-	case store.OpRotate:
-		err = d.rotate(item, &res, call)
-	default:
-		err = &permanentError{fmt.Sprintf("unknown operation %q", item.Op)}
-	}
-	if err == nil {
-		return res
-	}
-	var perm *permanentError
-	var apiErr *vnccloud.APIError
-	var invalid *vnccloud.ValidationError
-	// Only an error status or a request never built is a definite refusal; a 2xx
-	// whose body could not be read may have made an address.
-	res.Refused = errors.As(err, &perm) || errors.As(err, &apiErr) || errors.As(err, &invalid)
-	switch {
-	case errors.As(err, &perm):
-		res.Err = err
-	case !sentAny:
-		// Nothing left the process (the lease ran short, a shutdown, or the rate
-		// limiter could not reach the database): release the claim as if never taken.
-		// Such a failure says nothing about the device and must not count against it.
-		res.NotSent = true
-	default:
-		res.Err = err
-		res.Retryable = vnccloud.IsRetryable(err) || errors.Is(err, context.Canceled)
-	}
-	return res
-}
-
-type callFunc func(op string, fn func(ctx context.Context) error) error
-
-// permanentError fails a device without a request (a listen device whose named
-// connect devices have no address).
-type permanentError struct{ msg string }
-
-func (e *permanentError) Error() string { return e.msg }
-
-func (d *Deps) create(item store.WorkItem, res *store.Result, call callFunc) error {
-	if len(item.Unresolved) > 0 {
-		return &permanentError{fmt.Sprintf("allow_devices %s: no cloud address (failed or deleted)", strings.Join(item.Unresolved, ", "))}
-	}
-	var created vnccloud.Created
-	err := call("create", func(ctx context.Context) error {
-		var err error
-		created, err = d.Cloud.Create(ctx, item.Spec())
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	res.Created = &created
-	return nil
-}
-
-// maxPreconditionRetries bounds the GET/write loop when another writer keeps changing
-// the address between our GET and our write (412).
-const maxPreconditionRetries = 3
-
-// withETag runs GET then write(etag), again on 412. A 404 at either step reports
-// that the address has vanished.
-func withETag(item store.WorkItem, d *Deps, call callFunc, op string, write func(ctx context.Context, etag string) error) (vanished bool, err error) {
-	for try := 0; ; try++ {
-		var details vnccloud.Details
-		err = call("get", func(ctx context.Context) error {
-			var err error
-			details, err = d.Cloud.Get(ctx, item.CloudAddress)
-			return err
-		})
-		if errors.Is(err, vnccloud.ErrNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		err = call(op, func(ctx context.Context) error { return write(ctx, details.ETag) })
-		switch {
-		case errors.Is(err, vnccloud.ErrNotFound):
-			return true, nil
-		case errors.Is(err, vnccloud.ErrPreconditionFailed) && try < maxPreconditionRetries:
-			continue
-		}
-		return false, err
-	}
-}
-
-func (d *Deps) update(item store.WorkItem, res *store.Result, call callFunc) error {
-	if len(item.Unresolved) > 0 {
-		return &permanentError{fmt.Sprintf("allow_devices %s: no cloud address (failed or deleted)", strings.Join(item.Unresolved, ", "))}
-	}
-	vanished, err := withETag(item, d, call, "update", func(ctx context.Context, etag string) error {
-		return d.Cloud.Update(ctx, item.CloudAddress, item.Spec(), etag)
-	})
-	if err != nil {
-		return err
-	}
-	res.Vanished = vanished
-	res.Applied = !vanished
-	return nil
-}
-
-func (d *Deps) delete(item store.WorkItem, res *store.Result, call callFunc) error {
-	if item.CloudAddress == "" {
-		res.Deleted = true
-		return nil
-	}
-	// A 404 at any step means the address is already gone, which is what we wanted.
-	_, err := withETag(item, d, call, "delete", func(ctx context.Context, etag string) error {
-		return d.Cloud.Delete(ctx, item.CloudAddress, etag)
-	})
-	if err != nil {
-		return err
-	}
-	res.Deleted = true
-	return nil
-}
-
-func (d *Deps) rotate(item store.WorkItem, res *store.Result, call callFunc) error {
-	var created vnccloud.Created
-	vanished, err := withETag(item, d, call, "reset", func(ctx context.Context, etag string) error {
-		var err error
-		created, err = d.Cloud.ResetPassword(ctx, item.CloudAddress, etag)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if vanished {
-		res.Vanished = true
-		return nil
-	}
-	res.Rotated = &created
-	return nil
+	return store.Result{Item: item, Report: cloudop.Perform(leaseCtx, d.Cloud, d.call, item.Task())}
 }

@@ -251,9 +251,24 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	// River's own context is not the signal's: cancelling it would cancel the jobs
 	// running now and cut their in-flight calls (a create whose answer is lost is an
 	// orphan). The signal leads to Stop below, which stops fetching and waits.
+	// Registered before the first claim: claims are made under this process's id, so
+	// that others release them within seconds if it dies.
+	presence, err := w.Deps.Store.Register(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := presence.Close(context.WithoutCancel(ctx)); err != nil {
+			logger.Warn("unregistering the worker", "err", err)
+		}
+	}()
+	w.Deps.Presence = presence
 	if err := w.River.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	go jobs.WatchDeadWorkers(watchCtx, w.River, w.Deps)
 	httpErr := make(chan error, 1)
 	scheme := "http"
 	if srv.TLSConfig != nil {

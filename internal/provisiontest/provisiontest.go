@@ -9,7 +9,6 @@ package provisiontest
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -19,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/dbtest"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/sim"
@@ -132,7 +133,7 @@ func (e *Env) Provision(fleetName, csv string) map[string]string {
 // many devices it claimed.
 func (e *Env) Step(key string, limit int, policy store.RetryPolicy) int {
 	e.T.Helper()
-	items, err := e.Store.ClaimWork(e.Ctx, key, limit, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, limit, time.Minute, 0)
 	require.NoError(e.T, err)
 	if len(items) == 0 {
 		return 0
@@ -151,83 +152,31 @@ func (e *Env) Finish(results ...store.Result) {
 	require.NoError(e.T, e.Store.Finish(e.Ctx, results, RetryNow))
 }
 
-// Perform carries out one claimed operation against the simulator, as the work job
-// does: create; or GET for the ETag, then PUT, DELETE or reset.
+// Perform carries out one claimed operation against the simulator with
+// cloudop.Perform, as the work job does, without a rate limiter.
 func (e *Env) Perform(it store.WorkItem) store.Result {
 	e.T.Helper()
-	require.Empty(e.T, it.Unresolved, "device %s names devices without an address", it.DeviceID)
-	res := store.Result{Item: it}
-	var err error
-	switch it.Op {
-	case store.OpCreate:
-		var c vnccloud.Created
-		if c, err = e.Cloud.Create(e.Ctx, it.Spec()); err == nil {
-			res.Created = &c
-		}
-		res.Events = append(res.Events, event("create", err))
-	default:
-		var d vnccloud.Details
-		d, err = e.Cloud.Get(e.Ctx, it.CloudAddress)
-		res.Events = append(res.Events, event("get", err))
-		if err == nil {
-			switch it.Op {
-			case store.OpUpdate:
-				if err = e.Cloud.Update(e.Ctx, it.CloudAddress, it.Spec(), d.ETag); err == nil {
-					res.Applied = true
-				}
-			case store.OpDelete:
-				if err = e.Cloud.Delete(e.Ctx, it.CloudAddress, d.ETag); err == nil {
-					res.Deleted = true
-				}
-			case store.OpRotate:
-				var c vnccloud.Created
-				if c, err = e.Cloud.ResetPassword(e.Ctx, it.CloudAddress, d.ETag); err == nil {
-					res.Rotated = &c
-				}
-			default:
-				e.T.Fatalf("unknown operation %q", it.Op)
-			}
-			res.Events = append(res.Events, event(it.Op, err))
-		}
-		if errors.Is(err, vnccloud.ErrNotFound) {
-			res.Deleted = it.Op == store.OpDelete
-			res.Vanished = it.Op != store.OpDelete
-			return res
-		}
-	}
-	if err != nil {
-		var apiErr *vnccloud.APIError
-		res.Err = err
-		res.Retryable = vnccloud.IsRetryable(err)
-		res.Refused = errors.As(err, &apiErr)
-	}
-	return res
-}
-
-func event(op string, err error) store.Event {
-	if err != nil {
-		return store.EventFromError(op, err)
-	}
-	return store.Event{Operation: op, Outcome: "ok"}
+	return store.Result{Item: it, Report: cloudop.Perform(e.Ctx, e.Cloud, cloudop.Direct, it.Task())}
 }
 
 // Poll does what one run of the readiness poller does, synchronously, and returns
-// how many devices it polled.
+// how many devices it polled. A poll that fails fails the test.
 func (e *Env) Poll() int {
 	e.T.Helper()
-	items, err := e.Store.ClaimPolls(e.Ctx, 100, time.Minute)
+	items, err := e.Store.ClaimPolls(e.Ctx, 100, time.Minute, 0)
 	require.NoError(e.T, err)
 	if len(items) == 0 {
 		return 0
 	}
 	results := make([]store.PollResult, len(items))
 	for i, it := range items {
-		ready, err := e.Cloud.Ready(e.Ctx, it.CloudAddress)
-		results[i] = store.PollResult{Item: it, Event: event("ready", err), Ready: ready && err == nil,
-			Vanished: errors.Is(err, vnccloud.ErrNotFound)}
-		if err != nil && !results[i].Vanished {
-			e.T.Fatalf("readiness of %s: %v", it.DeviceID, err)
+		rep := cloudop.Perform(e.Ctx, e.Cloud, cloudop.Direct, it.Task())
+		switch rep.Outcome {
+		case fleet.Ready, fleet.Pending, fleet.Vanished:
+		default:
+			e.T.Fatalf("readiness of %s: %s: %v", it.DeviceID, rep.Outcome, rep.Err)
 		}
+		results[i] = store.PollResult{Item: it, Report: rep, MayWait: true}
 	}
 	require.NoError(e.T, e.Store.FinishPolls(e.Ctx, results, nil))
 	return len(items)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/sim"
@@ -37,11 +38,11 @@ func atCall(n int64, hook func()) func(ctx context.Context, fn func(ctx context.
 // record, which holds the address the create made.
 func (e *env) sendCreate(key string) store.Result {
 	e.T.Helper()
-	items, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute, 0)
 	require.NoError(e.T, err)
 	require.Len(e.T, items, 1)
 	res := e.Perform(items[0])
-	require.NotNil(e.T, res.Created)
+	require.Equal(e.T, fleet.Created, res.Report.Outcome, "create: %v", res.Report.Err)
 	return res
 }
 
@@ -63,7 +64,7 @@ func TestAddressOfACreateInFlightIsNeitherForeignNorDeleted(t *testing.T) {
 	require.NoError(t, err)
 	// A job claims v1 and sends its create; the answer has not been recorded yet.
 	res := e.sendCreate(key)
-	made := res.Created.CloudAddress
+	made := res.Report.Address
 
 	// The default grace: the create is young, so the address it made may be v1's.
 	cfg := reconcile.Config{DeleteForeign: true}
@@ -100,7 +101,7 @@ func TestOrphanThatARetryInFlightMayHaveMadeWaits(t *testing.T) {
 	require.NoError(t, err)
 	// ...and its retry, of the same spec, is in flight.
 	res := e.sendCreate(key)
-	made := res.Created.CloudAddress
+	made := res.Report.Address
 
 	cfg := reconcile.Config{DeleteForeign: true}
 	rep := e.run(e.reconciler(cfg), false)
@@ -209,7 +210,7 @@ func TestVanishedMarkLeavesAClaimedDeviceToItsJob(t *testing.T) {
 	r.Call = atCall(2, func() {
 		require.Equal(t, 1, e.rotateAll("f", "rotate:test"))
 		var err error
-		claimed, err = e.Store.ClaimWork(e.Ctx, "rotate:test", 1, time.Minute)
+		claimed, err = e.Store.ClaimWork(e.Ctx, "rotate:test", 1, time.Minute, 0)
 		require.NoError(t, err)
 	})
 	rep := e.run(r, false)

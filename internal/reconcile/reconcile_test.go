@@ -272,16 +272,16 @@ func TestAddressMadeAfterItsClaimWasLostIsDeleted(t *testing.T) {
 	key := e.Ingest("f", provisiontest.Header+"v1,connect,line-a,,,\n")
 	// A job claims v1 and its lease runs out before it sends; a second job claims v1
 	// again. Both creates succeed, the first job's result arrives last.
-	late, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Microsecond)
+	late, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Microsecond, 0)
 	require.NoError(t, err)
 	require.Len(t, late, 1)
-	current, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute)
+	current, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, current, 1, "the expired claim is claimable again")
 	lateRes, currentRes := e.Perform(late[0]), e.Perform(current[0])
 	e.Finish(currentRes)
 	e.Finish(lateRes)
-	surplus, mine := lateRes.Created.CloudAddress, currentRes.Created.CloudAddress
+	surplus, mine := lateRes.Report.Address, currentRes.Report.Address
 	require.Equal(t, mine, e.Device("f", "v1").Address)
 	require.Equal(t, []attempt{{"unknown", surplus}, {"created", mine}}, e.attempts("f", "v1"))
 

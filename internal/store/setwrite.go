@@ -81,7 +81,7 @@ func (c *createdRows) queue(b *pgx.Batch, pollAfter time.Duration) {
 		FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::int[]) AS r(pk, address, ct, key_id, version)
 		WHERE d.id = r.pk`,
 		c.pks, c.addresses, c.ciphertexts, c.keyIDs, c.versions, pollAfter)
-	b.Queue(`UPDATE create_attempts a SET outcome = 'created', cloud_address = r.address, resolved_at = now()
+	b.Queue(`UPDATE create_attempts a SET outcome = 'created', cloud_address = r.address, resolved_at = now(), `+attemptEndedSQL+`
 		FROM unnest($1::bigint[], $2::text[]) AS r(id, address)
 		WHERE a.id = r.id`,
 		c.attempts, c.addresses)

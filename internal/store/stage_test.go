@@ -288,7 +288,7 @@ func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
 	require.False(t, done)
 	require.Zero(t, e.count(t, `SELECT count(*) FROM devices WHERE device_id = 'c-last'`), "the connect device is in a later batch")
 
-	items, err := e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	items, err := e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute, 0)
 	require.NoError(t, err)
 	require.Empty(t, items, "no listen device is claimed while the manifest is being applied")
 
@@ -296,11 +296,11 @@ func TestListenDeviceWaitsForTheWholeManifest(t *testing.T) {
 		done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
 		require.NoError(t, err)
 	}
-	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, items, 1)
 	require.Equal(t, "c-last", items[0].DeviceID, "the connect device first")
-	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute)
+	items, err = e.st.ClaimWork(ctx, res.WorkKey, 50, time.Minute, 0)
 	require.NoError(t, err)
 	require.Empty(t, items, "the listen devices wait for its address")
 }

@@ -11,45 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
-
-// Operations a device can owe the cloud.
-const (
-	OpCreate = "create"
-	OpUpdate = "update"
-	OpDelete = "delete"
-	OpRotate = "rotate"
-)
-
-// scheduleOpSQL recomputes a device's owed operation and visible status from its
-// desired and actual state. It is the single definition of "what is left to do",
-// used after an upload and after every finished operation, which is what makes the
-// work level-triggered: whatever happened before, the next step follows from the row.
-// (In an UPDATE all expressions see the row as it was before the statement.)
-const scheduleOpSQL = `
-	op = CASE
-	       WHEN d.desired_state = 'absent' THEN CASE WHEN d.cloud_address IS NULL THEN NULL ELSE 'delete' END
-	       WHEN d.cloud_address IS NULL THEN 'create'
-	       WHEN d.applied_version < d.spec_version THEN 'update'
-	       WHEN d.op = 'rotate' THEN 'rotate'
-	       -- An address whose password we do not hold (adopted, or a reset whose answer
-	       -- was lost) gets one by a reset.
-	       WHEN d.password_ct IS NULL AND d.pending_password_ct IS NULL THEN 'rotate'
-	       ELSE NULL END,
-	status = CASE
-	       WHEN d.desired_state = 'absent' THEN CASE WHEN d.cloud_address IS NULL THEN 'deleted' ELSE 'deleting' END
-	       WHEN d.cloud_address IS NULL THEN 'pending'
-	       WHEN d.applied_version < d.spec_version THEN 'updating'
-	       ELSE d.status END,
-	applied_version = CASE WHEN d.desired_state = 'absent' AND d.cloud_address IS NULL THEN d.spec_version ELSE d.applied_version END,
-	-- Only a device awaiting readiness has a poll due (devices_due_poll_idx).
-	next_poll_at = CASE
-	       WHEN d.desired_state = 'absent' OR d.cloud_address IS NULL OR d.applied_version < d.spec_version THEN NULL
-	       ELSE d.next_poll_at END,
-	next_attempt_at = NULL,
-	attempts = 0,
-	updated_at = now()`
 
 // WorkItem is a device claimed for one operation.
 type WorkItem struct {
@@ -70,8 +35,12 @@ type WorkItem struct {
 	Attempts     int
 	AttemptID    int64 // the recorded create attempt, for OpCreate
 	WorkKey      string
-	ClaimUntil   time.Time
-	ClaimToken   int64
+	// LeaseEnds is when the claim ends, on this process's monotonic clock: the time
+	// just before the claim was asked for, plus the lease. The database's claim_until
+	// is on the database's clock and never compared with this one, so a skewed local
+	// clock cannot make a call outlive its claim.
+	LeaseEnds  time.Time
+	ClaimToken int64
 }
 
 // newClaimToken is a fresh fencing token for a claim.
@@ -138,9 +107,13 @@ func nilIfNone(s []string) []string {
 // device waits until every connect device it names has an address (or has failed,
 // which fails it in turn), and until its fleet has no manifest still being applied. Create attempts are recorded in the same transaction,
 // before any request is sent.
-func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time.Duration) ([]WorkItem, error) {
+//
+// worker is the Presence id the claim is made under (0: none), so that the claim is
+// released as soon as that process is found dead.
+func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time.Duration, worker int64) ([]WorkItem, error) {
 	var items []WorkItem
 	token := newClaimToken()
+	leaseEnds := time.Now().Add(lease)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
 			WITH c AS (
@@ -162,7 +135,7 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 				ORDER BY d.sort_key, d.id
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED)
-			UPDATE devices d SET claim_until = now() + $3::interval, claim_token = $4, updated_at = now(),
+			UPDATE devices d SET claim_until = now() + $3::interval, claim_token = $4, claim_worker = nullif($5::bigint, 0), updated_at = now(),
 			    status = CASE d.op WHEN 'create' THEN 'creating' WHEN 'update' THEN 'updating'
 			                       WHEN 'delete' THEN 'deleting' WHEN 'rotate' THEN 'rotating' END,
 			    rotation_started_at = CASE WHEN d.op = 'rotate' THEN now() ELSE d.rotation_started_at END
@@ -174,8 +147,8 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 			    ARRAY(SELECT u.dep FROM unnest(d.allow_devices) AS u(dep)
 			          LEFT JOIN devices p ON p.fleet_id = d.fleet_id AND p.device_id = u.dep
 			          WHERE p.cloud_address IS NULL OR p.desired_state <> 'present'),
-			    d.spec_version, coalesce(d.cloud_address, ''), d.attempts, d.work_key, d.claim_until`,
-			key, limit, lease, token)
+			    d.spec_version, coalesce(d.cloud_address, ''), d.attempts, d.work_key`,
+			key, limit, lease, token, worker)
 		if err != nil {
 			return fmt.Errorf("claim work %s: %w", key, err)
 		}
@@ -183,19 +156,19 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 			var w WorkItem
 			var action string
 			if err := rows.Scan(&w.PK, &w.FleetID, &w.DeviceID, &w.Op, &action, &w.Groups, &w.AllowGroups, &w.AllowDevices,
-				&w.ACLAddresses, &w.Unresolved, &w.SpecVersion, &w.CloudAddress, &w.Attempts, &w.WorkKey, &w.ClaimUntil); err != nil {
+				&w.ACLAddresses, &w.Unresolved, &w.SpecVersion, &w.CloudAddress, &w.Attempts, &w.WorkKey); err != nil {
 				rows.Close()
 				return fmt.Errorf("claim work %s: %w", key, err)
 			}
 			w.Action = vnccloud.Action(action)
-			w.ClaimToken = token
+			w.ClaimToken, w.LeaseEnds = token, leaseEnds
 			items = append(items, w)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("claim work %s: %w", key, err)
 		}
-		return recordAttempts(ctx, tx, items)
+		return recordAttempts(ctx, tx, items, worker)
 	})
 	if err != nil {
 		return nil, err
@@ -206,7 +179,8 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 // recordAttempts writes a create_attempts row for every claimed create whose spec can
 // be sent (a listen device with unresolved names fails without a request), in one
 // statement.
-func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
+// An attempt may be in progress at the server until its claim ends (in_flight_until).
+func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem, worker int64) error {
 	var pks []int64
 	var specs []string
 	at := map[int64]int{}
@@ -227,9 +201,10 @@ func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem) error {
 		return nil
 	}
 	rows, err := tx.Query(ctx, `
-		INSERT INTO create_attempts (device_pk, spec)
-		SELECT a.pk, a.spec::jsonb FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec)
-		RETURNING device_pk, id`, pks, specs)
+		INSERT INTO create_attempts (device_pk, spec, worker_id, in_flight_until)
+		SELECT a.pk, a.spec::jsonb, nullif($3::bigint, 0), d.claim_until
+		FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec) JOIN devices d ON d.id = a.pk
+		RETURNING device_pk, id`, pks, specs, worker)
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
@@ -282,214 +257,6 @@ func EventFromError(op string, err error) Event {
 		ev.ErrorCode = int(apiErr.Code)
 	}
 	return ev
-}
-
-// Result is what became of one claimed WorkItem. Exactly one of the outcome fields
-// describes it; see Store.Finish.
-type Result struct {
-	Item   WorkItem
-	Events []Event
-
-	Created  *vnccloud.Created // create: the address and its password
-	Applied  bool              // update: the spec was PUT
-	Deleted  bool              // delete: the address is gone (204 or 404)
-	Vanished bool              // update/rotate: the address no longer exists (404)
-	Rotated  *vnccloud.Created // rotate: the reset's new password, kept pending until ready
-
-	Err       error // failure; Retryable decides between retry and failed
-	Retryable bool
-	// Refused: the server definitely did not act (an error status, or no request at
-	// all). Otherwise a failed create may still have made an address.
-	Refused bool
-	NotSent bool // released before any request was sent (shutdown, lease running out)
-}
-
-// RetryPolicy decides when a transient failure is tried again and when it is final.
-type RetryPolicy struct {
-	MaxAttempts int                             // failed after this many transient failures in a row
-	Backoff     func(attempt int) time.Duration // delay before attempt number `attempt` (1-based)
-	PollAfter   time.Duration                   // first readiness poll after a create, change or reset
-}
-
-// Finish records the results of claimed work in one transaction: passwords encrypted,
-// attempts resolved, events appended, claims released and each device's next
-// operation recomputed.
-//
-// A result whose claim was lost (the lease ran out and another job claimed the
-// device) changes nothing of the device; only its create attempt is recorded, with
-// the address it made, so that reconciliation deletes that surplus address.
-func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy) error {
-	if len(results) == 0 {
-		return nil
-	}
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		owned, err := stillClaimed(ctx, tx, results, func(r Result) claim {
-			return claim{pk: r.Item.PK, token: r.Item.ClaimToken}
-		})
-		if err != nil {
-			return err
-		}
-		batch := &pgx.Batch{}
-		var acc finishRows
-		for _, r := range results {
-			if !owned[r.Item.PK] {
-				queueStale(batch, &acc.events, r)
-				continue
-			}
-			if err := s.queueResult(batch, &acc, r, policy); err != nil {
-				return err
-			}
-		}
-		// The per-row statements of rare outcomes went first; then the common ones in
-		// one statement each, and last the rescheduling of every device that needs it.
-		acc.events.queue(batch)
-		acc.created.queue(batch, policy.PollAfter)
-		queueSchedule(batch, acc.schedule)
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return fmt.Errorf("record results: %w", err)
-		}
-		return nil
-	})
-}
-
-// finishRows gathers what Finish writes with one statement per kind.
-type finishRows struct {
-	events   eventLog
-	created  createdRows
-	schedule []int64 // devices whose next operation is recomputed at the end
-}
-
-// queueStale records what a result whose claim was lost leaves behind: its events
-// and, for a create, the attempt with the address it made (a surplus address that
-// reconciliation deletes).
-func queueStale(b *pgx.Batch, events *eventLog, r Result) {
-	for _, ev := range r.Events {
-		events.add(r.Item.PK, ev, " (claim lost)")
-	}
-	if r.Item.AttemptID == 0 {
-		return
-	}
-	switch {
-	case r.Created != nil:
-		b.Queue(`UPDATE create_attempts SET outcome = 'unknown', cloud_address = $2 WHERE id = $1`, r.Item.AttemptID, r.Created.CloudAddress)
-	case r.NotSent:
-		b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now() WHERE id = $1`, r.Item.AttemptID)
-	default:
-		b.Queue(`UPDATE create_attempts SET outcome = 'unknown' WHERE id = $1`, r.Item.AttemptID)
-	}
-}
-
-const clearErrorSQL = `last_error = NULL, last_error_status = NULL, last_error_code = NULL`
-
-// webhookEventSQL records one outbox event for device $1 of type $2, from its row as
-// it is now. The payload never holds a password: receivers fetch it from the
-// credentials endpoint.
-const webhookEventSQL = `
-	INSERT INTO webhook_events (event_type, payload)
-	SELECT $2, jsonb_build_object('fleet', f.name, 'deviceId', d.device_id, 'cloudAddress', d.cloud_address,
-	    'status', d.status, 'error', d.last_error)
-	FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE d.id = $1`
-
-func (s *Store) queueEvent(b *pgx.Batch, devicePK int64, eventType string) {
-	if s.webhooks {
-		b.Queue(webhookEventSQL, devicePK, eventType)
-	}
-}
-
-// queueResult records one result whose claim still holds: rare outcomes as
-// statements of their own in b, the common ones into acc.
-func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy RetryPolicy) error {
-	w := r.Item
-	for _, ev := range r.Events {
-		acc.events.add(w.PK, ev, "")
-	}
-	pollAfter := policy.PollAfter
-	switch {
-	case r.Created != nil:
-		ct, keyID, err := s.seal(w.PK, r.Created.CloudPassword)
-		if err != nil {
-			return err
-		}
-		acc.created.add(w, r.Created.CloudAddress, ct, keyID)
-		return nil // its statement computes the next operation itself
-	case r.Applied:
-		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now() + $2::interval, polls = 0,
-			    applied_version = $3, claim_until = NULL, drift = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, pollAfter, w.SpecVersion)
-	case r.Deleted:
-		b.Queue(`UPDATE devices SET cloud_address = NULL, password_ct = NULL, password_key_id = NULL,
-			    pending_password_ct = NULL, pending_key_id = NULL, etag = NULL, status = 'deleted',
-			    applied_version = $2, claim_until = NULL, next_poll_at = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, w.SpecVersion)
-		s.queueEvent(b, w.PK, "device.deleted")
-	case r.Vanished:
-		// The address is gone from the cloud: forget it (create follows), and make the
-		// listen devices that named it take the new address once it exists.
-		b.Queue(`UPDATE devices SET cloud_address = NULL, password_ct = NULL, password_key_id = NULL,
-			    pending_password_ct = NULL, pending_key_id = NULL, etag = NULL, claim_until = NULL,
-			    drift = 'cloud address vanished', updated_at = now()
-			WHERE id = $1`, w.PK)
-		b.Queue(`UPDATE devices SET spec_version = spec_version + 1
-			WHERE fleet_id = $1 AND $2 = ANY (allow_devices) AND desired_state = 'present'`, w.FleetID, w.DeviceID)
-		b.Queue(`UPDATE devices d SET `+scheduleOpSQL+`, work_key = $3
-			WHERE d.fleet_id = $1 AND $2 = ANY (d.allow_devices) AND d.desired_state = 'present'
-			  AND d.status <> 'failed' AND (d.claim_until IS NULL OR d.claim_until < now())`, w.FleetID, w.DeviceID, w.WorkKey)
-	case r.Rotated != nil:
-		ct, keyID, err := s.seal(w.PK, r.Rotated.CloudPassword)
-		if err != nil {
-			return err
-		}
-		b.Queue(`UPDATE devices SET pending_password_ct = $2, pending_key_id = $3, status = 'awaiting_ready',
-			    awaiting_since = now(), next_poll_at = now() + $4::interval, polls = 0, claim_until = NULL,
-			    op = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, ct, keyID, pollAfter)
-	case r.NotSent:
-		b.Queue(`UPDATE devices SET claim_until = NULL, updated_at = now() WHERE id = $1`, w.PK)
-		if w.AttemptID != 0 {
-			b.Queue(`UPDATE create_attempts SET outcome = 'discarded', resolved_at = now() WHERE id = $1`, w.AttemptID)
-		}
-		return nil
-	case r.Err != nil:
-		if final := queueFailure(b, r, policy); final {
-			s.queueEvent(b, w.PK, "device.failed")
-		}
-		return nil
-	default:
-		return fmt.Errorf("result for device %d records no outcome", w.PK)
-	}
-	// Whatever changed meanwhile (a new manifest, an absent mark) is owed next.
-	acc.schedule = append(acc.schedule, w.PK)
-	return nil
-}
-
-// queueFailure records a failed operation; final reports that the device is now failed.
-func queueFailure(b *pgx.Batch, r Result, policy RetryPolicy) (final bool) {
-	w := r.Item
-	ev := EventFromError(w.Op, r.Err)
-	if w.AttemptID != 0 {
-		// A retryable answer to a create leaves its outcome unknown: the server may
-		// have made the address and lost the reply. Reconciliation settles it.
-		outcome := "failed"
-		if r.Retryable || !r.Refused {
-			outcome = "unknown"
-		}
-		b.Queue(`UPDATE create_attempts SET outcome = $2, resolved_at = CASE WHEN $2 = 'failed' THEN now() END WHERE id = $1`,
-			w.AttemptID, outcome)
-	}
-	if r.Retryable && w.Attempts+1 < policy.MaxAttempts {
-		delay := time.Second
-		if policy.Backoff != nil {
-			delay = policy.Backoff(w.Attempts + 1)
-		}
-		b.Queue(`UPDATE devices SET claim_until = NULL, attempts = attempts + 1, next_attempt_at = now() + $2::interval,
-			    last_error = $3, last_error_status = nullif($4, 0), last_error_code = nullif($5, 0), updated_at = now()
-			WHERE id = $1`, w.PK, delay, ev.Message, ev.HTTPStatus, ev.ErrorCode)
-		return false
-	}
-	b.Queue(`UPDATE devices SET status = 'failed', op = NULL, claim_until = NULL, next_poll_at = NULL, attempts = attempts + 1,
-		    last_error = $2, last_error_status = nullif($3, 0), last_error_code = nullif($4, 0), updated_at = now()
-		WHERE id = $1`, w.PK, ev.Message, ev.HTTPStatus, ev.ErrorCode)
-	return true
 }
 
 // PendingWork says whether a work queue still owes operations, and when the earliest
@@ -562,18 +329,20 @@ func (s *Store) owedRowsTx(ctx context.Context, fn func(pgx.Tx) error) error {
 
 // PollItem is a device claimed for a readiness poll.
 type PollItem struct {
-	PK            int64
-	FleetID       int64
-	DeviceID      string
-	CloudAddress  string
-	Polls         int
-	AwaitingSince time.Time
-	Rotation      bool // a reset's password waits to be promoted
-	ClaimToken    int64
+	PK           int64
+	FleetID      int64
+	DeviceID     string
+	CloudAddress string
+	Polls        int
+	// AwaitingFor is how long the device had been waiting for readiness when it was
+	// claimed, measured by the database's clock alone.
+	AwaitingFor time.Duration
+	Rotation    bool // a reset's password waits to be promoted
+	ClaimToken  int64
 }
 
 // ClaimPolls takes up to limit devices whose readiness poll is due.
-func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) ([]PollItem, error) {
+func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration, worker int64) ([]PollItem, error) {
 	token := newClaimToken()
 	rows, err := s.pool.Query(ctx, `
 		WITH c AS (
@@ -582,16 +351,19 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) 
 			  AND (claim_until IS NULL OR claim_until < now())
 			ORDER BY next_poll_at LIMIT $1
 			FOR UPDATE SKIP LOCKED)
-		UPDATE devices d SET claim_until = now() + $2::interval, claim_token = $3
+		UPDATE devices d SET claim_until = now() + $2::interval, claim_token = $3, claim_worker = nullif($4::bigint, 0)
 		FROM c WHERE d.id = c.id
-		RETURNING d.id, d.fleet_id, d.device_id, d.cloud_address, d.polls, coalesce(d.awaiting_since, now()), d.pending_password_ct IS NOT NULL`,
-		limit, lease, token)
+		RETURNING d.id, d.fleet_id, d.device_id, d.cloud_address, d.polls,
+		    extract(epoch FROM now() - coalesce(d.awaiting_since, now()))::float8, d.pending_password_ct IS NOT NULL`,
+		limit, lease, token, worker)
 	if err != nil {
 		return nil, fmt.Errorf("claim polls: %w", err)
 	}
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PollItem, error) {
 		var p PollItem
-		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &p.AwaitingSince, &p.Rotation)
+		var waited float64
+		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &waited, &p.Rotation)
+		p.AwaitingFor = time.Duration(waited * float64(time.Second))
 		p.ClaimToken = token
 		return p, err
 	})
@@ -599,90 +371,6 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration) 
 		return nil, fmt.Errorf("claim polls: %w", err)
 	}
 	return items, nil
-}
-
-// PollResult is the outcome of one readiness poll.
-type PollResult struct {
-	Item      PollItem
-	Event     Event
-	Ready     bool
-	NextPoll  time.Duration // when not ready: the delay before the next poll
-	Vanished  bool          // 404: the address is gone
-	FailedErr error         // gave up waiting: the device is failed
-}
-
-// FinishPolls records readiness polls. A device that became ready has a pending
-// rotation password promoted to current in the same statement, so "ready" always
-// means the stored password is the one the cloud holds. ready receives, inside the
-// transaction, the devices that just became ready (for follow-up jobs).
-func (s *Store) FinishPolls(ctx context.Context, results []PollResult, ready func(ctx context.Context, tx pgx.Tx, became []PollItem) error) error {
-	if len(results) == 0 {
-		return nil
-	}
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		owned, err := stillClaimed(ctx, tx, results, func(r PollResult) claim {
-			return claim{pk: r.Item.PK, token: r.Item.ClaimToken}
-		})
-		if err != nil {
-			return err
-		}
-		batch, became := s.pollBatch(results, owned)
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return fmt.Errorf("record polls: %w", err)
-		}
-		if ready != nil && len(became) > 0 {
-			return ready(ctx, tx, became)
-		}
-		return nil
-	})
-}
-
-// pollBatch builds the statements recording polls; a poll whose claim was lost
-// (another job holds the device now) leaves only its event.
-func (s *Store) pollBatch(results []PollResult, owned map[int64]bool) (*pgx.Batch, []PollItem) {
-	batch := &pgx.Batch{}
-	var became []PollItem
-	var events eventLog
-	var polls pollRows
-	for _, r := range results {
-		if !owned[r.Item.PK] {
-			events.add(r.Item.PK, r.Event, " (claim lost)")
-			continue
-		}
-		events.add(r.Item.PK, r.Event, "")
-		switch {
-		case r.Ready:
-			became = append(became, r.Item)
-			polls.ready = append(polls.ready, r.Item.PK)
-		case r.Vanished:
-			batch.Queue(`UPDATE devices SET cloud_address = NULL, password_ct = NULL, password_key_id = NULL,
-				    pending_password_ct = NULL, pending_key_id = NULL, claim_until = NULL, next_poll_at = NULL,
-				    drift = 'cloud address vanished', updated_at = now()
-				WHERE id = $1`, r.Item.PK)
-			batch.Queue(`UPDATE devices d SET `+scheduleOpSQL+`, work_key = coalesce(d.work_key, 'repair')
-				WHERE d.id = $1`, r.Item.PK)
-		case r.FailedErr != nil:
-			fe := EventFromError("ready", r.FailedErr)
-			batch.Queue(`UPDATE devices SET status = 'failed', claim_until = NULL, next_poll_at = NULL,
-				    last_error = $2, last_error_status = nullif($3, 0), last_error_code = nullif($4, 0), updated_at = now()
-				WHERE id = $1`, r.Item.PK, fe.Message, fe.HTTPStatus, fe.ErrorCode)
-			s.queueEvent(batch, r.Item.PK, "device.failed")
-		default:
-			polls.again = append(polls.again, r.Item.PK)
-			polls.againAfter = append(polls.againAfter, r.NextPoll.Seconds())
-		}
-	}
-	events.queue(batch)
-	polls.queue(batch)
-	// The webhook events read the rows as they are now: ready.
-	for _, it := range became {
-		if it.Rotation {
-			s.queueEvent(batch, it.PK, "device.rotated")
-		} else {
-			s.queueEvent(batch, it.PK, "device.ready")
-		}
-	}
-	return batch, became
 }
 
 // NextPollAt is when the earliest readiness poll that no live claim holds is due;
@@ -698,4 +386,14 @@ func (s *Store) NextPollAt(ctx context.Context) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return *at, nil
+}
+
+// Task is the operation the claim is for, as cloudop.Perform carries it out.
+func (w WorkItem) Task() cloudop.Task {
+	return cloudop.Task{Op: fleet.Op(w.Op), DeviceID: w.DeviceID, Spec: w.Spec(), CloudAddress: w.CloudAddress, Unresolved: w.Unresolved}
+}
+
+// Task is the readiness check the claim is for.
+func (p PollItem) Task() cloudop.Task {
+	return cloudop.Task{Op: fleet.OpPoll, DeviceID: p.DeviceID, CloudAddress: p.CloudAddress}
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
@@ -27,7 +29,7 @@ func TestCreateResultSchedulesWhatChangedWhileInFlight(t *testing.T) {
 	t.Parallel()
 	e := provisiontest.New(t)
 	key := e.Ingest("f", provisiontest.Header+"plain,connect,g1,,,\nregrouped,connect,g1,,,\ngone,connect,g1,,,\n")
-	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute)
+	items, err := e.Store.ClaimWork(e.Ctx, key, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, items, 3)
 	results := make([]store.Result, len(items))
@@ -76,7 +78,7 @@ func TestRescheduledDeviceDropsItsPoll(t *testing.T) {
 	e.Ingest("f", provisiontest.Header+"v1,connect,g1,,,absent\n")
 	require.Equal(t, "deleting", e.Device("f", "v1").Status)
 	require.False(t, nextPoll(t, e, "v1"))
-	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Empty(t, polls)
 }
@@ -90,15 +92,15 @@ func TestChangeDuringAPollIsScheduledWhenThePollEnds(t *testing.T) {
 	require.Equal(t, 1, e.Step(key, 10, provisiontest.RetryNow))
 	_, err := e.Pool.Exec(e.Ctx, `UPDATE devices SET next_poll_at = now()`)
 	require.NoError(t, err)
-	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute)
+	polls, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute, 0)
 	require.NoError(t, err)
 	require.Len(t, polls, 1)
 
 	e.Ingest("f", provisiontest.Header+"v1,connect,g2,,,\n")
 	require.Equal(t, "awaiting_ready", e.Device("f", "v1").Status, "the upload leaves a claimed device alone")
 
-	require.NoError(t, e.Store.FinishPolls(e.Ctx, []store.PollResult{{Item: polls[0], Ready: true,
-		Event: store.Event{Operation: "ready", Outcome: "ok"}}}, nil))
+	require.NoError(t, e.Store.FinishPolls(e.Ctx, []store.PollResult{{Item: polls[0], MayWait: true,
+		Report: cloudop.Report{Outcome: fleet.Ready, Calls: []cloudop.Call{{Operation: "ready"}}}}}, nil))
 	v1 := e.Device("f", "v1")
 	require.Equal(t, store.OpUpdate, v1.Op)
 	require.Equal(t, "updating", v1.Status)
