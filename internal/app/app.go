@@ -187,13 +187,14 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		EnqueueApply: func(ctx context.Context, tx pgx.Tx, manifestID int64) error {
 			return jobs.EnqueueApply(ctx, rc, tx, manifestID)
 		},
-		MaxUploadBytes:      cfg.MaxUploadBytes,
-		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
-		MaxDeletionsMin:     cfg.MaxDeletionsMin,
-		InlineApplyRows:     cfg.InlineApplyRows,
-		Logger:              logger,
-		UploadIdleTimeout:   cfg.HTTP.UploadIdleTimeout,
-		WriteTimeout:        cfg.HTTP.WriteTimeout,
+		MaxUploadBytes:       cfg.MaxUploadBytes,
+		MaxDeletionsPercent:  cfg.MaxDeletionsPercent,
+		MaxDeletionsMin:      cfg.MaxDeletionsMin,
+		InlineApplyRows:      cfg.InlineApplyRows,
+		Logger:               logger,
+		UploadIdleTimeout:    cfg.HTTP.UploadIdleTimeout,
+		WriteTimeout:         cfg.HTTP.WriteTimeout,
+		MaxConcurrentUploads: cfg.HTTP.MaxConcurrentUploads,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life

@@ -260,6 +260,10 @@ type HTTP struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes a keep-alive connection idle this long. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConcurrentUploads bounds the uploads a process streams at once (each holds a
+	// database connection); one more waits up to UploadIdleTimeout, then gets 503.
+	// Default 4.
+	MaxConcurrentUploads int `yaml:"max_concurrent_uploads"`
 }
 
 // Defaults returns the configuration with nothing set.
@@ -282,7 +286,8 @@ func Defaults() *Config {
 		Reconcile: Reconcile{Schedule: "*/15 * * * *", AdoptGracePeriod: 10 * time.Minute, ForeignPolicy: "report"},
 		Webhook:   Webhook{Rate: 5, MaxAttempts: 10},
 		HTTP: HTTP{ReadHeaderTimeout: server.DefaultReadHeaderTimeout, UploadIdleTimeout: server.DefaultUploadIdleTimeout,
-			WriteTimeout: server.DefaultWriteTimeout, IdleTimeout: server.DefaultIdleTimeout},
+			WriteTimeout: server.DefaultWriteTimeout, IdleTimeout: server.DefaultIdleTimeout,
+			MaxConcurrentUploads: server.DefaultMaxConcurrentUploads},
 		LogLevel:  "info",
 		LogFormat: "text",
 	}
@@ -630,12 +635,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	for key, n := range map[string]int{
-		"workers.concurrency":  c.Workers.Concurrency,
-		"workers.batch_size":   c.Workers.BatchSize,
-		"workers.chains":       c.Workers.Chains,
-		"workers.fanout":       c.Workers.Fanout,
-		"workers.max_attempts": c.Workers.MaxAttempts,
-		"webhook.max_attempts": c.Webhook.MaxAttempts,
+		"workers.concurrency":         c.Workers.Concurrency,
+		"workers.batch_size":          c.Workers.BatchSize,
+		"workers.chains":              c.Workers.Chains,
+		"workers.fanout":              c.Workers.Fanout,
+		"workers.max_attempts":        c.Workers.MaxAttempts,
+		"webhook.max_attempts":        c.Webhook.MaxAttempts,
+		"http.max_concurrent_uploads": c.HTTP.MaxConcurrentUploads,
 	} {
 		if n < 1 {
 			bad(key, "must be at least 1")

@@ -45,6 +45,19 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", s.cfg.MaxUploadBytes), nil)
 		return
 	}
+	// Each upload streams its body into the database over a connection of the pool
+	// that the workers share, for as long as the client takes: only so many at once.
+	select {
+	case s.uploadSlots <- struct{}{}:
+		defer func() { <-s.uploadSlots }()
+	case <-time.After(s.cfg.UploadIdleTimeout):
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"this server already streams as many uploads as it may at once (%d): nothing was stored; try again", cap(s.uploadSlots)), nil)
+		return
+	case <-r.Context().Done():
+		return
+	}
 	body, err := manifestBody(w, r, s.cfg.MaxUploadBytes, s.cfg.UploadIdleTimeout)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)

@@ -27,6 +27,9 @@ const (
 	// DefaultWriteTimeout bounds each write of an answer (each chunk of a streamed
 	// CSV), so a client that stops reading is dropped instead of held forever.
 	DefaultWriteTimeout = 30 * time.Second
+	// DefaultMaxConcurrentUploads: a fifth of the smallest database pool (20), so
+	// that uploads, however slow their clients, leave the workers their connections.
+	DefaultMaxConcurrentUploads = 4
 )
 
 // contentSecurityPolicy allows the operator console its own scripts, styles and

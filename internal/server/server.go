@@ -70,6 +70,10 @@ type Config struct {
 	UploadIdleTimeout time.Duration
 	// WriteTimeout bounds each write of an answer. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// MaxConcurrentUploads bounds the uploads streaming at once, each over a database
+	// connection; one more waits up to UploadIdleTimeout for a turn, then is answered
+	// 503. Default DefaultMaxConcurrentUploads.
+	MaxConcurrentUploads int
 }
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -84,6 +88,8 @@ type Server struct {
 	tokens  []hashedToken
 	mux     *http.ServeMux
 	handler http.Handler // mux behind wrap
+	// uploadSlots holds a token per upload in progress (Config.MaxConcurrentUploads).
+	uploadSlots chan struct{}
 }
 
 // hashedToken keeps the SHA-256 of each token, so comparisons take the same time
@@ -109,7 +115,8 @@ func New(cfg Config) *Server {
 	}
 	cfg.UploadIdleTimeout = cmp.Or(cfg.UploadIdleTimeout, DefaultUploadIdleTimeout)
 	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), uploadSlots: make(chan struct{}, cfg.MaxConcurrentUploads)}
 	for _, t := range cfg.Tokens {
 		if t.Value != "" {
 			s.tokens = append(s.tokens, hashedToken{sum: sha256.Sum256([]byte(t.Value)), token: t})

@@ -154,3 +154,56 @@ func TestSilentUploadIsAnswered408AndStoresNothing(t *testing.T) {
 		(SELECT count(*) FROM pg_tables WHERE tablename LIKE 'staged\_%')`).Scan(&manifests, &fleets, &staged))
 	require.Zero(t, manifests+fleets+staged, "a timed-out upload leaves nothing")
 }
+
+func TestUploadsBeyondTheLimitWaitThenAreTurnedAway(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.New(t)
+	api, _ := newAPI(t, pool, server.Config{MaxConcurrentUploads: 1, UploadIdleTimeout: 2 * time.Second})
+	post := func(body io.Reader) (int, string) {
+		req, err := http.NewRequest("POST", api.URL+"/v1/manifests?fleet=f", body)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	// A slow upload that keeps sending (never idle) holds the only slot.
+	pr, pw := io.Pipe()
+	stop, sent := make(chan struct{}), make(chan struct{})
+	go func() {
+		_, _ = io.WriteString(pw, "device_id,action\n")
+		close(sent)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				_ = pw.Close()
+				return
+			case <-time.After(100 * time.Millisecond):
+				_, _ = fmt.Fprintf(pw, "slow-%d,connect\n", i)
+			}
+		}
+	}()
+	slow := make(chan int, 1)
+	go func() {
+		status, _ := post(pr)
+		slow <- status
+	}()
+	<-sent
+	require.Eventually(t, func() bool {
+		var n int
+		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %staged_upload_%'`).Scan(&n)
+		return n == 1
+	}, time.Minute, 20*time.Millisecond, "the slow upload streams")
+
+	status, body := post(strings.NewReader("device_id,action\nfast-1,connect\n"))
+	require.Equal(t, http.StatusServiceUnavailable, status, body)
+	require.Contains(t, body, "as many uploads as it may at once (1)")
+
+	close(stop)
+	require.Equal(t, http.StatusCreated, <-slow)
+	status, body = post(strings.NewReader("device_id,action\nfast-1,connect\n"))
+	require.Equal(t, http.StatusCreated, status, body, "a slot is free again")
+}
