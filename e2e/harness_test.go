@@ -126,6 +126,12 @@ func tail(s string, n int) string {
 
 func waitHealthy(t *testing.T, p *proc, url string) {
 	t.Helper()
+	waitHealthyWith(t, p, url, http.DefaultClient)
+}
+
+// waitHealthyWith is waitHealthy through client (one that trusts a test CA, say).
+func waitHealthyWith(t *testing.T, p *proc, url string, client *http.Client) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -133,7 +139,7 @@ func waitHealthy(t *testing.T, p *proc, url string) {
 			t.Fatalf("%s exited during start-up: %v\n%s", p.name, p.err, p.out.String())
 		default:
 		}
-		resp, err := http.Get(url + "/healthz")
+		resp, err := client.Get(url + "/healthz")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

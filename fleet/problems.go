@@ -1,7 +1,9 @@
 package fleet
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -34,12 +36,31 @@ type Problems struct {
 // Add records a problem, keeping at most Cap of them.
 func (p *Problems) Add(pr Problem) {
 	p.Total++
-	limit := p.Cap
-	if limit <= 0 {
-		limit = DefaultMaxProblems
-	}
-	if len(p.List) < limit {
+	if len(p.List) < p.limit() {
 		p.List = append(p.List, pr)
+	}
+}
+
+func (p *Problems) limit() int {
+	if p.Cap <= 0 {
+		return DefaultMaxProblems
+	}
+	return p.Cap
+}
+
+// Merge adds the problems of other, found by another pass over the same manifest,
+// and keeps the list sorted by line, then column, and capped: the problems listed
+// are those of the first lines, whichever pass found them. Each of p and other must
+// list its first problems by line (as a pass in line order does), so that the
+// problems left out of either are never among the first of both.
+func (p *Problems) Merge(other *Problems) {
+	p.Total += other.Total
+	p.List = append(p.List, other.List...)
+	slices.SortStableFunc(p.List, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	if len(p.List) > p.limit() {
+		p.List = p.List[:p.limit()]
 	}
 }
 

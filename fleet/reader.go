@@ -44,6 +44,10 @@ type ReaderOptions struct {
 	// counts every one. Defaults to DefaultMaxProblems (1000): enough to fix a file
 	// in one go, while a million bad rows cannot exhaust memory.
 	MaxProblems int
+	// OnRejected, when set, is told the device_id cell of each row rejected for its
+	// own problems, so that a caller checking rules across rows need not report a
+	// second problem for a row that names it (the first problem is the cause).
+	OnRejected func(line int, deviceID string)
 }
 
 // Reader streams the rows of a manifest, validating each; its memory does not grow
@@ -71,6 +75,7 @@ type Reader struct {
 	metaCols   []int          // field indexes of the metadata columns, in header order
 	badUTF8    []bool         // reused per row: fields that are not valid UTF-8 or hold a NUL
 	problems   *Problems
+	onRejected func(line int, deviceID string)
 	done       bool
 }
 
@@ -98,7 +103,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 	c := csv.NewReader(br)
 	c.FieldsPerRecord = -1 // a row of the wrong width is a located problem, not the end
 	c.ReuseRecord = true   // the fields are fresh strings anyway; only the slice is reused
-	rd := &Reader{csv: c, columns: map[string]int{}, problems: &Problems{Cap: opts.MaxProblems}}
+	rd := &Reader{csv: c, columns: map[string]int{}, problems: &Problems{Cap: opts.MaxProblems}, onRejected: opts.OnRejected}
 	for i := range rd.idx {
 		rd.idx[i] = -1
 	}
@@ -324,6 +329,9 @@ func (r *Reader) parseRow(record []string, line int) (Device, bool) {
 		c.problem(iZenlayer, fmt.Sprintf("zenlayer_instance_id %q must be 1..%d characters of ASCII letters, digits, '-' and '_'", clip(id), MaxZenlayerIDChars))
 	}
 	if c.bad {
+		if r.onRejected != nil {
+			r.onRejected(line, d.DeviceID)
+		}
 		return Device{}, false
 	}
 

@@ -16,7 +16,10 @@ func newExportCmd() *cobra.Command {
 device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error
 
 Every fleet unless --fleet. cloud_password is empty unless --secrets, which needs a token
-with the secrets role; each such export is written to the server's audit log.`,
+with the secrets role; each such export is written to the server's audit log.
+
+If the server fails midway (a password it cannot decrypt, its database gone), the answer is
+broken off: export says the output is incomplete and exits 3. Do not use that output.`,
 		Example: `  vncfleet export --fleet factory > factory.csv
   VNCFLEET_TOKEN_FILE=/run/secrets/vncfleet vncfleet export --secrets --fleet factory`,
 		Args: cobra.NoArgs,

@@ -20,7 +20,9 @@ func newServeCmd() *cobra.Command {
 		Long: `serve runs the HTTP API on VNCFLEET_LISTEN and the River workers, periodic jobs
 included. Several serve processes on one database share the work. On SIGINT or SIGTERM it
 stops fetching jobs, lets in-flight calls finish within the shutdown timeout, and exits 0.
-It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.`,
+It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.
+With VNCFLEET_TLS_CERT_FILE and VNCFLEET_TLS_KEY_FILE it answers HTTPS only (TLS 1.2+),
+reading the files again when they change.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
@@ -46,7 +48,7 @@ It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.`,
 			if err != nil {
 				return withExit(exitUnreachable, fmt.Errorf("listen on %s: %w", cfg.Listen, err))
 			}
-			return w.Serve(ctx, ln, cfg.Workers.ShutdownTimeout, logger)
+			return exitFor(w.Serve(ctx, ln, cfg.Workers.ShutdownTimeout, logger))
 		},
 	}
 }

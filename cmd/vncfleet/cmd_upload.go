@@ -47,9 +47,10 @@ func apiClient(cmd *cobra.Command) (*apiclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := apiclient.New(cfg.URL, cfg.Token)
+	insecure, _ := cmd.Flags().GetBool("insecure")
+	c, err := apiclient.NewWithConfig(apiclient.Config{BaseURL: cfg.URL, Token: cfg.Token, CAFile: cfg.CAFile, Insecure: insecure})
 	if err != nil {
-		return nil, withExit(exitBadInput, fmt.Errorf("VNCFLEET_URL: %w", err))
+		return nil, withExit(exitBadInput, err)
 	}
 	return c, nil
 }
@@ -61,7 +62,7 @@ func apiExit(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case apiclient.IsUnreachable(err):
+	case apiclient.IsUnreachable(err), errors.Is(err, apiclient.ErrIncomplete):
 		return withExit(exitUnreachable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return withExit(exitUnreachable, fmt.Errorf("no answer in time: %w", err))

@@ -43,5 +43,8 @@ func exitFor(err error) error {
 	if errors.Is(err, app.ErrUnreachable) {
 		return withExit(exitUnreachable, err)
 	}
+	if errors.Is(err, app.ErrBadConfig) {
+		return withExit(exitBadInput, err)
+	}
 	return err
 }

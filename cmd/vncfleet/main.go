@@ -49,6 +49,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("config", "", "YAML config file (environment variables win over it)")
+	root.PersistentFlags().Bool("insecure", false, "send the token over plain http:// to a host that is not loopback (anyone on the path can read it)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withExit(exitBadInput, err) })
 	for _, c := range commands {
 		root.AddCommand(c())

@@ -10,12 +10,16 @@ package apiclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,9 +42,19 @@ type Config struct {
 	Token string
 	// HTTPClient sends the requests. Default a client without an overall timeout,
 	// because an upload streams an arbitrarily large body and export an arbitrarily
-	// large answer; callers bound calls with their context instead.
+	// large answer; callers bound calls with their context instead. It trusts the
+	// system's CAs and those of CAFile.
 	HTTPClient *http.Client
+	// CAFile names PEM CA certificates trusted for the server besides the system's
+	// (VNCFLEET_CA_FILE). Only for the default HTTPClient.
+	CAFile string
+	// Insecure allows sending Token over plain HTTP to a host that is not loopback,
+	// where anyone on the path can read it. Default false: NewWithConfig refuses.
+	Insecure bool
 }
+
+// ErrPlainHTTP refuses to send a token in clear across a network.
+var ErrPlainHTTP = errors.New("refusing to send the bearer token over plain HTTP to a host that is not loopback: use an https:// URL, or pass --insecure")
 
 // Client talks to one vncfleet server. It is safe for concurrent use.
 type Client struct {
@@ -66,11 +80,49 @@ func NewWithConfig(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("server URL %q is not an http(s) URL", raw)
 	}
 	u.RawQuery, u.Fragment = "", ""
+	if u.Scheme == "http" && cfg.Token != "" && !cfg.Insecure && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("%s: %w", u.Redacted(), ErrPlainHTTP)
+	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{}
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			var err error
+			if tlsCfg.RootCAs, err = rootsWith(cfg.CAFile); err != nil {
+				return nil, err
+			}
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tlsCfg
+		hc = &http.Client{Transport: tr}
 	}
 	return &Client{base: u, token: cfg.Token, http: hc}, nil
+}
+
+// isLoopback reports whether host is this machine for certain: localhost or a
+// loopback address (a name that merely resolves to one might not, elsewhere).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// rootsWith is the system's CA pool plus the certificates of the PEM file path.
+func rootsWith(path string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system pool (some platforms): the file's alone
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 // String names the server, never the token.
@@ -393,7 +445,7 @@ func (c *Client) Report(ctx context.Context, id int64, w io.Writer) error {
 	}
 	defer rc.Close()
 	if _, err := io.Copy(w, rc); err != nil {
-		return fmt.Errorf("report of manifest %d: %w", id, err)
+		return fmt.Errorf("report of manifest %d: %w", id, cutOff(ctx, err))
 	}
 	return nil
 }
@@ -427,9 +479,23 @@ func (c *Client) Export(ctx context.Context, fleet string, secrets bool, w io.Wr
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("export: %w", err)
+		return fmt.Errorf("export: %w", cutOff(ctx, err))
 	}
 	return nil
+}
+
+// ErrIncomplete means a streamed answer (export, report) broke off midway: the server
+// aborts an answer that fails after it began, so that it never looks complete. What
+// was written before is incomplete and must not be used.
+var ErrIncomplete = errors.New("the answer broke off midway, so what was written is incomplete (the server's log says why)")
+
+// cutOff names a read error of a streamed body as ErrIncomplete, unless the caller's
+// own context ended it.
+func cutOff(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: %w", ErrIncomplete, err)
 }
 
 // Retry schedules the failed devices again (POST /v1/retry); fleet "" means every

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/internal/certfile"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
@@ -27,6 +28,9 @@ import (
 
 // ErrUnreachable marks a dependency that could not be reached (exit code 3).
 var ErrUnreachable = errors.New("unreachable")
+
+// ErrBadConfig marks a setting that cannot work, found when it is used (exit code 2).
+var ErrBadConfig = errors.New("invalid configuration")
 
 // OpenPool connects to PostgreSQL and checks that it answers.
 func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
@@ -77,6 +81,8 @@ type Worker struct {
 	Limiter ratelimit.Limiter
 	Deps    *jobs.Deps
 	API     *server.Server
+	// HTTP is how Serve answers: TLS and timeouts.
+	HTTP config.HTTP
 }
 
 // Options are the parts a caller may supply instead of building them from config
@@ -181,17 +187,20 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		EnqueueApply: func(ctx context.Context, tx pgx.Tx, manifestID int64) error {
 			return jobs.EnqueueApply(ctx, rc, tx, manifestID)
 		},
-		MaxUploadBytes:      cfg.MaxUploadBytes,
-		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
-		MaxDeletionsMin:     cfg.MaxDeletionsMin,
-		InlineApplyRows:     cfg.InlineApplyRows,
-		Logger:              logger,
+		MaxUploadBytes:       cfg.MaxUploadBytes,
+		MaxDeletionsPercent:  cfg.MaxDeletionsPercent,
+		MaxDeletionsMin:      cfg.MaxDeletionsMin,
+		InlineApplyRows:      cfg.InlineApplyRows,
+		Logger:               logger,
+		UploadIdleTimeout:    cfg.HTTP.UploadIdleTimeout,
+		WriteTimeout:         cfg.HTTP.WriteTimeout,
+		MaxConcurrentUploads: cfg.HTTP.MaxConcurrentUploads,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
 	}
 	api := server.New(apiCfg)
-	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api}, nil
+	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, HTTP: cfg.HTTP}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -211,11 +220,35 @@ func jobsConfig(cfg *config.Config) jobs.Config {
 	}
 }
 
-// Serve runs the workers and the HTTP API on ln until ctx ends, then shuts down
-// gracefully: no new jobs are fetched, in-flight calls finish (within
-// shutdownTimeout, after which they are cancelled and their results still recorded),
-// and the HTTP server drains.
+// HTTPServer is the http.Server of the API: its timeouts, and its TLS configuration
+// when w.HTTP names a certificate (loaded now, so that a wrong file is an error at
+// start). Per-request bounds (upload idle, write per chunk) are the API's own.
+func (w *Worker) HTTPServer(logger *slog.Logger) (*http.Server, error) {
+	srv := &http.Server{
+		Handler:           w.API,
+		ReadHeaderTimeout: w.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       w.HTTP.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	if w.HTTP.TLSCertFile != "" {
+		certs, err := certfile.New(w.HTTP.TLSCertFile, w.HTTP.TLSKeyFile, logger)
+		if err != nil {
+			return nil, err
+		}
+		srv.TLSConfig = certs.Config()
+	}
+	return srv, nil
+}
+
+// Serve runs the workers and the HTTP API on ln (HTTPS when w.HTTP names a
+// certificate; a certificate that cannot be loaded is an ErrBadConfig) until ctx ends, then shuts down gracefully: no new jobs are fetched,
+// in-flight calls finish (within shutdownTimeout, after which they are cancelled and
+// their results still recorded), and the HTTP server drains.
 func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout time.Duration, logger *slog.Logger) error {
+	srv, err := w.HTTPServer(logger)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
 	// River's own context is not the signal's: cancelling it would cancel the jobs
 	// running now and cut their in-flight calls (a create whose answer is lost is an
 	// orphan). The signal leads to Stop below, which stops fetching and waits.
@@ -237,10 +270,15 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
 	go jobs.WatchDeadWorkers(watchCtx, w.River, w.Deps)
-	srv := &http.Server{Handler: w.API, ReadHeaderTimeout: 10 * time.Second}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- srv.Serve(ln) }()
-	logger.Info("vncfleet serving", "listen", ln.Addr().String())
+	scheme := "http"
+	if srv.TLSConfig != nil {
+		scheme = "https"
+		go func() { httpErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { httpErr <- srv.Serve(ln) }()
+	}
+	logger.Info("vncfleet serving", "listen", ln.Addr().String(), "scheme", scheme)
 
 	select {
 	case <-ctx.Done():

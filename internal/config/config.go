@@ -30,6 +30,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vncfleet/vncfleet/internal/secretbox"
+	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/webhook"
 	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/vnccloud"
@@ -93,6 +94,12 @@ type Config struct {
 	Rotation  Rotation  `yaml:"rotation"`
 	Reconcile Reconcile `yaml:"reconcile"`
 	Webhook   Webhook   `yaml:"webhook"`
+	HTTP      HTTP      `yaml:"http"`
+
+	// CAFile names PEM CA certificates the CLI trusts for URL besides the system's
+	// (VNCFLEET_CA_FILE), for a server whose certificate a private CA signed. None by
+	// default.
+	CAFile string `yaml:"ca_file"`
 
 	// LogLevel is debug, info, warn or error (VNCFLEET_LOG_LEVEL). Default info.
 	LogLevel string `yaml:"log_level"`
@@ -236,6 +243,32 @@ type Webhook struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// HTTP is how `serve` answers: TLS and timeouts. The defaults of the timeouts are
+// the server's (internal/server), so the two cannot disagree.
+type HTTP struct {
+	// TLSCertFile and TLSKeyFile are a PEM certificate (chain) and its key
+	// (VNCFLEET_TLS_CERT_FILE, VNCFLEET_TLS_KEY_FILE): with both, `serve` answers
+	// HTTPS only (TLS 1.2 or later), and reads the files again when they change, so
+	// short-lived certificates need no restart. None by default: plain HTTP, fit for
+	// loopback or behind a TLS-terminating proxy.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// UploadIdleTimeout: an upload whose body sends nothing for this long is answered
+	// 408 and stores nothing (VNCFLEET_UPLOAD_IDLE_TIMEOUT). Default 30s.
+	UploadIdleTimeout time.Duration `yaml:"upload_idle_timeout"`
+	// WriteTimeout bounds each write of an answer (each chunk of an export), so a
+	// client that stops reading is dropped. Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection idle this long. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConcurrentUploads bounds the uploads a process streams at once (each holds a
+	// database connection); one more waits up to UploadIdleTimeout, then gets 503.
+	// Default 4.
+	MaxConcurrentUploads int `yaml:"max_concurrent_uploads"`
+}
+
 // Defaults returns the configuration with nothing set.
 func Defaults() *Config {
 	return &Config{
@@ -257,6 +290,9 @@ func Defaults() *Config {
 		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: 720 * time.Hour, Window: time.Hour},
 		Reconcile: Reconcile{Schedule: "*/15 * * * *", AdoptGracePeriod: 10 * time.Minute, ForeignPolicy: "report"},
 		Webhook:   Webhook{Rate: webhook.DefaultRate, MaxAttempts: webhook.DefaultMaxAttempts},
+		HTTP: HTTP{ReadHeaderTimeout: server.DefaultReadHeaderTimeout, UploadIdleTimeout: server.DefaultUploadIdleTimeout,
+			WriteTimeout: server.DefaultWriteTimeout, IdleTimeout: server.DefaultIdleTimeout,
+			MaxConcurrentUploads: server.DefaultMaxConcurrentUploads},
 		LogLevel:  "info",
 		LogFormat: "text",
 	}
@@ -447,6 +483,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"VNCFLEET_WEBHOOK_URL":   &c.Webhook.URL,
 		"VNCFLEET_LOG_LEVEL":     &c.LogLevel,
 		"VNCFLEET_LOG_FORMAT":    &c.LogFormat,
+		"VNCFLEET_TLS_CERT_FILE": &c.HTTP.TLSCertFile,
+		"VNCFLEET_TLS_KEY_FILE":  &c.HTTP.TLSKeyFile,
+		"VNCFLEET_CA_FILE":       &c.CAFile,
 	} {
 		if v := getenv(name); v != "" {
 			*dst = v
@@ -458,6 +497,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			return fmt.Errorf("config: VNCCLOUD_RATE: %q is not a number", v)
 		}
 		c.VNCCloud.Rate = f
+	}
+	if v := getenv("VNCFLEET_UPLOAD_IDLE_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("config: VNCFLEET_UPLOAD_IDLE_TIMEOUT: %q is not a duration, like \"30s\"", v)
+		}
+		c.HTTP.UploadIdleTimeout = d
 	}
 	if v := getenv("VNCFLEET_MAX_UPLOAD_BYTES"); v != "" {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -490,6 +536,10 @@ var envOf = map[string]string{
 	"webhook.secret":               "VNCFLEET_WEBHOOK_SECRET",
 	"log_level":                    "VNCFLEET_LOG_LEVEL",
 	"log_format":                   "VNCFLEET_LOG_FORMAT",
+	"http.tls_cert_file":           "VNCFLEET_TLS_CERT_FILE",
+	"http.tls_key_file":            "VNCFLEET_TLS_KEY_FILE",
+	"http.upload_idle_timeout":     "VNCFLEET_UPLOAD_IDLE_TIMEOUT",
+	"ca_file":                      "VNCFLEET_CA_FILE",
 }
 
 // FieldError is one invalid setting. Validate joins them with errors.Join.
@@ -544,6 +594,9 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
+		bad("http.tls_cert_file", "needs http.tls_key_file (VNCFLEET_TLS_KEY_FILE) with it: both or neither")
+	}
 	if c.MaxUploadBytes < 1 {
 		bad("max_upload_bytes", "must be at least 1")
 	}
@@ -571,6 +624,10 @@ func (c *Config) Validate() error {
 		"readiness.max_interval":     c.Readiness.MaxInterval,
 		"readiness.max_elapsed":      c.Readiness.MaxElapsed,
 		"rotation.max_age":           c.Rotation.MaxAge,
+		"http.read_header_timeout":   c.HTTP.ReadHeaderTimeout,
+		"http.upload_idle_timeout":   c.HTTP.UploadIdleTimeout,
+		"http.write_timeout":         c.HTTP.WriteTimeout,
+		"http.idle_timeout":          c.HTTP.IdleTimeout,
 	}
 	for key, d := range positive {
 		if d <= 0 {
@@ -583,12 +640,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	for key, n := range map[string]int{
-		"workers.concurrency":  c.Workers.Concurrency,
-		"workers.batch_size":   c.Workers.BatchSize,
-		"workers.chains":       c.Workers.Chains,
-		"workers.fanout":       c.Workers.Fanout,
-		"workers.max_attempts": c.Workers.MaxAttempts,
-		"webhook.max_attempts": c.Webhook.MaxAttempts,
+		"workers.concurrency":         c.Workers.Concurrency,
+		"workers.batch_size":          c.Workers.BatchSize,
+		"workers.chains":              c.Workers.Chains,
+		"workers.fanout":              c.Workers.Fanout,
+		"workers.max_attempts":        c.Workers.MaxAttempts,
+		"webhook.max_attempts":        c.Webhook.MaxAttempts,
+		"http.max_concurrent_uploads": c.HTTP.MaxConcurrentUploads,
 	} {
 		if n < 1 {
 			bad(key, "must be at least 1")

@@ -180,6 +180,8 @@ func TestEveryVariable(t *testing.T) {
 		{"VNCFLEET_WEBHOOK_SECRET", "hs", func(c *Config) any { return c.Webhook.Secret }, "hs"},
 		{"VNCFLEET_LOG_LEVEL", "warn", func(c *Config) any { return c.LogLevel }, "warn"},
 		{"VNCFLEET_LOG_FORMAT", "json", func(c *Config) any { return c.LogFormat }, "json"},
+		{"VNCFLEET_UPLOAD_IDLE_TIMEOUT", "5s", func(c *Config) any { return c.HTTP.UploadIdleTimeout }, 5 * time.Second},
+		{"VNCFLEET_CA_FILE", "/etc/ca.pem", func(c *Config) any { return c.CAFile }, "/etc/ca.pem"},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			t.Parallel()
@@ -317,6 +319,10 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"secret and its file", "", map[string]string{"VNCCLOUD_API_SECRET": "a", "VNCCLOUD_API_SECRET_FILE": "/f"}, "set only one of VNCCLOUD_API_SECRET and VNCCLOUD_API_SECRET_FILE"},
 		{"secret and its file in yaml", "vnccloud:\n  api_secret: a\n  api_secret_file: f\n", nil, "set only one of vnccloud.api_secret and vnccloud.api_secret_file"},
 		{"missing file in yaml", "secret_key_file: nothing-here\n", nil, "secret_key_file"},
+		{"idle timeout not a duration", "", map[string]string{"VNCFLEET_UPLOAD_IDLE_TIMEOUT": "30"}, "VNCFLEET_UPLOAD_IDLE_TIMEOUT"},
+		{"zero write timeout", "http:\n  write_timeout: 0s\n", nil, "http.write_timeout"},
+		{"certificate without key", "", map[string]string{"VNCFLEET_TLS_CERT_FILE": "/c.pem"}, "http.tls_cert_file (VNCFLEET_TLS_CERT_FILE): needs http.tls_key_file"},
+		{"key without certificate", "http:\n  tls_key_file: k.pem\n", nil, "needs http.tls_key_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -44,7 +45,20 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", s.cfg.MaxUploadBytes), nil)
 		return
 	}
-	body, err := manifestBody(w, r, s.cfg.MaxUploadBytes)
+	// Each upload streams its body into the database over a connection of the pool
+	// that the workers share, for as long as the client takes: only so many at once.
+	select {
+	case s.uploadSlots <- struct{}{}:
+		defer func() { <-s.uploadSlots }()
+	case <-time.After(s.cfg.UploadIdleTimeout):
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"this server already streams as many uploads as it may at once (%d): nothing was stored; try again", cap(s.uploadSlots)), nil)
+		return
+	case <-r.Context().Done():
+		return
+	}
+	body, err := manifestBody(w, r, s.cfg.MaxUploadBytes, s.cfg.UploadIdleTimeout)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
@@ -67,6 +81,14 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	var guard *store.DeletionGuardError
 	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.Is(err, ErrUploadIdle):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout,
+			fmt.Sprintf("the upload sent nothing for %s: nothing was stored", s.cfg.UploadIdleTimeout), nil)
+	case errors.Is(err, store.ErrFleetBusy):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable,
+			fmt.Sprintf("fleet %q is busy with another upload for too long: nothing was stored; try again", fleetName), nil)
 	case errors.As(err, &tooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", tooLarge.Limit), nil)
 	case errors.As(err, &problems):
@@ -94,8 +116,8 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 
 // manifestBody is the CSV of an upload: the request body itself, or the first file
 // part of a multipart form. Either way it is streamed, never buffered whole.
-func manifestBody(w http.ResponseWriter, r *http.Request, limit int64) (io.Reader, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+func manifestBody(w http.ResponseWriter, r *http.Request, limit int64, idle time.Duration) (io.Reader, error) {
+	r.Body = http.MaxBytesReader(w, &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: idle}, limit)
 	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || !strings.HasPrefix(mediaType, "multipart/") {
 		return r.Body, nil
@@ -192,13 +214,22 @@ func (s *Server) manifestReport(w http.ResponseWriter, r *http.Request) {
 	_ = cw.Write([]string{"device_id", "status", "cloud_address", "error", "vnc_url"})
 	for row, err := range s.cfg.Store.Report(r.Context(), id) {
 		if err != nil {
-			// Headers are gone already; a cut-short CSV and the log are all we can do.
-			s.cfg.Logger.Error("report failed", "manifest", id, "err", err)
+			s.abortStream(w, r, fmt.Errorf("report of manifest %d: %w", id, err))
 			return
 		}
-		_ = cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, row.Error, row.VNCURL})
+		if cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, row.Error, row.VNCURL}) != nil {
+			return // the client stopped reading: nobody is left to answer
+		}
 	}
+	s.endStream(w, r, cw)
+}
+
+// endStream flushes a streamed CSV answer; one that cannot be flushed is aborted.
+func (s *Server) endStream(w http.ResponseWriter, r *http.Request, cw *csv.Writer) {
 	cw.Flush()
+	if err := cw.Error(); err != nil {
+		s.abortStream(w, r, err)
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -233,13 +264,15 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	_ = cw.Write(fleet.ExportHeader)
 	for row, err := range s.cfg.Store.Export(r.Context(), q.Get("fleet"), secrets) {
 		if err != nil {
-			s.cfg.Logger.Error("export failed", "err", err)
+			s.abortStream(w, r, fmt.Errorf("export: %w", err))
 			return
 		}
-		_ = cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
-			fleet.JoinList(row.Groups), fleet.JoinList(row.AllowGroups), fleet.JoinList(row.AllowDevices), row.VNCURL, row.LastError})
+		if cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
+			fleet.JoinList(row.Groups), fleet.JoinList(row.AllowGroups), fleet.JoinList(row.AllowDevices), row.VNCURL, row.LastError}) != nil {
+			return // the client stopped reading: nobody is left to answer
+		}
 	}
-	cw.Flush()
+	s.endStream(w, r, cw)
 }
 
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
@@ -258,7 +291,6 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, c)
 }
 

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -63,6 +65,15 @@ type Config struct {
 	// Lifecycle handles rotation and reconciliation requests; nil answers 501.
 	Lifecycle Lifecycle
 	Logger    *slog.Logger
+	// UploadIdleTimeout: an upload body that sends nothing for this long is answered
+	// 408 and stores nothing. Default DefaultUploadIdleTimeout.
+	UploadIdleTimeout time.Duration
+	// WriteTimeout bounds each write of an answer. Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxConcurrentUploads bounds the uploads streaming at once, each over a database
+	// connection; one more waits up to UploadIdleTimeout for a turn, then is answered
+	// 503. Default DefaultMaxConcurrentUploads.
+	MaxConcurrentUploads int
 }
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -73,9 +84,12 @@ type Lifecycle interface {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg    Config
-	tokens []hashedToken
-	mux    *http.ServeMux
+	cfg     Config
+	tokens  []hashedToken
+	mux     *http.ServeMux
+	handler http.Handler // mux behind wrap
+	// uploadSlots holds a token per upload in progress (Config.MaxConcurrentUploads).
+	uploadSlots chan struct{}
 }
 
 // hashedToken keeps the SHA-256 of each token, so comparisons take the same time
@@ -99,17 +113,21 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	cfg.UploadIdleTimeout = cmp.Or(cfg.UploadIdleTimeout, DefaultUploadIdleTimeout)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
+	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), uploadSlots: make(chan struct{}, cfg.MaxConcurrentUploads)}
 	for _, t := range cfg.Tokens {
 		if t.Value != "" {
 			s.tokens = append(s.tokens, hashedToken{sum: sha256.Sum256([]byte(t.Value)), token: t})
 		}
 	}
 	s.routes()
+	s.handler = s.wrap(s.mux)
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -127,13 +145,25 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}/credentials", s.auth(RoleSecrets, s.credentials))
 }
 
+// readyz answers whether this process can serve, and nothing else: it is
+// unauthenticated, and the database's error would name its user and database. The
+// cause goes to the log.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Store.Ping(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
+	ctx, cancel := context.WithTimeout(r.Context(), readyzTimeout)
+	defer cancel()
+	if err := s.cfg.Store.Ping(ctx); err != nil {
+		s.cfg.Logger.Warn("not ready", "request_id", requestID(r), "err", err)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready\n"))
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }
+
+// readyzTimeout bounds a readiness check: a probe must get an answer, not hang with
+// the database.
+const readyzTimeout = 5 * time.Second
 
 type ctxKey struct{}
 
@@ -189,14 +219,31 @@ func writeError(w http.ResponseWriter, status int, msg string, extra map[string]
 	writeJSON(w, status, body)
 }
 
-// internalError logs the cause and answers 500 (or 503 when the database is down).
+// internalError logs the cause under the request's id and answers 500 (or 503 when
+// the database is down) with that id only: the cause may name a key id, a database or
+// a table, which is the operator's business, not the caller's.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.cfg.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	id := requestID(r)
+	s.cfg.Logger.Error("request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
 	status := http.StatusInternalServerError
+	msg := "internal error"
 	if errors.Is(err, context.DeadlineExceeded) || isConnError(err) {
-		status = http.StatusServiceUnavailable
+		status, msg = http.StatusServiceUnavailable, "temporarily unavailable"
 	}
-	writeError(w, status, "internal error: "+err.Error(), nil)
+	writeError(w, status, msg+" (request id "+id+"; the server's log has the cause)", map[string]any{"requestId": id})
+}
+
+// abortStream ends a streamed answer that failed after it began: the status is sent
+// already, so the connection is cut (no final chunk), and the client sees a broken
+// answer rather than a complete-looking, short one. Before anything is sent it is an
+// internalError.
+func (s *Server) abortStream(w http.ResponseWriter, r *http.Request, err error) {
+	if !started(w) {
+		s.internalError(w, r, err)
+		return
+	}
+	s.cfg.Logger.Error("answer aborted midway", "request_id", requestID(r), "method", r.Method, "path", r.URL.Path, "err", err)
+	panic(http.ErrAbortHandler)
 }
 
 func isConnError(err error) bool {

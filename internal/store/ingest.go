@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vncfleet/vncfleet/fleet"
 )
@@ -104,10 +107,15 @@ func WorkKeyForManifest(id int64) string { return fmt.Sprintf("manifest:%d", id)
 
 // Ingest validates a manifest and, unless it is a dry run, stores it and enqueues its
 // jobs in one transaction. An invalid manifest returns *fleet.Problems and leaves no
-// trace. The body is streamed with COPY into the manifest's staged table (stage.go)
-// while the rules that span rows are checked with a compact index, so memory does not
-// grow with the manifest beyond 16 bytes per row; the manifest's rows reach devices
-// in the same transaction when it is small, through a job otherwise.
+// trace; neither it nor a dry run uses up a manifest id.
+//
+// The upload happens in three steps, so that a slow or stalled client never holds the
+// fleet: (1) stage: the body is streamed, validated row by row and stored with COPY
+// into a table of the upload's own (stage.go), while the rules that span rows are
+// checked with a compact index, so memory does not grow with the manifest beyond 16
+// bytes per row; no lock is held but on that table. (2) lock the fleet, and under
+// that lock settle the cross-row rules, compute the plan and (3) store the manifest,
+// its jobs, and, when it is small, its rows' devices.
 func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, error) {
 	if req.Fleet == "" {
 		req.Fleet = "default"
@@ -128,6 +136,9 @@ func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, e
 	if errors.Is(err, errRollback) {
 		return result, nil
 	}
+	if isLockTimeout(err) {
+		return nil, fmt.Errorf("fleet %q: %w", req.Fleet, ErrFleetBusy)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +149,12 @@ func (s *Store) Ingest(ctx context.Context, req IngestRequest) (*IngestResult, e
 // identical to the fleet's latest.
 var errRollback = errors.New("rollback")
 
+// ingestLockTimeout bounds how long an upload waits for its fleet's lock (and for any
+// other lock it needs): the holder is another upload past its body, or a batch of a
+// large manifest, which take seconds, so a wait this long means something is stuck,
+// and the upload is answered "fleet busy" rather than waiting without end.
+var ingestLockTimeout = time.Minute
+
 // Bounds of the in-memory cross-row index (fleet.RowIndex): 64 MB at most. Beyond
 // them the checks run in SQL over the staged rows, which is slower but exact.
 // Variables so that tests can take the SQL path with small manifests.
@@ -146,14 +163,43 @@ var (
 	indexMaxPending = 1 << 20
 )
 
+// maxRejectedIDs bounds the device_ids of rejected rows remembered so that rows
+// naming them are not reported a second time; beyond it they are (still correctly).
+const maxRejectedIDs = 100_000
+
 func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*IngestResult, error) {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, ingestLockTimeout.Milliseconds())); err != nil {
+		return nil, fmt.Errorf("ingest settings: %w", err)
+	}
+	// 1. Stage, holding nothing but the upload's own table.
 	hash := sha256.New()
-	reader, err := fleet.NewReader(io.TeeReader(req.Body, hash), fleet.ReaderOptions{})
+	rejected := map[string]bool{}
+	reader, err := fleet.NewReader(io.TeeReader(req.Body, hash), fleet.ReaderOptions{
+		OnRejected: func(_ int, id string) {
+			if len(rejected) < maxRejectedIDs {
+				rejected[id] = true
+			}
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
 	cols := reader.Columns()
+	table := uploadTable()
+	if err := createStagedTable(ctx, tx, table); err != nil {
+		return nil, err
+	}
+	index := fleet.NewRowIndex(indexMaxDevices, indexMaxPending, planListCap)
+	rows, err := copyManifest(ctx, tx, table, reader, index)
+	if err != nil {
+		return nil, err
+	}
+	problems := reader.Problems()
 
+	// 2. Lock the fleet. The upsert holds the fleet's row lock until commit, so the
+	// checks, plans and applies of uploads to one fleet are serialized and a replace
+	// never races another upload. Earlier manifests still being applied are finished
+	// first: the plan compares with what they leave.
 	var fleetID int64
 	if err := tx.QueryRow(ctx, `
 		INSERT INTO fleets (name) VALUES ($1)
@@ -161,9 +207,6 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		RETURNING id`, req.Fleet).Scan(&fleetID); err != nil {
 		return nil, fmt.Errorf("lock fleet %q: %w", req.Fleet, err)
 	}
-	// The upsert above holds the fleet row lock until commit, so uploads to one fleet
-	// are serialized and a replace never races another upload. Earlier manifests still
-	// being applied are finished first: the plan compares with what they leave.
 	if err := applyStagedOfFleet(ctx, tx, fleetID, req.EnqueueConsoleURLs); err != nil {
 		return nil, err
 	}
@@ -171,29 +214,15 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 	if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
 		return nil, fmt.Errorf("ingest settings: %w", err)
 	}
-
-	var manifestID int64
-	if err := tx.QueryRow(ctx, `SELECT nextval(pg_get_serial_sequence('manifests', 'id'))`).Scan(&manifestID); err != nil {
-		return nil, fmt.Errorf("allocate manifest id: %w", err)
-	}
-	if err := createStagedTable(ctx, tx, manifestID); err != nil {
-		return nil, err
-	}
-	table := stagedTable(manifestID)
-	index := fleet.NewRowIndex(indexMaxDevices, indexMaxPending, planListCap)
-	rows, err := copyManifest(ctx, tx, table, reader, index)
-	if err != nil {
-		return nil, err
-	}
-	problems := reader.Problems()
-	if problems.Len() > 0 {
-		return nil, problems
-	}
 	var fleetEmpty bool
 	if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM devices WHERE fleet_id = $1)`, fleetID).Scan(&fleetEmpty); err != nil {
 		return nil, fmt.Errorf("read fleet: %w", err)
 	}
-	if err := crossRowProblems(ctx, tx, table, fleetID, req.Mode, fleetEmpty, cols, index, problems); err != nil {
+	// The rules across rows are checked even when rows have problems of their own,
+	// so that one answer lists every problem; a row naming a rejected row is not
+	// reported again (fixing the rejected row is what it needs).
+	skip := func(deviceID string) bool { return rejected[deviceID] }
+	if err := crossRowProblems(ctx, tx, table, fleetID, req.Mode, fleetEmpty, cols, index, skip, problems); err != nil {
 		return nil, err
 	}
 	if problems.Len() > 0 {
@@ -240,15 +269,20 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		return &IngestResult{Manifest: &latest, Plan: plan, Unchanged: true, WorkKey: WorkKeyForManifest(latest.ID)}, nil
 	}
 
-	m := Manifest{ID: manifestID, Fleet: req.Fleet, Mode: string(req.Mode), Rows: int(rows), SHA256: hex.EncodeToString(sum), Uploader: req.Uploader}
+	// 3. Store. Only a manifest that is stored takes an id (from the sequence, which
+	// a later failure of this transaction cannot give back: a gap then is rare).
+	m := Manifest{Fleet: req.Fleet, Mode: string(req.Mode), Rows: int(rows), SHA256: hex.EncodeToString(sum), Uploader: req.Uploader}
 	if err := tx.QueryRow(ctx, `
-		INSERT INTO manifests (id, fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged,
+		INSERT INTO manifests (fleet_id, sha256, uploader, mode, row_count, creates, updates, deletes, unchanged,
 		    apply_progress_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())
-		RETURNING uploaded_at`,
-		manifestID, fleetID, sum, req.Uploader, string(req.Mode), rows, plan.Creates, plan.Updates, plan.Deletes, plan.Unchanged).
-		Scan(&m.UploadedAt); err != nil {
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())
+		RETURNING id, uploaded_at`,
+		fleetID, sum, req.Uploader, string(req.Mode), rows, plan.Creates, plan.Updates, plan.Deletes, plan.Unchanged).
+		Scan(&m.ID, &m.UploadedAt); err != nil {
 		return nil, fmt.Errorf("store manifest: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE `+table+` RENAME TO `+pgx.Identifier{stagedTableName(m.ID)}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("store manifest rows: %w", err)
 	}
 	key := WorkKeyForManifest(m.ID)
 	inline := int64(DefaultInlineApplyRows)
@@ -256,11 +290,11 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		inline = int64(req.InlineApplyRows)
 	}
 	if rows <= inline || req.EnqueueApply == nil {
-		staged := stagedManifest{ID: manifestID, FleetID: fleetID, Mode: req.Mode}
+		staged := stagedManifest{ID: m.ID, FleetID: fleetID, Mode: req.Mode}
 		if _, err := applyStep(ctx, tx, staged, 0, req.EnqueueConsoleURLs); err != nil {
 			return nil, err
 		}
-	} else if err := req.EnqueueApply(ctx, tx, manifestID); err != nil {
+	} else if err := req.EnqueueApply(ctx, tx, m.ID); err != nil {
 		return nil, fmt.Errorf("enqueue manifest apply: %w", err)
 	}
 	if plan.Changes() && req.Enqueue != nil {
@@ -271,17 +305,26 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 	return &IngestResult{Manifest: &m, Plan: plan, WorkKey: key}, nil
 }
 
-// crossRowProblems adds the problems that need more than one row to see: duplicate
-// device_ids, allow_devices that do not name a present connect device, and absent
-// devices that a remaining listen device still names. The index answers most of it
-// while the rows stream; what it cannot decide alone is settled here, in SQL.
+// isLockTimeout reports PostgreSQL's lock_not_available (55P03): lock_timeout expired.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// crossRowProblems adds to problems those that need more than one row to see:
+// duplicate device_ids, allow_devices that do not name a present connect device, and
+// absent devices that a remaining listen device still names. The index answers most
+// of it while the rows stream; what it cannot decide alone is settled here, in SQL.
+// An allow_devices entry for which skip is true is not reported.
 func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mode fleet.Mode, fleetEmpty bool,
-	cols map[string]int, index *fleet.RowIndex, problems *fleet.Problems) error {
+	cols map[string]int, index *fleet.RowIndex, skip func(deviceID string) bool, problems *fleet.Problems) error {
 	var checks []crossCheck
 	if index.Overflowed() {
 		checks = sqlCrossChecks(table, fleetID, mode)
 	} else {
-		checks = indexCrossChecks(table, fleetID, mode, fleetEmpty, index, cols, problems)
+		var found fleet.Problems
+		checks = indexCrossChecks(table, fleetID, mode, fleetEmpty, index, cols, skip, &found)
+		problems.Merge(&found)
 	}
 	if index.Absent > 0 && mode == fleet.ModeMerge && !fleetEmpty {
 		checks = append(checks, crossCheck{
@@ -293,8 +336,8 @@ func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int6
 				JOIN ` + table + ` s ON s.device_id = u.dep
 				WHERE d.fleet_id = $1 AND d.desired_state = 'present' AND s.state = 'absent'
 				  AND NOT EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.device_id = d.device_id)
-				ORDER BY s.line LIMIT $2`,
-			args: []any{fleetID, problemCap},
+				ORDER BY s.line`,
+			args: []any{fleetID},
 			reason: func(id, listener string) string {
 				return fmt.Sprintf("device %q is marked absent but listen device %q still names it in allow_devices", id, listener)
 			},
@@ -308,9 +351,14 @@ func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int6
 		return fmt.Errorf("check manifest: %w", err)
 	}
 	for _, c := range checks {
-		if err := c.run(ctx, tx, cols, problems); err != nil {
+		if c.column == fleet.ColAllowDevices {
+			c.skip = skip
+		}
+		var found fleet.Problems
+		if err := c.run(ctx, tx, cols, &found); err != nil {
 			return err
 		}
+		problems.Merge(&found)
 	}
 	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = on`); err != nil {
 		return fmt.Errorf("check manifest: %w", err)
@@ -318,12 +366,14 @@ func crossRowProblems(ctx context.Context, tx pgx.Tx, table string, fleetID int6
 	return nil
 }
 
-// crossCheck is a query whose rows (line, a, b) are problems of one column.
+// crossCheck is a query whose rows (line, a, b), in line order, are problems of one
+// column; a row whose a is skipped is none.
 type crossCheck struct {
 	column string
 	sql    string
 	args   []any
 	reason func(a, b string) string
+	skip   func(a string) bool
 }
 
 func (c crossCheck) run(ctx context.Context, tx pgx.Tx, cols map[string]int, problems *fleet.Problems) error {
@@ -337,6 +387,9 @@ func (c crossCheck) run(ctx context.Context, tx pgx.Tx, cols map[string]int, pro
 		var a, b string
 		if err := rows.Scan(&line, &a, &b); err != nil {
 			return fmt.Errorf("check manifest (%s): %w", c.column, err)
+		}
+		if c.skip != nil && c.skip(a) {
+			continue
 		}
 		problems.Add(fleet.Problem{Line: line, Column: cols[c.column], ColumnName: c.column, Reason: c.reason(a, b)})
 	}
@@ -359,7 +412,7 @@ var (
 // that need the database: confirming duplicate candidates against the stored rows,
 // and looking up in the fleet the allow_devices entries the manifest does not list.
 func indexCrossChecks(table string, fleetID int64, mode fleet.Mode, fleetEmpty bool, index *fleet.RowIndex,
-	cols map[string]int, problems *fleet.Problems) []crossCheck {
+	cols map[string]int, skip func(string) bool, problems *fleet.Problems) []crossCheck {
 	var checks []crossCheck
 	if refs := index.DuplicateCandidates(); len(refs) > 0 {
 		lines, ids := splitRefs(refs)
@@ -367,25 +420,25 @@ func indexCrossChecks(table string, fleetID int64, mode fleet.Mode, fleetEmpty b
 			column: fleet.ColDeviceID,
 			sql: `SELECT c.line, c.id, min(t.line)::text FROM unnest($1::int[], $2::text[]) AS c (line, id)
 				JOIN ` + table + ` t ON t.device_id = c.id AND t.line < c.line
-				GROUP BY c.line, c.id ORDER BY c.line LIMIT $3`,
-			args:   []any{lines, ids, problemCap},
+				GROUP BY c.line, c.id ORDER BY c.line`,
+			args:   []any{lines, ids},
 			reason: duplicateReason,
 		})
 	}
 	listed, unlisted := index.Unresolved()
-	for _, ref := range listed {
+	listed = slices.DeleteFunc(listed, func(r fleet.RowRef) bool { return skip(r.DeviceID) })
+	unlisted = slices.DeleteFunc(unlisted, func(r fleet.RowRef) bool { return skip(r.DeviceID) })
+	wrong := listed
+	if mode == fleet.ModeReplace || fleetEmpty {
+		// A replace upload deletes what it does not list; an empty fleet has nothing.
+		wrong, unlisted = append(wrong, unlisted...), nil
+		slices.SortStableFunc(wrong, func(a, b fleet.RowRef) int { return cmp.Compare(a.Line, b.Line) })
+	}
+	for _, ref := range wrong {
 		problems.Add(fleet.Problem{Line: ref.Line, Column: cols[fleet.ColAllowDevices], ColumnName: fleet.ColAllowDevices,
 			Reason: notConnectReason(ref.DeviceID, "")})
 	}
 	if len(unlisted) == 0 {
-		return checks
-	}
-	if mode == fleet.ModeReplace || fleetEmpty {
-		// A replace upload deletes what it does not list; an empty fleet has nothing.
-		for _, ref := range unlisted {
-			problems.Add(fleet.Problem{Line: ref.Line, Column: cols[fleet.ColAllowDevices], ColumnName: fleet.ColAllowDevices,
-				Reason: notConnectReason(ref.DeviceID, "")})
-		}
 		return checks
 	}
 	lines, ids := splitRefs(unlisted)
@@ -394,8 +447,8 @@ func indexCrossChecks(table string, fleetID int64, mode fleet.Mode, fleetEmpty b
 		sql: `SELECT u.line, u.id, '' FROM unnest($1::int[], $2::text[]) AS u (line, id)
 			WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $3 AND d.device_id = u.id
 			                  AND d.action = 'connect' AND d.desired_state = 'present')
-			ORDER BY u.line LIMIT $4`,
-		args:   []any{lines, ids, fleetID, problemCap},
+			ORDER BY u.line`,
+		args:   []any{lines, ids, fleetID},
 		reason: notConnectReason,
 	})
 }
@@ -416,8 +469,7 @@ func sqlCrossChecks(table string, fleetID int64, mode fleet.Mode) []crossCheck {
 		column: fleet.ColDeviceID,
 		sql: `SELECT line, device_id, first::text FROM (
 				SELECT line, device_id, min(line) OVER (PARTITION BY device_id) AS first FROM ` + table + `) d
-			WHERE line <> first ORDER BY line LIMIT $1`,
-		args:   []any{problemCap},
+			WHERE line <> first ORDER BY line`,
 		reason: duplicateReason,
 	}, {
 		column: fleet.ColAllowDevices,
@@ -428,14 +480,11 @@ func sqlCrossChecks(table string, fleetID int64, mode fleet.Mode) []crossCheck {
 			  AND NOT ($2 = 'merge'
 			       AND NOT EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.device_id = dep)
 			       AND EXISTS (SELECT 1 FROM devices d WHERE d.fleet_id = $1 AND d.device_id = dep AND d.action = 'connect' AND d.desired_state = 'present'))
-			ORDER BY s.line LIMIT $3`,
-		args:   []any{fleetID, string(mode), problemCap},
+			ORDER BY s.line`,
+		args:   []any{fleetID, string(mode)},
 		reason: notConnectReason,
 	}}
 }
-
-// problemCap bounds each cross-row query; fleet.Problems caps the list it keeps anyway.
-const problemCap = 1000
 
 // maxDeletions is the replace guard's limit for this upload.
 func maxDeletions(ctx context.Context, tx pgx.Tx, fleetID int64, req IngestRequest) (int, error) {

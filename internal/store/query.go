@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Counts maps a status to how many devices have it.
@@ -197,32 +199,88 @@ type ReportRow struct {
 	VNCURL       string // the Zenlayer console URL, when the row names an instance
 }
 
-// Report streams the per-row results of a manifest, in manifest line order.
+// Report streams the per-row results of a manifest, in manifest line order, a page at
+// a time (see paged).
 func (s *Store) Report(ctx context.Context, id int64) iter.Seq2[ReportRow, error] {
-	return func(yield func(ReportRow, error) bool) {
-		rows, err := s.pool.Query(ctx, `
-			SELECT device_id, status, coalesce(cloud_address, ''),
+	var afterLine, afterID int64
+	return paged(ctx, s.pool, "report", func(q pagedQuerier) ([]ReportRow, bool, error) {
+		var page []ReportRow
+		rows, err := q.Query(ctx, `
+			SELECT id, coalesce(line, 0), device_id, status, coalesce(cloud_address, ''),
 			       coalesce(last_error, vnc_url_error, ''), coalesce(vnc_url, '')
-			FROM devices WHERE manifest_id = $1 ORDER BY line, id`, id)
+			FROM devices WHERE manifest_id = $1 AND (coalesce(line, 0), id) > ($2, $3)
+			ORDER BY coalesce(line, 0), id LIMIT $4`, id, afterLine, afterID, pageRows)
 		if err != nil {
-			yield(ReportRow{}, fmt.Errorf("report: %w", err))
-			return
+			return nil, false, err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var r ReportRow
-			if err := rows.Scan(&r.DeviceID, &r.Status, &r.CloudAddress, &r.Error, &r.VNCURL); err != nil {
-				yield(ReportRow{}, fmt.Errorf("report: %w", err))
-				return
+			if err := rows.Scan(&afterID, &afterLine, &r.DeviceID, &r.Status, &r.CloudAddress, &r.Error, &r.VNCURL); err != nil {
+				return page, false, err
 			}
-			if !yield(r, nil) {
-				return
-			}
+			page = append(page, r)
 		}
-		if err := rows.Err(); err != nil {
-			yield(ReportRow{}, fmt.Errorf("report: %w", err))
+		return page, len(page) == pageRows, rows.Err()
+	})
+}
+
+// pageRows is how many rows a streamed answer reads at a time.
+const pageRows = 1000
+
+// pageTimeout bounds the query of one page (an index range scan): this long means the
+// database is in trouble, and the answer is aborted rather than left hanging.
+const pageTimeout = 30 * time.Second
+
+// pagedQuerier is what a page's query runs on: a pooled connection, held only while
+// the page is read.
+type pagedQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// paged yields the rows of a streamed answer page by page. Each page is read whole and
+// its connection returned to the pool before any of its rows is yielded, so a slow
+// client holds no database connection while it reads: the pool, which the workers
+// share, is never starved by readers. next reads the page after the last one it
+// returned (it keeps its own cursor) and says whether more may follow; the rows it
+// read before an error are yielded before the error.
+func paged[R any](ctx context.Context, pool *pgxpool.Pool, what string, next func(pagedQuerier) ([]R, bool, error)) iter.Seq2[R, error] {
+	return func(yield func(R, error) bool) {
+		for more := true; more; {
+			var page []R
+			err := func() error {
+				qctx, cancel := context.WithTimeout(ctx, pageTimeout)
+				defer cancel()
+				conn, err := pool.Acquire(qctx)
+				if err != nil {
+					return err
+				}
+				defer conn.Release()
+				page, more, err = next(&ctxQuerier{conn: conn, ctx: qctx})
+				return err
+			}()
+			for _, r := range page {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if err != nil {
+				var zero R
+				yield(zero, fmt.Errorf("%s: %w", what, err))
+				return
+			}
 		}
 	}
+}
+
+// ctxQuerier runs queries under the page's deadline rather than the caller's context.
+type ctxQuerier struct {
+	conn *pgxpool.Conn
+	ctx  context.Context
+}
+
+func (q *ctxQuerier) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return q.conn.Query(q.ctx, sql, args...)
 }
 
 // ExportRow is one device in the export format of CONTRACT.md.
@@ -241,49 +299,70 @@ type ExportRow struct {
 }
 
 // Export streams every device of a fleet (every fleet when fleetName is ""), in
-// fleet and device_id order. With secrets, each current password is decrypted.
+// fleet and device_id order, a page at a time (see paged). With secrets, each current
+// password is decrypted; one that cannot be ends the export with an error.
 func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter.Seq2[ExportRow, error] {
-	return func(yield func(ExportRow, error) bool) {
-		if secrets && s.keys == nil {
-			yield(ExportRow{}, ErrNoKey)
-			return
+	if secrets && s.keys == nil {
+		return func(yield func(ExportRow, error) bool) { yield(ExportRow{}, ErrNoKey) }
+	}
+	type fleetRef struct {
+		ID   int64
+		Name string
+	}
+	var fleets []fleetRef // in name order, read with the first page
+	var at int            // the fleet being read
+	var afterDevice string
+	return paged(ctx, s.pool, "export", func(q pagedQuerier) ([]ExportRow, bool, error) {
+		if fleets == nil {
+			rows, err := q.Query(ctx, `SELECT id, name FROM fleets WHERE $1 = '' OR name = $1 ORDER BY name`, fleetName)
+			if err != nil {
+				return nil, false, err
+			}
+			if fleets, err = pgx.CollectRows(rows, pgx.RowToStructByPos[fleetRef]); err != nil {
+				return nil, false, err
+			}
 		}
-		rows, err := s.pool.Query(ctx, `
-			SELECT d.id, f.name, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
+		if at == len(fleets) {
+			return nil, false, nil
+		}
+		f := fleets[at]
+		// One fleet's devices in device_id order: a range of its unique index.
+		rows, err := q.Query(ctx, `
+			SELECT d.id, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
 			       d.password_ct, coalesce(d.password_key_id, ''), d.groups, d.allow_groups, d.allow_devices,
 			       coalesce(d.vnc_url, ''), coalesce(d.last_error, '')
-			FROM devices d JOIN fleets f ON f.id = d.fleet_id
-			WHERE $1 = '' OR f.name = $1
-			ORDER BY f.name, d.device_id`, fleetName)
+			FROM devices d WHERE d.fleet_id = $1 AND d.device_id > $2
+			ORDER BY d.device_id LIMIT $3`, f.ID, afterDevice, pageRows)
 		if err != nil {
-			yield(ExportRow{}, fmt.Errorf("export: %w", err))
-			return
+			return nil, false, err
 		}
 		defer rows.Close()
+		var page []ExportRow
 		for rows.Next() {
-			var r ExportRow
+			r := ExportRow{Fleet: f.Name}
 			var pk int64
 			var ct []byte
 			var keyID string
-			if err := rows.Scan(&pk, &r.Fleet, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
+			if err := rows.Scan(&pk, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
 				&r.Groups, &r.AllowGroups, &r.AllowDevices, &r.VNCURL, &r.LastError); err != nil {
-				yield(ExportRow{}, fmt.Errorf("export: %w", err))
-				return
+				return page, false, err
 			}
 			if secrets && ct != nil && r.CloudAddress != "" {
 				if r.CloudPassword, err = s.open(pk, ct, keyID); err != nil {
-					yield(ExportRow{}, err)
-					return
+					return page, false, err
 				}
 			}
-			if !yield(r, nil) {
-				return
-			}
+			afterDevice = r.DeviceID
+			page = append(page, r)
 		}
 		if err := rows.Err(); err != nil {
-			yield(ExportRow{}, fmt.Errorf("export: %w", err))
+			return page, false, err
 		}
-	}
+		if len(page) < pageRows {
+			at, afterDevice = at+1, ""
+		}
+		return page, true, nil
+	})
 }
 
 // Credentials is one device's current cloud identity.

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -20,8 +22,8 @@ import (
 // it for large manifests, the upload itself for small ones. Work can start on the
 // devices of the first batch while later ones are applied.
 //
-// Uploads to one fleet and the batches of its manifests all take the fleet's row
-// lock, and an upload first applies whatever earlier manifest of the fleet is still
+// Uploads to one fleet (once their rows are staged) and the batches of its manifests
+// all take the fleet's row lock, and an upload first applies whatever earlier manifest of the fleet is still
 // staged, so an upload's plan is always computed against the fleet as every earlier
 // manifest left it.
 
@@ -38,14 +40,28 @@ var stagedColumns = []string{
 	"zenlayer_instance_id", "metadata", "spec_hash",
 }
 
-// stagedTable names the table that holds a manifest's rows until they are applied.
+// stagedTable names (quoted) the table that holds a stored manifest's rows until
+// they are applied.
 func stagedTable(manifestID int64) string {
-	return pgx.Identifier{fmt.Sprintf("staged_manifest_%d", manifestID)}.Sanitize()
+	return pgx.Identifier{stagedTableName(manifestID)}.Sanitize()
 }
 
-func createStagedTable(ctx context.Context, tx pgx.Tx, manifestID int64) error {
+func stagedTableName(manifestID int64) string { return fmt.Sprintf("staged_manifest_%d", manifestID) }
+
+// uploadTable names (quoted) a table for the rows of an upload that has no manifest id
+// yet: ids go only to stored manifests, and the table is renamed to its stagedTable
+// when the manifest is stored. Random, so that concurrent uploads never meet; the
+// upload's transaction creates it, so nobody else ever sees it.
+func uploadTable() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return pgx.Identifier{"staged_upload_" + hex.EncodeToString(b[:])}.Sanitize()
+}
+
+// createStagedTable creates table (quoted) for a manifest's rows, in stagedColumns.
+func createStagedTable(ctx context.Context, tx pgx.Tx, table string) error {
 	// Autovacuum has nothing to do on a table that is written once and dropped.
-	_, err := tx.Exec(ctx, `CREATE TABLE `+stagedTable(manifestID)+` (
+	_, err := tx.Exec(ctx, `CREATE TABLE `+table+` (
 		line                 integer NOT NULL,
 		device_id            text NOT NULL,
 		action               text NOT NULL,
