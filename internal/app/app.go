@@ -169,7 +169,11 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		tokens = append(tokens, server.Token{Name: "admin", Value: cfg.Token, Roles: []string{server.RoleAdmin}})
 	}
 	for _, t := range cfg.Tokens {
-		tokens = append(tokens, server.Token{Name: t.Name, Value: t.Token, Roles: t.Roles})
+		tokens = append(tokens, server.Token{Name: t.Name, Value: t.Token, Roles: t.Roles, Fleets: t.Fleets})
+	}
+	proxies, err := cfg.TrustedProxyPrefixes()
+	if err != nil {
+		return nil, fmt.Errorf("trusted_proxies: %w", err)
 	}
 	apiCfg := server.Config{
 		Store:   st,
@@ -185,6 +189,8 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     cfg.MaxDeletionsMin,
 		InlineApplyRows:     cfg.InlineApplyRows,
+		TrustedProxies:      proxies,
+		ClaimTTL:            cfg.ClaimTTL,
 		Logger:              logger,
 	}
 	if life != nil {
