@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -114,10 +115,15 @@ func (b *ChainBreak) Error() string {
 }
 
 // VerifyAudit walks the whole chain in pages and returns the number of entries that
-// hold, and the first break (nil when none). An edited entry no longer matches its
+// hold, the last entry's hash (hex), and the first break (nil when none). An edited entry no longer matches its
 // hash; a removed one leaves a gap in seq and its successor's prev_hash pointing at
 // nothing; entries removed from the end are found against audit_head.
-func (s *Store) VerifyAudit(ctx context.Context) (int64, *ChainBreak, error) {
+func (s *Store) VerifyAudit(ctx context.Context) (int64, string, *ChainBreak, error) {
+	n, prev, brk, err := s.verifyAudit(ctx)
+	return n, hex.EncodeToString(prev), brk, err
+}
+
+func (s *Store) verifyAudit(ctx context.Context) (int64, []byte, *ChainBreak, error) {
 	const page = 5000
 	var seq int64
 	prev := []byte{}
@@ -127,7 +133,7 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, *ChainBreak, error) {
 			       audit_entry_hash(prev_hash, seq, at, actor, action, detail, remote, outcome)
 			FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2`, seq, page)
 		if err != nil {
-			return seq, nil, fmt.Errorf("audit verify: %w", err)
+			return seq, prev, nil, fmt.Errorf("audit verify: %w", err)
 		}
 		n := 0
 		var brk *ChainBreak
@@ -137,7 +143,7 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, *ChainBreak, error) {
 			var prevHash, hash, want []byte
 			if err := rows.Scan(&got, &prevHash, &hash, &want); err != nil {
 				rows.Close()
-				return seq, nil, fmt.Errorf("audit verify: %w", err)
+				return seq, prev, nil, fmt.Errorf("audit verify: %w", err)
 			}
 			switch {
 			case got != seq+1:
@@ -149,13 +155,13 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, *ChainBreak, error) {
 			}
 			if brk != nil {
 				rows.Close()
-				return seq, brk, nil
+				return seq, prev, brk, nil
 			}
 			seq, prev = got, hash
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return seq, nil, fmt.Errorf("audit verify: %w", err)
+			return seq, prev, nil, fmt.Errorf("audit verify: %w", err)
 		}
 		if n < page {
 			break
@@ -165,17 +171,17 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, *ChainBreak, error) {
 	var headHash []byte
 	err := s.pool.QueryRow(ctx, `SELECT seq, hash FROM audit_head`).Scan(&headSeq, &headHash)
 	switch {
-	case err == pgx.ErrNoRows:
+	case errors.Is(err, pgx.ErrNoRows):
 		if seq != 0 {
-			return seq, &ChainBreak{Seq: 1, Reason: "the chain's head record is missing"}, nil
+			return seq, prev, &ChainBreak{Seq: 1, Reason: "the chain's head record is missing"}, nil
 		}
-		return 0, nil, nil
+		return 0, prev, nil, nil
 	case err != nil:
-		return seq, nil, fmt.Errorf("audit verify: %w", err)
+		return seq, prev, nil, fmt.Errorf("audit verify: %w", err)
 	case headSeq != seq:
-		return seq, &ChainBreak{Seq: seq + 1, Reason: fmt.Sprintf("the log ends at entry %d but %d were written (entries removed from the end)", seq, headSeq)}, nil
+		return seq, prev, &ChainBreak{Seq: seq + 1, Reason: fmt.Sprintf("the log ends at entry %d but %d were written (entries removed from the end)", seq, headSeq)}, nil
 	case !bytes.Equal(headHash, prev):
-		return seq, &ChainBreak{Seq: seq, Reason: "the last entry does not match the chain's head (altered)"}, nil
+		return seq, prev, &ChainBreak{Seq: seq, Reason: "the last entry does not match the chain's head (altered)"}, nil
 	}
-	return seq, nil, nil
+	return seq, prev, nil, nil
 }

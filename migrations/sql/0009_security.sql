@@ -4,7 +4,7 @@
 -- Zenlayer console URLs are bearer credentials (whoever holds one opens the VNC
 -- console), so they are sealed with the password keyring (internal/secretbox), bound to
 -- their row like passwords. vnc_url keeps only rows stored before this migration, in
--- clear, until `vncfleet migrate` (with the key) or `vncfleet rekey` seals them; the
+-- clear, until `vncfleet rekey` seals them (`vncfleet keys` counts them); the
 -- application writes vnc_url_ct only.
 ALTER TABLE devices
     ADD COLUMN IF NOT EXISTS vnc_url_ct     bytea,
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS audit_head (
     seq  bigint NOT NULL,
     hash bytea NOT NULL
 );
+-- The head exists from the start, so that concurrent first appends queue on its lock.
+INSERT INTO audit_head (seq, hash) VALUES (0, '\x'::bytea) ON CONFLICT (one) DO NOTHING;
 
 -- audit_entry_hash is the chain's one definition, used by the trigger and by
 -- `vncfleet audit verify`. Every field is length-prefixed, so no two entries encode
@@ -51,12 +53,7 @@ CREATE OR REPLACE FUNCTION audit_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     head audit_head%ROWTYPE;
 BEGIN
-    SELECT * INTO head FROM audit_head FOR UPDATE;
-    IF NOT FOUND THEN
-        head.seq := 0;
-        head.hash := '\x'::bytea;
-        INSERT INTO audit_head (seq, hash) VALUES (0, head.hash);
-    END IF;
+    SELECT * INTO STRICT head FROM audit_head FOR UPDATE;
     NEW.seq := head.seq + 1;
     NEW.prev_hash := head.hash;
     NEW.at := date_trunc('microseconds', NEW.at);
