@@ -28,9 +28,13 @@ import (
 )
 
 const (
-	adminToken  = "admin-token-for-tests"
-	readToken   = "read-only-token"
-	uploadToken = "upload-token"
+	adminToken      = "admin-token-for-tests"
+	readToken       = "read-only-token"
+	uploadToken     = "upload-token"
+	secretsToken    = "secrets-only-token"
+	lineAToken      = "fleet-a-token"
+	linesACToken    = "fleets-a-and-c-token"
+	lineAAdminToken = "fleet-a-admin-token"
 )
 
 type env struct {
@@ -70,6 +74,10 @@ func newEnv(t *testing.T) *env {
 	cfg.Tokens = []config.Token{
 		{Name: "reader", Token: readToken, Roles: []string{"read"}},
 		{Name: "uploader", Token: uploadToken, Roles: []string{"upload", "read"}},
+		{Name: "vault", Token: secretsToken, Roles: []string{"secrets"}},
+		{Name: "line-a", Token: lineAToken, Roles: []string{"upload", "read", "secrets"}, Fleets: []string{"a"}},
+		{Name: "lines-a-c", Token: linesACToken, Roles: []string{"read"}, Fleets: []string{"a", "c"}},
+		{Name: "line-a-admin", Token: lineAAdminToken, Roles: []string{"admin"}, Fleets: []string{"a"}},
 	}
 	cfg.MaxUploadBytes = 64 << 10
 	cfg.Readiness.InitialInterval = 100 * time.Millisecond
