@@ -181,12 +181,12 @@ func (s *Store) RedeemClaim(ctx context.Context, token string, audit AuditRecord
 		var addr, keyID *string
 		var ct []byte
 		err := tx.QueryRow(ctx, `
-			SELECT c.id, c.password_set_at, c.expires_at, c.redeemed_at, f.name, d.id, d.device_id,
+			SELECT c.id, c.password_set_at, c.expires_at, c.redeemed_at, f.name, d.id, d.device_id, d.status,
 			       d.cloud_address, d.password_ct, d.password_key_id, d.password_set_at
 			FROM credential_claims c JOIN devices d ON d.id = c.device_pk JOIN fleets f ON f.id = d.fleet_id
 			WHERE c.token_hash = $1 FOR UPDATE OF c`, claimTokenHash(token)).
 			Scan(&claimID, &claimSetAt, &expires, &redeemedAt, &res.Fleet, &pk, &res.Credentials.DeviceID,
-				&addr, &ct, &keyID, &setAt)
+				&res.Credentials.Status, &addr, &ct, &keyID, &setAt)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			res.Err = ErrClaimUnknown

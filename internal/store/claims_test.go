@@ -48,7 +48,7 @@ func TestClaimsAreSingleUse(t *testing.T) {
 
 	got := redeem(t, e, token)
 	require.NoError(t, got.Err)
-	require.Equal(t, store.Credentials{DeviceID: "a", CloudAddress: addrs["a"], CloudPassword: truth["a"]}, got.Credentials)
+	require.Equal(t, store.Credentials{DeviceID: "a", Status: "ready", CloudAddress: addrs["a"], CloudPassword: truth["a"]}, got.Credentials)
 	require.Equal(t, store.OutcomeOK, got.Audit.Outcome)
 
 	again := redeem(t, e, token)
