@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
@@ -49,4 +50,29 @@ func TestFailureLimiterIsPerAddress(t *testing.T) {
 	}
 	require.False(t, l.allowed("192.0.2.1"))
 	require.True(t, l.allowed("192.0.2.2"), "another address is not held back")
+}
+
+// Whatever a client writes in X-Forwarded-For, the address is the peer's or one that
+// parses, and nothing panics.
+func FuzzClientAddr(f *testing.F) {
+	f.Add("10.1.2.3:4000", "198.51.100.1, 10.9.9.9")
+	f.Add("203.0.113.5:1", "::ffff:1.2.3.4,,")
+	f.Add("garbage", "\x00, 1.1.1.1")
+	s := New(Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	f.Fuzz(func(t *testing.T, peer, xff string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = peer
+		r.Header.Set("X-Forwarded-For", xff)
+		got := s.clientAddr(r)
+		host, _, err := net.SplitHostPort(peer)
+		if err != nil {
+			host = peer
+		}
+		if got == host {
+			return
+		}
+		_, err = netip.ParseAddr(got)
+		require.NoError(t, err, "%q is neither the peer nor an address", got)
+		require.True(t, s.trustedProxy(netip.MustParseAddr(host)), "the header was believed from an untrusted peer %q", peer)
+	})
 }

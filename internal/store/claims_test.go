@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +115,33 @@ func TestClaimsForAManifest(t *testing.T) {
 	var n int
 	require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT count(*) FROM credential_claims`).Scan(&n))
 	require.Equal(t, 2, n, "refused requests issue nothing")
+}
+
+// Redemptions racing for one token: exactly one gets the password.
+func TestClaimRedeemedOnceUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	e.Provision("f", provisiontest.Header+"a,connect,g,,,\n")
+	token := issue(t, e, store.ClaimRequest{Fleet: "f", DeviceIDs: []string{"a"}}).Claims[0].Token
+	results := make(chan store.Redeemed, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			res, err := e.Store.RedeemClaim(e.Ctx, token, store.AuditRecord{Actor: "anonymous", Action: "claim_redeem", Detail: map[string]any{}})
+			require.NoError(t, err)
+			results <- res
+		})
+	}
+	wg.Wait()
+	close(results)
+	ok := 0
+	for res := range results {
+		if res.Err == nil {
+			ok++
+			require.NotEmpty(t, res.Credentials.CloudPassword)
+		} else {
+			require.ErrorIs(t, res.Err, store.ErrClaimRedeemed)
+		}
+	}
+	require.Equal(t, 1, ok)
 }
