@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -47,8 +49,8 @@ func (s *Server) logAudit(a store.Audited) {
 		level = slog.LevelWarn
 	}
 	attrs := []any{"action", a.Action, "actor", a.Actor, "remote", a.Remote, "outcome", a.Outcome, "seq", a.Seq, "hash", a.Hash}
-	for k, v := range a.Detail {
-		attrs = append(attrs, k, v)
+	for _, k := range slices.Sorted(maps.Keys(a.Detail)) {
+		attrs = append(attrs, k, a.Detail[k])
 	}
 	s.cfg.Logger.Log(context.Background(), level, "audit", attrs...)
 }
