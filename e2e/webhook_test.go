@@ -18,7 +18,7 @@ import (
 // receiver that fails at first gets it again later.
 func TestWebhooksSignedAndRetried(t *testing.T) {
 	t.Parallel()
-	const secret = "e2e-webhook-signing-secret"
+	const secret = "e2e-webhook-signing-secret-32-chars+"
 	var mu sync.Mutex
 	failures := 0
 	ready := map[string]bool{}

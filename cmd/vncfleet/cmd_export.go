@@ -15,8 +15,9 @@ func newExportCmd() *cobra.Command {
 		Long: `export streams the server's device table to stdout unchanged, one CSV row per device:
 device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error
 
-Every fleet unless --fleet. cloud_password is empty unless --secrets, which needs a token
-with the secrets role; each such export is written to the server's audit log.
+Every fleet unless --fleet. cloud_password and vnc_url (a Zenlayer console URL, which opens
+the console by itself) are empty unless --secrets, which needs a token with the secrets role;
+each such export is written to the server's audit log, with the number of devices revealed.
 
 If the server fails midway (a password it cannot decrypt, its database gone), the answer is
 broken off: export says the output is incomplete and exits 3. Do not use that output.`,
@@ -32,6 +33,6 @@ broken off: export says the output is incomplete and exits 3. Do not use that ou
 		},
 	}
 	cmd.Flags().StringVar(&fleetName, "fleet", "", "only this fleet (default: every fleet)")
-	cmd.Flags().BoolVar(&secrets, "secrets", false, "include the cloud passwords (needs the secrets role; audited)")
+	cmd.Flags().BoolVar(&secrets, "secrets", false, "include the cloud passwords and console URLs (needs the secrets role; audited)")
 	return cmd
 }

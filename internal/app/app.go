@@ -175,7 +175,11 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		tokens = append(tokens, server.Token{Name: "admin", Value: cfg.Token, Roles: []string{server.RoleAdmin}})
 	}
 	for _, t := range cfg.Tokens {
-		tokens = append(tokens, server.Token{Name: t.Name, Value: t.Token, Roles: t.Roles})
+		tokens = append(tokens, server.Token{Name: t.Name, Value: t.Token, Roles: t.Roles, Fleets: t.Fleets})
+	}
+	proxies, err := cfg.TrustedProxyPrefixes()
+	if err != nil {
+		return nil, fmt.Errorf("trusted_proxies: %w", err)
 	}
 	apiCfg := server.Config{
 		Store:   st,
@@ -195,6 +199,8 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		UploadIdleTimeout:    cfg.HTTP.UploadIdleTimeout,
 		WriteTimeout:         cfg.HTTP.WriteTimeout,
 		MaxConcurrentUploads: cfg.HTTP.MaxConcurrentUploads,
+		TrustedProxies:       proxies,
+		ClaimTTL:             cfg.ClaimTTL,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life

@@ -28,9 +28,13 @@ import (
 )
 
 const (
-	adminToken  = "admin-token-for-tests"
-	readToken   = "read-only-token"
-	uploadToken = "upload-token"
+	adminToken      = "admin-token-for-tests"
+	readToken       = "read-only-token"
+	uploadToken     = "upload-token"
+	secretsToken    = "secrets-only-token"
+	lineAToken      = "fleet-a-token"
+	linesACToken    = "fleets-a-and-c-token"
+	lineAAdminToken = "fleet-a-admin-token"
 )
 
 type env struct {
@@ -70,6 +74,10 @@ func newEnv(t *testing.T) *env {
 	cfg.Tokens = []config.Token{
 		{Name: "reader", Token: readToken, Roles: []string{"read"}},
 		{Name: "uploader", Token: uploadToken, Roles: []string{"upload", "read"}},
+		{Name: "vault", Token: secretsToken, Roles: []string{"secrets"}},
+		{Name: "line-a", Token: lineAToken, Roles: []string{"upload", "read", "secrets"}, Fleets: []string{"a"}},
+		{Name: "lines-a-c", Token: linesACToken, Roles: []string{"read"}, Fleets: []string{"a", "c"}},
+		{Name: "line-a-admin", Token: lineAAdminToken, Roles: []string{"admin"}, Fleets: []string{"a"}},
 	}
 	cfg.MaxUploadBytes = 64 << 10
 	cfg.Readiness.InitialInterval = 100 * time.Millisecond
@@ -281,11 +289,17 @@ func TestSecretsAreAuditedAndNeverLogged(t *testing.T) {
 	for _, r := range rows[1:] {
 		require.Equal(t, truth[r[3]], r[4], "export gives the password the cloud holds")
 	}
-	require.Equal(t, 1, e.count("audit_log"), "each reveal is audited")
+	require.Equal(t, 2, e.count("audit_log"), "each reveal is audited: its start, and its end with the count")
 	status, cred := e.do("GET", "/v1/fleets/f/devices/v1/credentials", adminToken, "")
 	require.Equal(t, 200, status)
 	require.Contains(t, string(cred), "cloudPassword")
-	require.Equal(t, 2, e.count("audit_log"))
+	require.Equal(t, 3, e.count("audit_log"))
+	var outcome string
+	var devices int
+	require.NoError(t, e.pool.QueryRow(context.Background(),
+		`SELECT outcome, (detail->>'devices')::int FROM audit_log WHERE action = 'export_secrets' ORDER BY seq DESC LIMIT 1`).Scan(&outcome, &devices))
+	require.Equal(t, "ok", outcome)
+	require.Equal(t, 2, devices, "the count of devices whose secrets left")
 
 	// Stored encrypted: no password in the database in clear.
 	var stored []byte
@@ -319,7 +333,7 @@ func TestZenlayerConsoleURLs(t *testing.T) {
 	e.waitDone(up.Manifest.ID)
 
 	report := func() map[string][]string {
-		_, data := e.do("GET", "/v1/manifests/"+itoa(up.Manifest.ID)+"/report", readToken, "")
+		_, data := e.do("GET", "/v1/manifests/"+itoa(up.Manifest.ID)+"/report?secrets=true", adminToken, "")
 		rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
 		require.NoError(t, err)
 		require.Equal(t, []string{"device_id", "status", "cloud_address", "error", "vnc_url"}, rows[0])
@@ -343,7 +357,20 @@ func TestZenlayerConsoleURLs(t *testing.T) {
 	// The retry comes after River's backoff (10 s for the first).
 	require.Eventually(t, func() bool { return report()["k3"][4] != "" }, 40*time.Second, 250*time.Millisecond)
 
-	_, exported := e.do("GET", "/v1/export?fleet=z", readToken, "")
-	require.Contains(t, string(exported), "zi-running", "vnc_url in the export")
+	_, exported := e.do("GET", "/v1/export?fleet=z&secrets=true", adminToken, "")
+	require.Contains(t, string(exported), "zi-running", "vnc_url in the export with secrets")
+	// Console URLs are secrets: sealed at rest, never shown to a reader.
+	_, exported = e.do("GET", "/v1/export?fleet=z", readToken, "")
+	require.NotContains(t, string(exported), "zi-running", "no console URL without secrets")
+	_, plainReport := e.do("GET", "/v1/manifests/"+itoa(up.Manifest.ID)+"/report", readToken, "")
+	require.NotContains(t, string(plainReport), "zi-running", "no console URL in a reader's report")
+	var stored, sealed int
+	require.NoError(t, e.pool.QueryRow(context.Background(),
+		`SELECT count(*) FILTER (WHERE vnc_url IS NOT NULL), count(*) FILTER (WHERE vnc_url_ct IS NOT NULL) FROM devices`).Scan(&stored, &sealed))
+	require.Zero(t, stored, "no console URL in clear")
+	require.Equal(t, 2, sealed)
+	var sealedText string
+	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT string_agg(encode(vnc_url_ct, 'escape'), ' ') FROM devices`).Scan(&sealedText))
+	require.NotContains(t, sealedText, "zi-running")
 	require.NotContains(t, e.logs.String(), "zl-password-value")
 }

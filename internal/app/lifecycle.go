@@ -108,11 +108,12 @@ func wireWebhooks(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jo
 		return err
 	}
 	worker, err := webhook.NewDispatchWorker(webhook.Config{
-		URL:         cfg.Webhook.URL,
-		Secret:      cfg.Webhook.Secret,
-		Rate:        cfg.Webhook.Rate,
-		MaxAttempts: cfg.Webhook.MaxAttempts,
-		Logger:      deps.Logger,
+		URL:            cfg.Webhook.URL,
+		Secret:         cfg.Webhook.Secret,
+		PreviousSecret: cfg.Webhook.PreviousSecret,
+		Rate:           cfg.Webhook.Rate,
+		MaxAttempts:    cfg.Webhook.MaxAttempts,
+		Logger:         deps.Logger,
 	}, pool, limiter)
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)

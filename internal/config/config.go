@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -87,6 +88,16 @@ type Config struct {
 	// apply_manifest job, in batches. Default 10,000: under a second of the upload.
 	InlineApplyRows int `yaml:"inline_apply_rows"`
 
+	// TrustedProxies are addresses or CIDR prefixes of reverse proxies whose
+	// X-Forwarded-For names the client in the audit log and the failed-login limit
+	// (VNCFLEET_TRUSTED_PROXIES, comma-separated). None by default: the connection's
+	// peer is the client, and X-Forwarded-For is ignored, since anyone can send it.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClaimTTL is how long a single-use credential claim token may be redeemed.
+	// Default 15m: long enough to carry to a flashing station, short enough that a
+	// lost one is soon worthless. A request may ask for up to 24h.
+	ClaimTTL time.Duration `yaml:"claim_ttl"`
+
 	VNCCloud  VNCCloud  `yaml:"vnccloud"`
 	Zenlayer  Zenlayer  `yaml:"zenlayer"`
 	Workers   Workers   `yaml:"workers"`
@@ -120,11 +131,13 @@ type Token struct {
 	TokenFile string `yaml:"token_file"`
 	// Roles among upload, read, secrets (read cloud passwords) and admin (everything).
 	Roles []string `yaml:"roles"`
+	// Fleets limits the token to these fleets. None (the default): every fleet.
+	Fleets []string `yaml:"fleets"`
 }
 
 // String shows the token's name and roles, never its value.
 func (t Token) String() string {
-	return fmt.Sprintf("config.Token{Name: %s, Roles: %v, Token: %s}", t.Name, t.Roles, mask(t.Token))
+	return fmt.Sprintf("config.Token{Name: %s, Roles: %v, Fleets: %v, Token: %s}", t.Name, t.Roles, t.Fleets, mask(t.Token))
 }
 
 // Format prints String for every verb, so the value shows in no format either.
@@ -237,6 +250,11 @@ type Webhook struct {
 	// _FILE). Required with a URL: an unsigned webhook can be forged.
 	Secret     string `yaml:"secret"`
 	SecretFile string `yaml:"secret_file"`
+	// PreviousSecret is the secret being rotated out (VNCFLEET_WEBHOOK_PREVIOUS_SECRET
+	// or _FILE): while it is set, every delivery carries a signature by each secret, so
+	// a receiver may switch to the new one whenever it likes. None by default.
+	PreviousSecret     string `yaml:"previous_secret"`
+	PreviousSecretFile string `yaml:"previous_secret_file"`
 	// Rate is deliveries per second, all processes together. Default 5.
 	Rate float64 `yaml:"rate"`
 	// MaxAttempts before an event is given up. Default 10 (about a day of backoff).
@@ -277,6 +295,7 @@ func Defaults() *Config {
 		URL:                 "http://127.0.0.1:8080",
 		SimListen:           "127.0.0.1:8090",
 		MaxUploadBytes:      256 << 20,
+		ClaimTTL:            15 * time.Minute,
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
@@ -436,6 +455,7 @@ func (c *Config) secrets() []secret {
 		{"vnccloud.api_secret", "VNCCLOUD_API_SECRET", &c.VNCCloud.APISecret, &c.VNCCloud.APISecretFile},
 		{"zenlayer.access_key_password", "ZENLAYER_ACCESS_KEY_PASSWORD", &c.Zenlayer.AccessKeyPassword, &c.Zenlayer.AccessKeyPasswordFile},
 		{"webhook.secret", "VNCFLEET_WEBHOOK_SECRET", &c.Webhook.Secret, &c.Webhook.SecretFile},
+		{"webhook.previous_secret", "VNCFLEET_WEBHOOK_PREVIOUS_SECRET", &c.Webhook.PreviousSecret, &c.Webhook.PreviousSecretFile},
 	}
 }
 
@@ -491,6 +511,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			*dst = v
 		}
 	}
+	if v := getenv("VNCFLEET_TRUSTED_PROXIES"); v != "" {
+		c.TrustedProxies = splitKeys(v)
+	}
 	if v := getenv("VNCCLOUD_RATE"); v != "" {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil {
@@ -534,6 +557,8 @@ var envOf = map[string]string{
 	"zenlayer.access_key_password": "ZENLAYER_ACCESS_KEY_PASSWORD",
 	"webhook.url":                  "VNCFLEET_WEBHOOK_URL",
 	"webhook.secret":               "VNCFLEET_WEBHOOK_SECRET",
+	"webhook.previous_secret":      "VNCFLEET_WEBHOOK_PREVIOUS_SECRET",
+	"trusted_proxies":              "VNCFLEET_TRUSTED_PROXIES",
 	"log_level":                    "VNCFLEET_LOG_LEVEL",
 	"log_format":                   "VNCFLEET_LOG_FORMAT",
 	"http.tls_cert_file":           "VNCFLEET_TLS_CERT_FILE",
@@ -685,6 +710,20 @@ func (c *Config) Validate() error {
 			bad("webhook.secret", "a webhook needs a secret to sign its bodies (VNCFLEET_WEBHOOK_SECRET or _FILE)")
 		}
 	}
+	for key, secret := range map[string]string{"webhook.secret": c.Webhook.Secret, "webhook.previous_secret": c.Webhook.PreviousSecret} {
+		if secret != "" && len(secret) < MinWebhookSecretLength {
+			bad(key, "must be at least %d characters (generate one with: openssl rand -base64 32)", MinWebhookSecretLength)
+		}
+	}
+	if c.Webhook.PreviousSecret != "" && c.Webhook.PreviousSecret == c.Webhook.Secret {
+		bad("webhook.previous_secret", "is the same as webhook.secret; during a rotation the new secret goes in webhook.secret")
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		bad("trusted_proxies", "%v", err)
+	}
+	if c.ClaimTTL < time.Second || c.ClaimTTL > 24*time.Hour {
+		bad("claim_ttl", "must be from 1s to 24h")
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
@@ -718,6 +757,11 @@ func (c *Config) Validate() error {
 		if len(t.Roles) == 0 {
 			bad(key+".roles", "must list at least one of %s", strings.Join(Roles, ", "))
 		}
+		for _, f := range t.Fleets {
+			if f == "" {
+				bad(key+".fleets", "names an empty fleet")
+			}
+		}
 		for _, r := range t.Roles {
 			if !slices.Contains(Roles, r) {
 				bad(key+".roles", "unknown role %q (%s)", r, strings.Join(Roles, ", "))
@@ -725,6 +769,28 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MinWebhookSecretLength: a shorter HMAC key can be guessed offline from one signed
+// delivery. 32 characters, the length of 24 random bytes in base64.
+const MinWebhookSecretLength = 32
+
+// TrustedProxyPrefixes parses TrustedProxies: each an address (a prefix of one) or a
+// CIDR prefix.
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		if pfx, err := netip.ParsePrefix(p); err == nil {
+			out = append(out, pfx.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", p)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 func validPort(p string) bool {

@@ -41,7 +41,8 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, cfg.Tokens)
 	require.Empty(t, cfg.OldSecretKeys)
-	cfg.Tokens, cfg.OldSecretKeys = nil, nil // [] in the file, nil in Defaults
+	require.Empty(t, cfg.TrustedProxies)
+	cfg.Tokens, cfg.OldSecretKeys, cfg.TrustedProxies = nil, nil, nil // [] in the file, nil in Defaults
 	require.Equal(t, Defaults(), cfg)
 }
 
@@ -153,6 +154,9 @@ log_level: debug
 	require.Equal(t, "json", cfg.LogFormat)
 }
 
+// longHookSecret is a webhook secret of the required length.
+const longHookSecret = "hs-0123456789abcdef0123456789abcdef"
+
 func TestEveryVariable(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -177,7 +181,9 @@ func TestEveryVariable(t *testing.T) {
 		{"VNCFLEET_SIM_LISTEN", "0.0.0.0:1", func(c *Config) any { return c.SimListen }, "0.0.0.0:1"},
 		{"VNCFLEET_MAX_UPLOAD_BYTES", "10", func(c *Config) any { return c.MaxUploadBytes }, int64(10)},
 		{"VNCFLEET_WEBHOOK_URL", "https://hook", func(c *Config) any { return c.Webhook.URL }, "https://hook"},
-		{"VNCFLEET_WEBHOOK_SECRET", "hs", func(c *Config) any { return c.Webhook.Secret }, "hs"},
+		{"VNCFLEET_WEBHOOK_SECRET", longHookSecret, func(c *Config) any { return c.Webhook.Secret }, longHookSecret},
+		{"VNCFLEET_WEBHOOK_PREVIOUS_SECRET", longHookSecret, func(c *Config) any { return c.Webhook.PreviousSecret }, longHookSecret},
+		{"VNCFLEET_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1", func(c *Config) any { return c.TrustedProxies }, []string{"10.0.0.0/8", "192.0.2.1"}},
 		{"VNCFLEET_LOG_LEVEL", "warn", func(c *Config) any { return c.LogLevel }, "warn"},
 		{"VNCFLEET_LOG_FORMAT", "json", func(c *Config) any { return c.LogFormat }, "json"},
 		{"VNCFLEET_UPLOAD_IDLE_TIMEOUT", "5s", func(c *Config) any { return c.HTTP.UploadIdleTimeout }, 5 * time.Second},
@@ -187,7 +193,7 @@ func TestEveryVariable(t *testing.T) {
 			t.Parallel()
 			vars := map[string]string{tc.env: tc.value}
 			if tc.env == "VNCFLEET_WEBHOOK_URL" {
-				vars["VNCFLEET_WEBHOOK_SECRET"] = "x"
+				vars["VNCFLEET_WEBHOOK_SECRET"] = "x-webhook-secret-of-32-characters"
 			}
 			cfg, err := Load("", env(vars))
 			require.NoError(t, err)
@@ -209,7 +215,7 @@ func TestEveryVariable(t *testing.T) {
 			f := writeFile(t, dir, s.env, "\n  "+value+"\n")
 			vars := map[string]string{s.env + "_FILE": f, "VNCFLEET_WEBHOOK_URL": "http://hook"}
 			if s.env != "VNCFLEET_WEBHOOK_SECRET" {
-				vars["VNCFLEET_WEBHOOK_SECRET"] = "x"
+				vars["VNCFLEET_WEBHOOK_SECRET"] = "x-webhook-secret-of-32-characters"
 			}
 			cfg, err := Load("", env(vars))
 			require.NoError(t, err)
@@ -311,6 +317,12 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"token and token_file", "tokens:\n  - {name: a, token: t1, token_file: f, roles: [read]}\n", nil, "tokens[0]: set only one of token and token_file"},
 		{"webhook without secret", "webhook:\n  url: http://x\n", nil, "webhook.secret (VNCFLEET_WEBHOOK_SECRET)"},
 		{"webhook bad url", "webhook:\n  url: x\n  secret: s\n", nil, "webhook.url"},
+		{"short webhook secret", "webhook:\n  url: http://x\n  secret: only-31-characters-long-0123456\n", nil, "webhook.secret (VNCFLEET_WEBHOOK_SECRET): must be at least 32 characters"},
+		{"short previous webhook secret", "", map[string]string{"VNCFLEET_WEBHOOK_PREVIOUS_SECRET": "short"}, "webhook.previous_secret (VNCFLEET_WEBHOOK_PREVIOUS_SECRET): must be at least 32"},
+		{"previous webhook secret is the secret", "", map[string]string{"VNCFLEET_WEBHOOK_SECRET": longHookSecret, "VNCFLEET_WEBHOOK_PREVIOUS_SECRET": longHookSecret}, "webhook.previous_secret (VNCFLEET_WEBHOOK_PREVIOUS_SECRET): is the same"},
+		{"bad trusted proxy", "trusted_proxies: [10.0.0.0/8, proxy.example]\n", nil, `trusted_proxies (VNCFLEET_TRUSTED_PROXIES): "proxy.example" is neither`},
+		{"claim ttl", "claim_ttl: 48h\n", nil, "claim_ttl: must be from 1s to 24h"},
+		{"empty token fleet", "tokens:\n  - {name: a, token: t1, roles: [read], fleets: [\"\"]}\n", nil, "tokens[0].fleets"},
 		{"webhook attempts", "webhook:\n  max_attempts: 0\n", nil, "webhook.max_attempts"},
 		{"short secret key", "", map[string]string{"VNCFLEET_SECRET_KEY": base64.StdEncoding.EncodeToString(make([]byte, 16))}, "secret_key (VNCFLEET_SECRET_KEY): secretbox: invalid key: decodes to 16 bytes"},
 		{"bad old key", "", map[string]string{"VNCFLEET_SECRET_KEY": key(1), "VNCFLEET_OLD_SECRET_KEYS": key(2) + ",nope"}, "old_secret_keys (VNCFLEET_OLD_SECRET_KEYS): key 2"},
@@ -366,7 +378,7 @@ func allSecrets(t *testing.T) (*Config, []string) {
 		"VNCCLOUD_API_SECRET":          "api-secret-5555",
 		"ZENLAYER_ACCESS_KEY_PASSWORD": "zl-pw-6666",
 		"VNCFLEET_WEBHOOK_URL":         "https://hook:hook-pw-7777@hooks.example/x?token=hook-tok-8888",
-		"VNCFLEET_WEBHOOK_SECRET":      "hook-secret-9999",
+		"VNCFLEET_WEBHOOK_SECRET":      "hook-secret-9999-long-enough-for-an-hmac",
 	}))
 	require.NoError(t, err)
 	cfg.Tokens = []Token{{Name: "pipeline", Token: "pipeline-tok-0000", Roles: []string{"upload"}}}

@@ -46,6 +46,8 @@ type Env struct {
 	Pool  *pgxpool.Pool
 	DBURL string
 	Keys  *secretbox.Keyring
+	// Key is Keys' primary key, for tests that rotate it.
+	Key   []byte
 	Store *store.Store
 	Sim   *sim.Server
 	Cloud *vnccloud.Client
@@ -70,7 +72,7 @@ func New(t *testing.T) *Env {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	return &Env{T: t, Ctx: ctx, Pool: pool, DBURL: dbURL, Keys: keys, Store: store.New(pool, keys), Sim: s, Cloud: cloud, Enq: &Enqueued{}}
+	return &Env{T: t, Ctx: ctx, Pool: pool, DBURL: dbURL, Keys: keys, Key: key, Store: store.New(pool, keys), Sim: s, Cloud: cloud, Enq: &Enqueued{}}
 }
 
 // Enqueued records the work queues the code under test asks jobs for.
@@ -201,6 +203,7 @@ func (e *Env) Drain(key string) {
 type Device struct {
 	Address     string // "" when none
 	Status      string
+	PK          int64  // devices.id
 	Op          string // "" when none
 	WorkKey     string
 	Drift       string
@@ -214,9 +217,9 @@ func (e *Env) Device(fleetName, id string) Device {
 	var d Device
 	var addr, op, key, drift *string
 	err := e.Pool.QueryRow(e.Ctx, `
-		SELECT d.cloud_address, d.status, d.op, d.work_key, d.drift, d.spec_version, d.password_ct IS NOT NULL
+		SELECT d.id, d.cloud_address, d.status, d.op, d.work_key, d.drift, d.spec_version, d.password_ct IS NOT NULL
 		FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1 AND d.device_id = $2`, fleetName, id).
-		Scan(&addr, &d.Status, &op, &key, &drift, &d.SpecVersion, &d.HasPassword)
+		Scan(&d.PK, &addr, &d.Status, &op, &key, &drift, &d.SpecVersion, &d.HasPassword)
 	require.NoError(e.T, err, "device %s/%s", fleetName, id)
 	d.Address, d.Op, d.WorkKey, d.Drift = deref(addr), deref(op), deref(key), deref(drift)
 	return d

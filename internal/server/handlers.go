@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := validateFleetName(fleetName); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if _, ok := checkFleet(w, r, fleetName); !ok {
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
@@ -155,17 +159,35 @@ func queryBool(w http.ResponseWriter, r *http.Request, name string) (value, ok b
 	return b, true
 }
 
+// manifestID reads the {id} of a manifest route. A manifest of a fleet beyond a
+// fleet-limited token is answered 404, as if it did not exist.
 func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
 		writeError(w, http.StatusBadRequest, "manifest id must be a positive number", nil)
 		return 0, false
 	}
+	m, err := s.cfg.Store.GetManifest(r.Context(), id)
+	if err == nil && !caller(r).mayUse(m.Fleet) {
+		err = fmt.Errorf("manifest %d: %w", id, store.ErrNotFound)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, err.Error(), nil)
+		return 0, false
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return 0, false
+	}
 	return id, true
 }
 
 func (s *Server) listManifests(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.cfg.Store.ListManifests(r.Context(), r.URL.Query().Get("fleet"), 100)
+	fleetName, ok := fleetScope(w, r)
+	if !ok {
+		return
+	}
+	ms, err := s.cfg.Store.ListManifests(r.Context(), fleetName, 100)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -201,26 +223,36 @@ func (s *Server) manifestReport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := s.cfg.Store.GetManifest(r.Context(), id); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			writeError(w, http.StatusNotFound, err.Error(), nil)
+	// ?secrets=true adds the console URLs: secrets role, audited.
+	secrets, ok := s.secretsParam(w, r)
+	if !ok {
+		return
+	}
+	if secrets {
+		if err := s.audit(r.Context(), r, ActionReportSecrets, store.OutcomeStarted, map[string]any{"manifest": id}); err != nil {
+			s.internalError(w, r, err)
 			return
 		}
-		s.internalError(w, r, err)
-		return
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"device_id", "status", "cloud_address", "error", "vnc_url"})
-	for row, err := range s.cfg.Store.Report(r.Context(), id) {
+	revealed := 0
+	for row, err := range s.cfg.Store.Report(r.Context(), id, secrets) {
 		if err != nil {
+			s.auditEnd(r, ActionReportSecrets, secrets, store.OutcomeFailed, map[string]any{"manifest": id, "devices": revealed})
 			s.abortStream(w, r, fmt.Errorf("report of manifest %d: %w", id, err))
 			return
 		}
+		if row.VNCURL != "" {
+			revealed++
+		}
 		if cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, row.Error, row.VNCURL}) != nil {
+			s.auditEnd(r, ActionReportSecrets, secrets, store.OutcomeFailed, map[string]any{"manifest": id, "devices": revealed})
 			return // the client stopped reading: nobody is left to answer
 		}
 	}
+	s.auditEnd(r, ActionReportSecrets, secrets, store.OutcomeOK, map[string]any{"manifest": id, "devices": revealed})
 	s.endStream(w, r, cw)
 }
 
@@ -232,8 +264,36 @@ func (s *Server) endStream(w http.ResponseWriter, r *http.Request, cw *csv.Write
 	}
 }
 
+// secretsParam reads ?secrets=true, which needs the secrets role (403 without it).
+func (s *Server) secretsParam(w http.ResponseWriter, r *http.Request) (secrets, ok bool) {
+	if secrets, ok = queryBool(w, r, "secrets"); !ok {
+		return false, false
+	}
+	if secrets {
+		return true, requireRole(w, r, RoleSecrets, "secrets=true")
+	}
+	// The route admits secrets-only tokens; without secrets=true they read as
+	// readers do, which the secrets role allows (docs/http-api.md).
+	return false, true
+}
+
+// auditEnd records how a streaming reveal ended, with the count of devices whose
+// secrets left. Its failure is logged: the answer has gone already.
+func (s *Server) auditEnd(r *http.Request, action string, secrets bool, outcome string, detail map[string]any) {
+	if !secrets {
+		return
+	}
+	if err := s.audit(context.WithoutCancel(r.Context()), r, action, outcome, detail); err != nil {
+		s.cfg.Logger.Error("audit failed", "action", action, "err", err)
+	}
+}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st, err := s.cfg.Store.Status(r.Context(), r.URL.Query().Get("fleet"))
+	fleetName, ok := fleetScope(w, r)
+	if !ok {
+		return
+	}
+	st, err := s.cfg.Store.Status(r.Context(), fleetName)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -242,19 +302,19 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	secrets, ok := queryBool(w, r, "secrets")
+	fleetName, ok := fleetScope(w, r)
 	if !ok {
 		return
 	}
-	who := caller(r)
+	secrets, ok := s.secretsParam(w, r)
+	if !ok {
+		return
+	}
+	what := map[string]any{"fleet": fleetName}
 	if secrets {
-		if !who.has(RoleSecrets) {
-			writeError(w, http.StatusForbidden, "token "+who.Name+" lacks the secrets role", nil)
-			return
-		}
-		// Audited before the first password leaves, so a reveal is never unrecorded.
-		if err := s.cfg.Store.Audit(r.Context(), who.Name, "export_passwords", map[string]any{"fleet": q.Get("fleet"), "remote": r.RemoteAddr}); err != nil {
+		// Audited before the first secret leaves, so a reveal is never unrecorded; the
+		// entry after the stream says how it ended and how many devices it revealed.
+		if err := s.audit(r.Context(), r, ActionExportSecrets, store.OutcomeStarted, what); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
@@ -262,27 +322,43 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	cw := csv.NewWriter(w)
 	_ = cw.Write(fleet.ExportHeader)
-	for row, err := range s.cfg.Store.Export(r.Context(), q.Get("fleet"), secrets) {
+	revealed := 0
+	for row, err := range s.cfg.Store.Export(r.Context(), fleetName, secrets) {
 		if err != nil {
+			s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeFailed, map[string]any{"fleet": fleetName, "devices": revealed})
 			s.abortStream(w, r, fmt.Errorf("export: %w", err))
 			return
 		}
+		if row.CloudPassword != "" || row.VNCURL != "" {
+			revealed++
+		}
 		if cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
 			fleet.JoinList(row.Groups), fleet.JoinList(row.AllowGroups), fleet.JoinList(row.AllowDevices), row.VNCURL, row.LastError}) != nil {
+			s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeFailed, map[string]any{"fleet": fleetName, "devices": revealed})
 			return // the client stopped reading: nobody is left to answer
 		}
 	}
+	s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeOK, map[string]any{"fleet": fleetName, "devices": revealed})
 	s.endStream(w, r, cw)
 }
 
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
-	fleetName, deviceID := r.PathValue("fleet"), r.PathValue("device")
-	if err := s.cfg.Store.Audit(r.Context(), caller(r).Name, "reveal_password",
-		map[string]any{"fleet": fleetName, "device": deviceID, "remote": r.RemoteAddr}); err != nil {
+	fleetName, ok := checkFleet(w, r, r.PathValue("fleet"))
+	if !ok {
+		return
+	}
+	deviceID := r.PathValue("device")
+	what := map[string]any{"fleet": fleetName, "device": deviceID}
+	c, err := s.cfg.Store.GetCredentials(r.Context(), fleetName, deviceID)
+	outcome := store.OutcomeOK
+	if err != nil {
+		outcome, what["reason"] = store.OutcomeFailed, err.Error()
+	}
+	// Recorded before the answer leaves: no audit entry, no secret.
+	if err := s.audit(r.Context(), r, ActionCredentials, outcome, what); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	c, err := s.cfg.Store.GetCredentials(r.Context(), fleetName, deviceID)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, err.Error(), nil)
 		return
@@ -304,7 +380,11 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	n, key, err := s.cfg.Store.RetryFailed(r.Context(), q.Get("fleet"), manifestID, s.cfg.Enqueue)
+	fleetName, ok := fleetScope(w, r)
+	if !ok {
+		return
+	}
+	n, key, err := s.cfg.Store.RetryFailed(r.Context(), fleetName, manifestID, s.cfg.Enqueue)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -321,7 +401,15 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, key, err := s.cfg.Lifecycle.Rotate(r.Context(), r.URL.Query().Get("fleet"), all)
+	fleetName, ok := fleetScope(w, r)
+	if !ok {
+		return
+	}
+	// Rotating every fleet at once costs the whole account's API rate: admin only.
+	if fleetName == "" && !requireRole(w, r, RoleAdmin, "rotating every fleet (name one with ?fleet=)") {
+		return
+	}
+	n, key, err := s.cfg.Lifecycle.Rotate(r.Context(), fleetName, all)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -338,6 +426,13 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !requireEveryFleet(w, r, "reconciliation") {
+		return
+	}
+	// A real run deletes under the delete policy and recreates addresses: admin only.
+	if !dryRun && !requireRole(w, r, RoleAdmin, "a reconcile that is not a dry run") {
+		return
+	}
 	report, err := s.cfg.Lifecycle.Reconcile(r.Context(), dryRun)
 	var withStatus interface{ HTTPStatus() int }
 	if errors.As(err, &withStatus) {
@@ -352,7 +447,21 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) workProgress(w http.ResponseWriter, r *http.Request) {
-	p, err := s.cfg.Store.WorkProgress(r.Context(), r.PathValue("key"))
+	key := r.PathValue("key")
+	if who := caller(r); who.scoped() {
+		fleets, err := s.cfg.Store.WorkFleets(r.Context(), key)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		for _, f := range fleets {
+			if !who.mayUse(f) {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("token %s may not see work of fleet %q", who.Name, f), nil)
+				return
+			}
+		}
+	}
+	p, err := s.cfg.Store.WorkProgress(r.Context(), key)
 	if err != nil {
 		s.internalError(w, r, err)
 		return

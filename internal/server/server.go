@@ -6,39 +6,17 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
-	"slices"
-	"strings"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vncfleet/vncfleet/internal/store"
 )
-
-// Roles a token can hold.
-const (
-	RoleUpload  = "upload"
-	RoleRead    = "read"
-	RoleSecrets = "secrets"
-	RoleAdmin   = "admin"
-)
-
-// Token is a bearer token and what it may do. The token itself is only compared, never
-// logged: requests are attributed to Name.
-type Token struct {
-	Name  string
-	Value string
-	Roles []string
-}
-
-func (t Token) has(role string) bool {
-	return slices.Contains(t.Roles, role) || slices.Contains(t.Roles, RoleAdmin)
-}
 
 // Enqueuer inserts the jobs of a work queue inside the caller's transaction.
 type Enqueuer func(ctx context.Context, tx pgx.Tx, key string, devices int) error
@@ -64,7 +42,6 @@ type Config struct {
 	MaxDeletionsMin     int
 	// Lifecycle handles rotation and reconciliation requests; nil answers 501.
 	Lifecycle Lifecycle
-	Logger    *slog.Logger
 	// UploadIdleTimeout: an upload body that sends nothing for this long is answered
 	// 408 and stores nothing. Default DefaultUploadIdleTimeout.
 	UploadIdleTimeout time.Duration
@@ -74,7 +51,29 @@ type Config struct {
 	// connection; one more waits up to UploadIdleTimeout for a turn, then is answered
 	// 503. Default DefaultMaxConcurrentUploads.
 	MaxConcurrentUploads int
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed when the
+	// audit log and the failed-login limit name a client. None by default: the peer of
+	// the connection is the client.
+	TrustedProxies []netip.Prefix
+	// AuthFailuresPerMinute is how many failed authentications an address may make a
+	// minute (and at once) before it is answered 429. Defaults to 10: a person who
+	// mistypes a token never gets there, a guesser is slowed to a crawl.
+	AuthFailuresPerMinute int
+	// ClaimTTL is how long a credential claim token stays redeemable. Defaults to
+	// 15 minutes: long enough to carry it to a flashing station, short enough that a
+	// lost one is soon worthless.
+	ClaimTTL time.Duration
+	// MaxClaimTTL bounds the ttl a request may ask for. Defaults to 24 hours.
+	MaxClaimTTL time.Duration
+	Logger      *slog.Logger
 }
+
+// Defaults of Config.
+const (
+	DefaultAuthFailuresPerMinute = 10
+	DefaultClaimTTL              = 15 * time.Minute
+	DefaultMaxClaimTTL           = 24 * time.Hour
+)
 
 // Lifecycle is what the API needs from rotation and reconciliation.
 type Lifecycle interface {
@@ -84,19 +83,13 @@ type Lifecycle interface {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	tokens  []hashedToken
-	mux     *http.ServeMux
-	handler http.Handler // mux behind wrap
+	cfg          Config
+	tokens       []hashedToken
+	authFailures *failureLimiter
+	mux          *http.ServeMux
+	handler      http.Handler // mux behind wrap
 	// uploadSlots holds a token per upload in progress (Config.MaxConcurrentUploads).
 	uploadSlots chan struct{}
-}
-
-// hashedToken keeps the SHA-256 of each token, so comparisons take the same time
-// whatever the length or prefix of a guess.
-type hashedToken struct {
-	sum   [32]byte
-	token Token
 }
 
 // New builds the API.
@@ -116,7 +109,11 @@ func New(cfg Config) *Server {
 	cfg.UploadIdleTimeout = cmp.Or(cfg.UploadIdleTimeout, DefaultUploadIdleTimeout)
 	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
 	cfg.MaxConcurrentUploads = cmp.Or(cfg.MaxConcurrentUploads, DefaultMaxConcurrentUploads)
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), uploadSlots: make(chan struct{}, cfg.MaxConcurrentUploads)}
+	cfg.AuthFailuresPerMinute = cmp.Or(cfg.AuthFailuresPerMinute, DefaultAuthFailuresPerMinute)
+	cfg.ClaimTTL = cmp.Or(cfg.ClaimTTL, DefaultClaimTTL)
+	cfg.MaxClaimTTL = cmp.Or(cfg.MaxClaimTTL, DefaultMaxClaimTTL)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), uploadSlots: make(chan struct{}, cfg.MaxConcurrentUploads),
+		authFailures: newFailureLimiter(cfg.AuthFailuresPerMinute, cfg.AuthFailuresPerMinute)}
 	for _, t := range cfg.Tokens {
 		if t.Value != "" {
 			s.tokens = append(s.tokens, hashedToken{sum: sha256.Sum256([]byte(t.Value)), token: t})
@@ -132,17 +129,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.Handle("POST /v1/manifests", s.auth(RoleUpload, s.upload))
-	s.mux.Handle("GET /v1/manifests", s.auth(RoleRead, s.listManifests))
-	s.mux.Handle("GET /v1/manifests/{id}", s.auth(RoleRead, s.manifestProgress))
-	s.mux.Handle("GET /v1/manifests/{id}/report", s.auth(RoleRead, s.manifestReport))
-	s.mux.Handle("GET /v1/status", s.auth(RoleRead, s.status))
-	s.mux.Handle("GET /v1/export", s.auth(RoleRead, s.export))
-	s.mux.Handle("POST /v1/retry", s.auth(RoleUpload, s.retry))
-	s.mux.Handle("POST /v1/rotate", s.auth(RoleUpload, s.rotate))
-	s.mux.Handle("POST /v1/reconcile", s.auth(RoleUpload, s.reconcile))
-	s.mux.Handle("GET /v1/work/{key}", s.auth(RoleRead, s.workProgress))
-	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}/credentials", s.auth(RoleSecrets, s.credentials))
+	s.mux.Handle("POST /v1/manifests", s.auth(s.upload, RoleUpload))
+	s.mux.Handle("GET /v1/manifests", s.auth(s.listManifests, RoleRead))
+	s.mux.Handle("GET /v1/manifests/{id}", s.auth(s.manifestProgress, RoleRead))
+	s.mux.Handle("GET /v1/manifests/{id}/report", s.auth(s.manifestReport, RoleRead, RoleSecrets))
+	s.mux.Handle("GET /v1/status", s.auth(s.status, RoleRead))
+	s.mux.Handle("GET /v1/export", s.auth(s.export, RoleRead, RoleSecrets))
+	s.mux.Handle("POST /v1/retry", s.auth(s.retry, RoleUpload))
+	s.mux.Handle("POST /v1/rotate", s.auth(s.rotate, RoleUpload))
+	s.mux.Handle("POST /v1/reconcile", s.auth(s.reconcile, RoleUpload))
+	s.mux.Handle("GET /v1/work/{key}", s.auth(s.workProgress, RoleRead))
+	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}/credentials", s.auth(s.credentials, RoleSecrets))
+	s.mux.Handle("POST /v1/fleets/{fleet}/devices/{device}/credentials/claim", s.auth(s.issueClaim, RoleSecrets))
+	s.mux.Handle("POST /v1/fleets/{fleet}/claims", s.auth(s.issueClaims, RoleSecrets))
+	s.mux.HandleFunc("POST /v1/claims/redeem", s.redeemClaim)
+	s.mux.Handle("GET /v1/audit", s.auth(s.auditLog, RoleAdmin))
 }
 
 // readyz answers whether this process can serve, and nothing else: it is
@@ -164,43 +165,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // readyzTimeout bounds a readiness check: a probe must get an answer, not hang with
 // the database.
 const readyzTimeout = 5 * time.Second
-
-type ctxKey struct{}
-
-// caller is the token that authenticated the request.
-func caller(r *http.Request) Token {
-	t, _ := r.Context().Value(ctxKey{}).(Token)
-	return t
-}
-
-// auth admits requests bearing a known token that holds role.
-func (s *Server) auth(role string, next http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		value, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || value == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vncfleet"`)
-			writeError(w, http.StatusUnauthorized, "missing bearer token", nil)
-			return
-		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(value)))
-		var found *Token
-		for i := range s.tokens {
-			if subtle.ConstantTimeCompare(sum[:], s.tokens[i].sum[:]) == 1 {
-				found = &s.tokens[i].token
-			}
-		}
-		if found == nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vncfleet", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "unknown bearer token", nil)
-			return
-		}
-		if !found.has(role) {
-			writeError(w, http.StatusForbidden, "token "+found.Name+" lacks the "+role+" role", nil)
-			return
-		}
-		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *found)))
-	})
-}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

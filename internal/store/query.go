@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -196,18 +195,21 @@ type ReportRow struct {
 	Status       string
 	CloudAddress string
 	Error        string
-	VNCURL       string // the Zenlayer console URL, when the row names an instance
+	VNCURL       string // the Zenlayer console URL, when the row names an instance and secrets were asked for
 }
 
 // Report streams the per-row results of a manifest, in manifest line order, a page at
-// a time (see paged).
-func (s *Store) Report(ctx context.Context, id int64) iter.Seq2[ReportRow, error] {
+// a time (see paged). With secrets, each console URL is decrypted.
+func (s *Store) Report(ctx context.Context, id int64, secrets bool) iter.Seq2[ReportRow, error] {
+	if secrets && s.keys == nil {
+		return func(yield func(ReportRow, error) bool) { yield(ReportRow{}, ErrNoKey) }
+	}
 	var afterLine, afterID int64
 	return paged(ctx, s.pool, "report", func(q pagedQuerier) ([]ReportRow, bool, error) {
 		var page []ReportRow
 		rows, err := q.Query(ctx, `
 			SELECT id, coalesce(line, 0), device_id, status, coalesce(cloud_address, ''),
-			       coalesce(last_error, vnc_url_error, ''), coalesce(vnc_url, '')
+			       coalesce(last_error, vnc_url_error, ''), `+consoleURLColumnsOf("devices")+`
 			FROM devices WHERE manifest_id = $1 AND (coalesce(line, 0), id) > ($2, $3)
 			ORDER BY coalesce(line, 0), id LIMIT $4`, id, afterLine, afterID, pageRows)
 		if err != nil {
@@ -216,8 +218,15 @@ func (s *Store) Report(ctx context.Context, id int64) iter.Seq2[ReportRow, error
 		defer rows.Close()
 		for rows.Next() {
 			var r ReportRow
-			if err := rows.Scan(&afterID, &afterLine, &r.DeviceID, &r.Status, &r.CloudAddress, &r.Error, &r.VNCURL); err != nil {
+			var url sealedURL
+			if err := rows.Scan(&afterID, &afterLine, &r.DeviceID, &r.Status, &r.CloudAddress, &r.Error,
+				&url.ct, &url.keyID, &url.legacy); err != nil {
 				return page, false, err
+			}
+			if secrets {
+				if r.VNCURL, err = s.openConsoleURL(afterID, url); err != nil {
+					return page, false, err
+				}
 			}
 			page = append(page, r)
 		}
@@ -300,7 +309,8 @@ type ExportRow struct {
 
 // Export streams every device of a fleet (every fleet when fleetName is ""), in
 // fleet and device_id order, a page at a time (see paged). With secrets, each current
-// password is decrypted; one that cannot be ends the export with an error.
+// password and console URL is decrypted; one that cannot be ends the export with an
+// error.
 func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter.Seq2[ExportRow, error] {
 	if secrets && s.keys == nil {
 		return func(yield func(ExportRow, error) bool) { yield(ExportRow{}, ErrNoKey) }
@@ -330,7 +340,7 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 		rows, err := q.Query(ctx, `
 			SELECT d.id, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
 			       d.password_ct, coalesce(d.password_key_id, ''), d.groups, d.allow_groups, d.allow_devices,
-			       coalesce(d.vnc_url, ''), coalesce(d.last_error, '')
+			       `+consoleURLColumnsOf("d")+`, coalesce(d.last_error, '')
 			FROM devices d WHERE d.fleet_id = $1 AND d.device_id > $2
 			ORDER BY d.device_id LIMIT $3`, f.ID, afterDevice, pageRows)
 		if err != nil {
@@ -343,12 +353,18 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 			var pk int64
 			var ct []byte
 			var keyID string
+			var url sealedURL
 			if err := rows.Scan(&pk, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
-				&r.Groups, &r.AllowGroups, &r.AllowDevices, &r.VNCURL, &r.LastError); err != nil {
+				&r.Groups, &r.AllowGroups, &r.AllowDevices, &url.ct, &url.keyID, &url.legacy, &r.LastError); err != nil {
 				return page, false, err
 			}
 			if secrets && ct != nil && r.CloudAddress != "" {
 				if r.CloudPassword, err = s.open(pk, ct, keyID); err != nil {
+					return page, false, err
+				}
+			}
+			if secrets {
+				if r.VNCURL, err = s.openConsoleURL(pk, url); err != nil {
 					return page, false, err
 				}
 			}
@@ -371,18 +387,20 @@ type Credentials struct {
 	Status        string `json:"status"`
 	CloudAddress  string `json:"cloudAddress"`
 	CloudPassword string `json:"cloudPassword"`
+	VNCURL        string `json:"vncUrl,omitempty"` // the Zenlayer console URL, when there is one
 }
 
-// GetCredentials decrypts one device's current password.
+// GetCredentials decrypts one device's current password and console URL.
 func (s *Store) GetCredentials(ctx context.Context, fleetName, deviceID string) (Credentials, error) {
 	c := Credentials{DeviceID: deviceID}
 	var pk int64
 	var ct []byte
 	var keyID, addr *string
+	var url sealedURL
 	err := s.pool.QueryRow(ctx, `
-		SELECT d.id, d.status, d.cloud_address, d.password_ct, d.password_key_id
+		SELECT d.id, d.status, d.cloud_address, d.password_ct, d.password_key_id, `+consoleURLColumnsOf("d")+`
 		FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1 AND d.device_id = $2`,
-		fleetName, deviceID).Scan(&pk, &c.Status, &addr, &ct, &keyID)
+		fleetName, deviceID).Scan(&pk, &c.Status, &addr, &ct, &keyID, &url.ct, &url.keyID, &url.legacy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, fmt.Errorf("device %q of fleet %q: %w", deviceID, fleetName, ErrNotFound)
 	}
@@ -393,20 +411,11 @@ func (s *Store) GetCredentials(ctx context.Context, fleetName, deviceID string) 
 		return c, fmt.Errorf("device %q has no cloud address yet: %w", deviceID, ErrNotFound)
 	}
 	c.CloudAddress = *addr
-	c.CloudPassword, err = s.open(pk, ct, *keyID)
+	if c.CloudPassword, err = s.open(pk, ct, *keyID); err != nil {
+		return c, err
+	}
+	c.VNCURL, err = s.openConsoleURL(pk, url)
 	return c, err
-}
-
-// Audit appends to the audit log.
-func (s *Store) Audit(ctx context.Context, actor, action string, detail map[string]any) error {
-	js, err := json.Marshal(detail)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)`, actor, action, js); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
 }
 
 // RetryFailed schedules the failed devices of a fleet (or of one manifest) again, in
@@ -440,6 +449,13 @@ func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID in
 		return nil
 	})
 	return n, key, err
+}
+
+// WorkFleets names the fleets of the devices under a work key, so that a
+// fleet-limited token is shown only the work of its fleets.
+func (s *Store) WorkFleets(ctx context.Context, key string) ([]string, error) {
+	return column[string](ctx, s.pool, "work fleets", `
+		SELECT DISTINCT f.name FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE d.work_key = $1`, key)
 }
 
 // WorkProgress counts the devices of a work queue (a rotation or retry run) by status.

@@ -40,7 +40,7 @@ func TestStreamedAnswersHoldNoConnectionBetweenPages(t *testing.T) {
 	require.Equal(t, "zz-other", exported[n])
 
 	var reported []string
-	for row, err := range e.st.Report(ctx, res.Manifest.ID) {
+	for row, err := range e.st.Report(ctx, res.Manifest.ID, false) {
 		require.NoError(t, err)
 		require.Zero(t, e.pool.Stat().AcquiredConns())
 		reported = append(reported, row.DeviceID)

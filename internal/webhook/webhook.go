@@ -85,10 +85,16 @@ func Sign(secret []byte, timestamp int64, body []byte) string {
 	return "v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// Verify checks a delivery: its signature over the timestamp and body, and that the
-// timestamp is within tolerance of now (DefaultTolerance when tolerance ≤ 0). The
-// errors are ErrMissingTimestamp, ErrStaleTimestamp and ErrBadSignature. A receiver
-// should also dedupe on HeaderDelivery, since a delivery may be repeated.
+// Verify checks a delivery: that one of its signatures is by secret over the timestamp
+// and body, and that the timestamp is within tolerance of now (DefaultTolerance when
+// tolerance ≤ 0). The errors are ErrMissingTimestamp, ErrStaleTimestamp and
+// ErrBadSignature. A receiver should also dedupe on HeaderDelivery, since a delivery
+// may be repeated.
+//
+// HeaderSignature holds one signature, or, while the sender rotates its secret, a
+// comma-separated list (the new secret's first): a receiver accepts the delivery when
+// any of them matches its secret, so it may switch secrets at any time during the
+// overlap.
 func Verify(secret []byte, header http.Header, body []byte, now time.Time, tolerance time.Duration) error {
 	if tolerance <= 0 {
 		tolerance = DefaultTolerance
@@ -100,11 +106,25 @@ func Verify(secret []byte, header http.Header, body []byte, now time.Time, toler
 	if d := now.Sub(time.Unix(ts, 0)); d > tolerance || -d > tolerance {
 		return ErrStaleTimestamp
 	}
-	// Constant-time comparison: a timing difference must not reveal a valid prefix.
-	if !hmac.Equal([]byte(strings.TrimSpace(header.Get(HeaderSignature))), []byte(Sign(secret, ts, body))) {
-		return ErrBadSignature
+	want := []byte(Sign(secret, ts, body))
+	for sig := range strings.SplitSeq(header.Get(HeaderSignature), ",") {
+		// Constant-time comparison: a timing difference must not reveal a valid prefix.
+		if hmac.Equal([]byte(strings.TrimSpace(sig)), want) {
+			return nil
+		}
 	}
-	return nil
+	return ErrBadSignature
+}
+
+// signatures is HeaderSignature's value: a signature by each secret, in order.
+func signatures(secrets []string, timestamp int64, body []byte) string {
+	sigs := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		if s != "" {
+			sigs = append(sigs, Sign([]byte(s), timestamp, body))
+		}
+	}
+	return strings.Join(sigs, ", ")
 }
 
 // Config configures delivery. Zero fields take the defaults named on each.
@@ -117,6 +137,10 @@ type Config struct {
 	// Secret is the HMAC key of the signature. Required when URL is set: an unsigned
 	// announcement of a new password would let anyone trigger a push to a device.
 	Secret string
+	// PreviousSecret, during a rotation of Secret, signs every delivery too (its
+	// signature follows Secret's in HeaderSignature), so a receiver still holding it
+	// keeps verifying until it switches. Empty: one signature.
+	PreviousSecret string
 	// Rate is deliveries per second. Defaults to 5, a pace any small receiver takes;
 	// it only sizes the limiter built when NewDispatchWorker is given none.
 	Rate float64
@@ -462,7 +486,7 @@ func (w *DispatchWorker) deliver(ctx context.Context, ev event) result {
 	req.Header.Set(HeaderDelivery, strconv.FormatInt(ev.id, 10))
 	req.Header.Set(HeaderAttempt, strconv.Itoa(ev.attempts+1))
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	req.Header.Set(HeaderSignature, Sign([]byte(w.cfg.Secret), ts, body))
+	req.Header.Set(HeaderSignature, signatures([]string{w.cfg.Secret, w.cfg.PreviousSecret}, ts, body))
 	resp, err := w.cfg.HTTPClient.Do(req)
 	if err != nil {
 		res.err = w.scrub(err)

@@ -658,3 +658,29 @@ func TestExpiredClaimRecordsNoFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretRotationOverlap: while a previous secret is configured, each delivery is
+// signed by both, so receivers on the old secret and on the new one both verify it,
+// and a receiver on neither does not.
+func TestSecretRotationOverlap(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.New(t)
+	rc := newReceiver(t, nil)
+	const newSecret = "the-new-hook-secret"
+	cfg := fastConfig(rc.srv.URL)
+	cfg.Secret, cfg.PreviousSecret = newSecret, secret
+	w := newWorker(t, cfg, pool, nil)
+	insert(t, pool, webhook.EventReady, `{"fleet":"f","deviceId":"d1"}`)
+	work(t, w)
+
+	got := rc.deliveries()
+	require.Len(t, got, 1)
+	d := got[0]
+	require.NoError(t, d.verify, "a receiver still on the previous secret verifies")
+	require.NoError(t, webhook.Verify([]byte(newSecret), d.header, d.body, time.Now(), time.Minute), "a receiver on the new secret verifies")
+	require.ErrorIs(t, webhook.Verify([]byte("some-other-secret"), d.header, d.body, time.Now(), time.Minute), webhook.ErrBadSignature)
+	ts, err := strconv.ParseInt(d.header.Get(webhook.HeaderTimestamp), 10, 64)
+	require.NoError(t, err)
+	require.Equal(t, webhook.Sign([]byte(newSecret), ts, d.body)+", "+webhook.Sign([]byte(secret), ts, d.body),
+		d.header.Get(webhook.HeaderSignature), "the new secret's signature first")
+}
