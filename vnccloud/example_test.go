@@ -2,6 +2,7 @@ package vnccloud_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"time"
@@ -61,4 +62,42 @@ func Example() {
 	// ready: true
 	// password changed: true
 	// printed safely: true
+}
+
+// Example_unknownOutcome: a reset the cloud performed but whose answer was cut off is
+// an unknown outcome. The cloud now holds a password nobody knows, so the only way
+// back to a known one is another reset.
+func Example_unknownOutcome() {
+	s, err := sim.New(sim.Config{Accounts: []sim.Account{{Key: "demo", Secret: "demo-secret"}}})
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect})
+	if err != nil {
+		panic(err)
+	}
+
+	s.SetFaults(sim.Faults{GarbleRate: 1}) // every reset is committed, its answer cut off
+	_, err = client.ResetPassword(ctx, created.CloudAddress, "")
+	var unknown *vnccloud.UnknownOutcomeError
+	fmt.Println("unknown outcome:", errors.Is(err, vnccloud.ErrUnknownOutcome), "retryable:", vnccloud.IsRetryable(err))
+	fmt.Println("the cloud acted:", errors.As(err, &unknown) && unknown.Status == 200)
+
+	s.SetFaults(sim.Faults{})
+	reset, err := client.ResetPassword(ctx, created.CloudAddress, "")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("known again:", reset.CloudPassword == s.State().Accounts["demo"].Addresses[0].Password)
+	// Output:
+	// unknown outcome: true retryable: true
+	// the cloud acted: true
+	// known again: true
 }
