@@ -14,20 +14,9 @@ import (
 // Example creates a connect address against the simulator, waits until it is ready,
 // and resets its password with If-Match, as vncfleet does for every device.
 func Example() {
-	s, err := sim.New(sim.Config{
-		Accounts:   []sim.Account{{Key: "demo", Secret: "demo-secret"}},
-		ReadyDelay: 50 * time.Millisecond, // the real API takes a few seconds
-	})
-	if err != nil {
-		panic(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-
-	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
-	if err != nil {
-		panic(err)
-	}
+	// The real API takes a few seconds to make an address ready.
+	_, client, stop := simulated(sim.Config{ReadyDelay: 50 * time.Millisecond})
+	defer stop()
 	ctx := context.Background()
 
 	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"line-a"}})
@@ -68,16 +57,8 @@ func Example() {
 // an unknown outcome. The cloud now holds a password nobody knows, so the only way
 // back to a known one is another reset.
 func Example_unknownOutcome() {
-	s, err := sim.New(sim.Config{Accounts: []sim.Account{{Key: "demo", Secret: "demo-secret"}}})
-	if err != nil {
-		panic(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
-	if err != nil {
-		panic(err)
-	}
+	s, client, stop := simulated(sim.Config{})
+	defer stop()
 	ctx := context.Background()
 	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect})
 	if err != nil {
@@ -100,4 +81,20 @@ func Example_unknownOutcome() {
 	// unknown outcome: true retryable: true
 	// the cloud acted: true
 	// known again: true
+}
+
+// simulated serves a simulator with the account demo:demo-secret over HTTP and
+// returns it with a client of it, and a function that stops it.
+func simulated(cfg sim.Config) (*sim.Server, *vnccloud.Client, func()) {
+	cfg.Accounts = []sim.Account{{Key: "demo", Secret: "demo-secret"}}
+	s, err := sim.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
+	if err != nil {
+		panic(err)
+	}
+	return s, client, srv.Close
 }
