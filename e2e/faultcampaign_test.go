@@ -74,7 +74,7 @@ func TestFaultCampaign(t *testing.T) {
 		t.Logf("round %d: %s", n, fig)
 		total.add(fig)
 	}
-	t.Logf("total over %d rounds: %s", rounds, total)
+	t.Logf("total over %d rounds (account and fleet as after the last): %s", rounds, total)
 	k.checkLogs()
 }
 
@@ -91,13 +91,14 @@ type campaign struct {
 	passwords map[string]bool
 }
 
-// figures are what a round counts.
+// figures are what a round counts: events of the round (kills, faults, what reconcile
+// did) and the state of the whole account and fleet after its reconcile.
 type figures struct {
 	kills, killsAfterSettled      int
 	failed, rateCapped            int64 // 503s without effect
 	lost, dropped, garbled        int64 // answers lost after the cloud acted
-	surplus, missing              int   // right after reconcile: addresses beyond / short of one per present device
-	notReady, wrongPasswords      int   // after the work reconcile scheduled
+	surplus, missing              int   // right after reconcile: addresses beyond / short of one per present device, all rounds'
+	notReady, wrongPasswords      int   // after the work reconcile scheduled, all rounds' devices
 	wrongSpecs                    int
 	inFlight, reconcileErrors     int // as reconcile reported them
 	adopted, deletedOrphans       int
@@ -124,11 +125,10 @@ func (f *figures) add(o figures) {
 	f.lost += o.lost
 	f.dropped += o.dropped
 	f.garbled += o.garbled
-	f.surplus += o.surplus
-	f.missing += o.missing
-	f.notReady += o.notReady
-	f.wrongPasswords += o.wrongPasswords
-	f.wrongSpecs += o.wrongSpecs
+	// The account and the fleet carry over from round to round: their figures are
+	// those of the last round, not sums.
+	f.surplus, f.missing = o.surplus, o.missing
+	f.notReady, f.wrongPasswords, f.wrongSpecs = o.notReady, o.wrongPasswords, o.wrongSpecs
 	f.inFlight += o.inFlight
 	f.reconcileErrors += o.reconcileErrors
 	f.adopted += o.adopted
