@@ -49,12 +49,38 @@ func manifestCSV(devices []device) string {
 	return b.String()
 }
 
-// verifyFleet checks the simulator's truth against the manifest: every device ready
-// with exactly one address, the stored password equal to the cloud's, groups and
-// ACLs (allow_devices resolved to the named devices' addresses) as the manifest says,
-// and no address in the account that no device holds.
+// verifyFleet checks the simulator's truth against the manifest (auditFleet) and
+// fails on the first problem found.
 func verifyFleet(t *testing.T, c *cluster, devices []device) {
 	t.Helper()
+	a := auditFleet(t, c, devices)
+	require.Empty(t, a.problems, "%d problems; the first ones:\n%s", len(a.problems), strings.Join(a.first(10), "\n"))
+}
+
+// audit is what auditFleet found: every problem, and counts of the kinds that the
+// fault campaign reports.
+type audit struct {
+	problems       []string
+	notReady       int // present devices not ready, or without an address in the cloud
+	wrongPasswords int // stored password differs from the cloud's
+	wrongSpecs     int // groups, ACL or action differ from the manifest
+	surplus        int // addresses in the account beyond one per present device
+}
+
+func (a *audit) add(format string, args ...any) {
+	a.problems = append(a.problems, fmt.Sprintf(format, args...))
+}
+
+func (a *audit) first(n int) []string { return a.problems[:min(n, len(a.problems))] }
+
+// auditFleet compares the simulator's truth with the manifest: every device ready with
+// exactly one address, the stored password equal to the cloud's, groups and ACLs
+// (allow_devices resolved to the named devices' addresses) as the manifest says, and
+// no address in the account that no device holds. Devices of the export that are not
+// in devices must be deleted.
+func auditFleet(t *testing.T, c *cluster, devices []device) audit {
+	t.Helper()
+	var a audit
 	rows := c.export("--secrets")
 	addrs := c.addresses()
 	want := map[string]bool{}
@@ -63,57 +89,106 @@ func verifyFleet(t *testing.T, c *cluster, devices []device) {
 	}
 	for id, row := range rows {
 		if !want[id] {
-			require.Equal(t, "deleted", row["status"], "device %s is not in the fleet any more", id)
-			require.Empty(t, row["cloud_address"], id)
+			if row["status"] != "deleted" || row["cloud_address"] != "" {
+				a.add("device %s is not in the fleet any more but is %s with address %q", id, row["status"], row["cloud_address"])
+			}
 			delete(rows, id)
 		}
 	}
-	require.Len(t, rows, len(devices), "one export row per device")
-	require.Len(t, addrs, len(devices), "exactly one cloud address per device, no orphan")
+	if len(rows) != len(devices) {
+		a.add("%d export rows for %d devices", len(rows), len(devices))
+	}
+	if len(addrs) > len(devices) {
+		a.surplus = len(addrs) - len(devices)
+		a.add("%d addresses in the account for %d devices", len(addrs), len(devices))
+	}
 	held := map[string]string{}
 	for _, d := range devices {
 		row, ok := rows[d.id]
-		require.True(t, ok, "device %s exported", d.id)
-		require.Equal(t, "ready", row["status"], "device %s: %s", d.id, row["last_error"])
-		a, ok := addrs[row["cloud_address"]]
-		require.True(t, ok, "device %s: address %q exists in the cloud", d.id, row["cloud_address"])
-		require.True(t, a.Ready, "device %s ready in the cloud", d.id)
-		require.NotEmpty(t, row["cloud_password"])
-		require.Equal(t, a.Password, row["cloud_password"], "device %s: stored password is the cloud's", d.id)
-		prev, dup := held[row["cloud_address"]]
-		require.False(t, dup, "address of %s also held by %s", d.id, prev)
+		addr, inCloud := addrs[row["cloud_address"]]
+		switch {
+		case !ok:
+			a.notReady++
+			a.add("device %s not exported", d.id)
+			continue
+		case row["status"] != "ready":
+			a.notReady++
+			a.add("device %s is %s: %s", d.id, row["status"], row["last_error"])
+		case !inCloud:
+			a.notReady++
+			a.add("device %s: address %q does not exist in the cloud", d.id, row["cloud_address"])
+		case !addr.Ready:
+			a.notReady++
+			a.add("device %s: not ready in the cloud", d.id)
+		}
+		if !inCloud {
+			continue
+		}
+		if row["cloud_password"] == "" || row["cloud_password"] != addr.Password {
+			a.wrongPasswords++
+			a.add("device %s: the stored password is not the cloud's", d.id)
+		}
+		if prev, dup := held[row["cloud_address"]]; dup {
+			a.add("address of %s also held by %s", d.id, prev)
+		}
 		held[row["cloud_address"]] = d.id
 	}
 	for _, d := range devices {
-		a := addrs[rows[d.id]["cloud_address"]]
-		require.Equal(t, []string{d.action}, a.AllowedActions, d.id)
-		if d.action == "connect" {
-			requireSameSet(t, d.groups, a.Groups, "groups of "+d.id)
-			require.Nil(t, a.AccessControl, d.id)
+		addr, ok := addrs[rows[d.id]["cloud_address"]]
+		if !ok {
 			continue
 		}
-		require.Empty(t, a.Groups, d.id)
-		if len(d.allowGroups) == 0 && len(d.allowDevices) == 0 {
-			require.Nil(t, a.AccessControl, d.id)
-			continue
+		if problem := specProblem(d, addr, rows); problem != "" {
+			a.wrongSpecs++
+			a.add("device %s: %s", d.id, problem)
 		}
-		require.NotNil(t, a.AccessControl, d.id)
-		requireSameSet(t, d.allowGroups, a.AccessControl.Groups, "allow_groups of "+d.id)
-		var want []string
-		for _, dep := range d.allowDevices {
-			want = append(want, rows[dep]["cloud_address"])
-		}
-		requireSameSet(t, want, a.AccessControl.CloudAddresses, "allow_devices of "+d.id)
 	}
+	return a
 }
 
-func requireSameSet(t *testing.T, want, got []string, msg string) {
-	t.Helper()
+// specProblem says how an address's spec differs from its device's row, "" when not.
+func specProblem(d device, a simAddress, rows map[string]exportRow) string {
+	if !slices.Equal([]string{d.action}, a.AllowedActions) {
+		return fmt.Sprintf("allowedActions %v, want [%s]", a.AllowedActions, d.action)
+	}
+	if d.action == "connect" {
+		if !sameSet(d.groups, a.Groups) {
+			return fmt.Sprintf("groups %v, want %v", a.Groups, d.groups)
+		}
+		if a.AccessControl != nil {
+			return "an access control list on a connect address"
+		}
+		return ""
+	}
+	if len(a.Groups) > 0 {
+		return fmt.Sprintf("groups %v on a listen address", a.Groups)
+	}
+	if len(d.allowGroups) == 0 && len(d.allowDevices) == 0 {
+		if a.AccessControl != nil {
+			return "an access control list where the row names none"
+		}
+		return ""
+	}
+	if a.AccessControl == nil {
+		return "no access control list"
+	}
+	if !sameSet(d.allowGroups, a.AccessControl.Groups) {
+		return fmt.Sprintf("allow_groups %v, want %v", a.AccessControl.Groups, d.allowGroups)
+	}
+	var want []string
+	for _, dep := range d.allowDevices {
+		want = append(want, rows[dep]["cloud_address"])
+	}
+	if !sameSet(want, a.AccessControl.CloudAddresses) {
+		return fmt.Sprintf("allow_devices resolve to %v, the ACL holds %v", want, a.AccessControl.CloudAddresses)
+	}
+	return ""
+}
+
+// sameSet: the same strings, in any order (nil and empty alike).
+func sameSet(want, got []string) bool {
 	w, g := slices.Clone(want), slices.Clone(got)
 	slices.Sort(w)
 	slices.Sort(g)
-	if len(w) == 0 && len(g) == 0 {
-		return
-	}
-	require.Equal(t, w, g, msg)
+	return slices.Equal(w, g)
 }

@@ -255,6 +255,9 @@ type simState struct {
 	} `json:"accounts"`
 	PeakPerSecond int   `json:"peakPerSecond"`
 	Requests      int64 `json:"requests"`
+	Injected      struct {
+		Failed, RateCapped, Lost, Dropped, Garbled int64
+	} `json:"injected"`
 }
 
 type simAddress struct {

@@ -78,11 +78,12 @@ func TestKillWorkersDuringProvisioningAndRotation(t *testing.T) {
 }
 
 // TestLostCreateResponsesEndWithOneAddressPerDevice: 5% of creates are committed but
-// answered 503 or cut off; after reconciliation the account holds exactly one
-// address per device.
+// answered 503 (2.5%) or have their connection dropped (2.5%); after reconciliation
+// the account holds exactly one address per device.
 func TestLostCreateResponsesEndWithOneAddressPerDevice(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOpts{rate: 80, config: fastConfig, simArgs: []string{"--lost-rate", "0.05", "--ready-delay", "200ms", "--seed", "11"}})
+	c := newCluster(t, clusterOpts{rate: 80, config: fastConfig,
+		simArgs: []string{"--lost-rate", "0.025", "--drop-rate", "0.025", "--ready-delay", "200ms", "--seed", "11"}})
 	c.startServe()
 	devices := factoryManifest(20, 5, 5)
 	out, errOut, code := c.run("upload", "--wait", "--fleet", "lossy", writeFile(t, "lossy.csv", manifestCSV(devices)))

@@ -3,8 +3,8 @@
 // delete of cloud addresses. It validates requests with the server's own rules before
 // sending them, reads answers tolerantly (the prose reference and the variants other
 // renderings of the API show), turns every failure into a typed error that says
-// whether repeating the call can help, and never prints the API secret or a cloud
-// password.
+// whether repeating the call can help and whether the cloud may have acted anyway
+// (ErrUnknownOutcome), and never prints the API secret or a cloud password.
 package vnccloud
 
 import (
@@ -18,9 +18,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,8 +60,9 @@ type Config struct {
 	Before func(ctx context.Context, op string) error
 	// After, when set, is called once after every HTTP request that was sent, with the
 	// status (0 when no answer arrived) and the call's error (nil on success, else an
-	// *APIError, *TransportError or *DecodeError): rate-limit feedback such as a 503's
-	// Retry-After, and metrics. It is not called for calls refused before sending.
+	// *APIError, *TransportError, *DecodeError or *UnknownOutcomeError): rate-limit
+	// feedback such as a 503's Retry-After, and metrics. It is not called for calls
+	// refused before sending.
 	After func(op string, status int, err error)
 }
 
@@ -240,8 +243,10 @@ type response struct {
 }
 
 // do sends one request, reads the whole answer and hands a 2xx to decode. Non-2xx
-// answers become *APIError, failures to get a whole answer *TransportError. The
-// returned response is non-nil whenever an answer arrived.
+// answers become *APIError, failures to get a whole answer *TransportError, and a
+// failure of a call that changes the account after its request may have reached the
+// server *UnknownOutcomeError. The returned response is non-nil whenever an answer
+// arrived.
 func (c *Client) do(ctx context.Context, cl call, decode func(*response) error) (r *response, err error) {
 	if c.before != nil {
 		if err := c.before(ctx, cl.op); err != nil {
@@ -259,6 +264,8 @@ func (c *Client) do(ctx context.Context, cl call, decode func(*response) error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	var sent sendTrace
+	ctx = sent.watch(ctx)
 	var body io.Reader
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
@@ -287,7 +294,11 @@ func (c *Client) do(ctx context.Context, cl call, decode func(*response) error) 
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, &TransportError{Op: cl.op, Err: stripURL(err)}
+		err = &TransportError{Op: cl.op, Err: stripURL(err)}
+		if sent.maybe() {
+			err = unknownOutcome(cl, 0, err)
+		}
+		return nil, err
 	}
 	r = &response{status: resp.StatusCode, header: resp.Header}
 	r.body, err = io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
@@ -304,19 +315,56 @@ func (c *Client) do(ctx context.Context, cl call, decode func(*response) error) 
 		// The status is the server's verdict even if its body was cut short.
 		return r, decodeError(cl.op, r.status, r.header, r.body)
 	}
+	if decode == nil {
+		// The status is the whole answer (update, delete): a body cut short changes
+		// nothing.
+		return r, nil
+	}
 	if err != nil {
 		// A success cut short (reset, EOF mid-body, timeout): the server acted, but
 		// what it answered (a password) is lost; to the caller that is no answer.
-		return r, &TransportError{Op: cl.op, Err: fmt.Errorf("reading the answer to HTTP %d: %w", resp.StatusCode, stripURL(err))}
-	}
-	if decode == nil {
-		return r, nil
+		err = &TransportError{Op: cl.op, Err: fmt.Errorf("reading the answer to HTTP %d: %w", resp.StatusCode, stripURL(err))}
+		return r, unknownOutcome(cl, r.status, err)
 	}
 	if r.tooLong {
-		return r, decodeErr(cl.op, "the answer is larger than %d bytes", maxResponse)
+		return r, unknownOutcome(cl, r.status, decodeErr(cl.op, "the answer is larger than %d bytes", maxResponse))
 	}
-	return r, decode(r)
+	if err := decode(r); err != nil {
+		return r, unknownOutcome(cl, r.status, err)
+	}
+	return r, nil
 }
+
+// unknownOutcome wraps the failure of a call that changes the account, whose request
+// may have acted, in an *UnknownOutcomeError; a read (GET) changes nothing, so its
+// failure is returned as it is.
+func unknownOutcome(cl call, status int, err error) error {
+	if cl.method == http.MethodGet {
+		return err
+	}
+	return &UnknownOutcomeError{Op: cl.op, Status: status, Err: err}
+}
+
+// sendTrace tells, after a failed round trip, whether the request may have reached the
+// server, from net/http's client trace.
+type sendTrace struct {
+	connecting atomic.Bool // the transport reports its steps (net/http's does)
+	written    atomic.Bool // a request was written out, in full or in part
+}
+
+func (s *sendTrace) watch(ctx context.Context) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { s.connecting.Store(true) },
+		// Called after each attempt to write, failed ones included: a failed write may
+		// still have delivered the whole request.
+		WroteRequest: func(httptrace.WroteRequestInfo) { s.written.Store(true) },
+	})
+}
+
+// maybe is false only when the request certainly never left: the transport reported
+// its steps and none of them wrote it (a refused connection, a context done while
+// dialling). A transport that reports nothing (a custom RoundTripper) may have sent it.
+func (s *sendTrace) maybe() bool { return s.written.Load() || !s.connecting.Load() }
 
 // stripURL drops the request URL that net/http puts in its errors: it repeats what the
 // caller knows and only lengthens log lines.
@@ -338,8 +386,10 @@ func (c *Client) addressURL(address string, suffix ...string) (string, error) {
 }
 
 // Create obtains a new cloud address. The spec is checked with the server's rules first
-// (a *ValidationError costs no call). A retryable error leaves the outcome unknown: the
-// address may exist.
+// (a *ValidationError costs no call). ErrUnknownOutcome (errors.Is) means the address
+// may exist, or certainly does when UnknownOutcomeError.Status is set, without its
+// password; a 503 is the server's word that it did not act, but a gateway may give it
+// after the server did. Callers record every attempt before sending it.
 func (c *Client) Create(ctx context.Context, spec Spec) (Created, error) {
 	if err := spec.Validate(); err != nil {
 		return Created{}, err
@@ -494,7 +544,9 @@ func (c *Client) Update(ctx context.Context, address string, spec Spec, ifMatch 
 }
 
 // ResetPassword makes the server generate a new password and returns it. ifMatch works
-// as in Update.
+// as in Update. ErrUnknownOutcome (errors.Is) means the cloud may hold (with
+// UnknownOutcomeError.Status set: holds) a new password that the caller does not know:
+// only another reset gets back to a known one.
 func (c *Client) ResetPassword(ctx context.Context, address string, ifMatch string) (Created, error) {
 	target, err := c.addressURL(address)
 	if err != nil {

@@ -102,12 +102,20 @@ var (
 )
 
 // IsRetryable says whether a failed call may succeed if made again unchanged: 503 and
-// 429 from the server, and transport failures (refused or reset connections, timeouts,
-// a response cut short). Everything else (400, 401, 403, 404, 409, 412, a cancelled
-// context) is permanent: repeating the same request gets the same answer.
+// 429 from the server, transport failures (refused or reset connections, timeouts, a
+// response cut short) and every unknown outcome (ErrUnknownOutcome). Everything else
+// (400, 401, 403, 404, 409, 412, an unreadable answer to a read, a cancelled context)
+// is permanent: repeating the same request gets the same answer.
 //
-// A retryable error on a create means the outcome is unknown: the server may have
-// created the address and lost the answer. Callers must record the attempt.
+// An unknown outcome is retryable although the first request may have acted, because
+// repeating it is the only way back to a known state: a repeated reset leaves the
+// cloud with a password the caller learns (the lost one is replaced), a repeated PUT or
+// DELETE has the same effect as one (a DELETE then answers 404: done), and a repeated
+// create makes an address whose answer arrives, leaving the first one, if it was made,
+// an orphan for reconciliation to adopt or delete. So callers must record a create
+// attempt before sending it. A cancelled context is not retryable even when the
+// outcome is unknown: the caller asked to stop, and errors.Is(err, ErrUnknownOutcome)
+// still tells it that the cloud may have acted.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
@@ -120,7 +128,7 @@ func IsRetryable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnknownOutcome) {
 		return true
 	}
 	var netErr net.Error
@@ -132,7 +140,10 @@ func IsRetryable(err error) bool {
 }
 
 // TransportError is a call that got no complete HTTP answer: the connection failed, was
-// reset, or the body was cut short. The request may or may not have reached the server.
+// reset, or the body was cut short. On its own (not inside an *UnknownOutcomeError) it
+// is a read that failed, or a request the client knows was never written; a request
+// that changes the account and may have reached the server is an *UnknownOutcomeError
+// wrapping it.
 type TransportError struct {
 	Op  string
 	Err error
@@ -140,3 +151,39 @@ type TransportError struct {
 
 func (e *TransportError) Error() string { return fmt.Sprintf("vnccloud %s: %v", e.Op, e.Err) }
 func (e *TransportError) Unwrap() error { return e.Err }
+
+// ErrUnknownOutcome matches, with errors.Is, every *UnknownOutcomeError.
+var ErrUnknownOutcome = errors.New("vnccloud: outcome unknown")
+
+// UnknownOutcomeError is a call that changes the account (create, update, reset,
+// delete) and may have acted, but whose answer is no use: the connection was closed or
+// reset, or the call timed out, after the request was written; or a 2xx answer was cut
+// short or could not be decoded. What the cloud did, and what it answered (a new
+// address, a new password), is lost. It is neither an *APIError (a definite answer)
+// nor a request the client knows it never wrote (a bare *TransportError, an error from
+// Config.Before, a *ValidationError). Err is the *TransportError or *DecodeError
+// underneath, so errors.As finds those too.
+type UnknownOutcomeError struct {
+	Op string
+	// Status is the 2xx status of an answer whose body was cut short or unreadable:
+	// the cloud certainly acted. 0 when no answer arrived: it may or may not have.
+	Status int
+	Err    error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	// The cause's own text starts with the same "vnccloud <op>:"; say it once.
+	cause := e.Err
+	if inner := errors.Unwrap(cause); inner != nil {
+		cause = inner
+	}
+	if e.Status != 0 {
+		return fmt.Sprintf("vnccloud %s: outcome unknown: HTTP %d, but the answer is unusable: %v", e.Op, e.Status, cause)
+	}
+	return fmt.Sprintf("vnccloud %s: outcome unknown: the request was sent, no answer came: %v", e.Op, cause)
+}
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrUnknownOutcome) true.
+func (e *UnknownOutcomeError) Is(target error) bool { return target == ErrUnknownOutcome }

@@ -2,6 +2,7 @@ package vnccloud_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"time"
@@ -13,20 +14,9 @@ import (
 // Example creates a connect address against the simulator, waits until it is ready,
 // and resets its password with If-Match, as vncfleet does for every device.
 func Example() {
-	s, err := sim.New(sim.Config{
-		Accounts:   []sim.Account{{Key: "demo", Secret: "demo-secret"}},
-		ReadyDelay: 50 * time.Millisecond, // the real API takes a few seconds
-	})
-	if err != nil {
-		panic(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-
-	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
-	if err != nil {
-		panic(err)
-	}
+	// The real API takes a few seconds to make an address ready.
+	_, client, stop := simulated(sim.Config{ReadyDelay: 50 * time.Millisecond})
+	defer stop()
 	ctx := context.Background()
 
 	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"line-a"}})
@@ -61,4 +51,50 @@ func Example() {
 	// ready: true
 	// password changed: true
 	// printed safely: true
+}
+
+// Example_unknownOutcome: a reset the cloud performed but whose answer was cut off is
+// an unknown outcome. The cloud now holds a password nobody knows, so the only way
+// back to a known one is another reset.
+func Example_unknownOutcome() {
+	s, client, stop := simulated(sim.Config{})
+	defer stop()
+	ctx := context.Background()
+	created, err := client.Create(ctx, vnccloud.Spec{Action: vnccloud.ActionConnect})
+	if err != nil {
+		panic(err)
+	}
+
+	s.SetFaults(sim.Faults{GarbleRate: 1}) // every reset is committed, its answer cut off
+	_, err = client.ResetPassword(ctx, created.CloudAddress, "")
+	var unknown *vnccloud.UnknownOutcomeError
+	fmt.Println("unknown outcome:", errors.Is(err, vnccloud.ErrUnknownOutcome), "retryable:", vnccloud.IsRetryable(err))
+	fmt.Println("the cloud acted:", errors.As(err, &unknown) && unknown.Status == 200)
+
+	s.SetFaults(sim.Faults{})
+	reset, err := client.ResetPassword(ctx, created.CloudAddress, "")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("known again:", reset.CloudPassword == s.State().Accounts["demo"].Addresses[0].Password)
+	// Output:
+	// unknown outcome: true retryable: true
+	// the cloud acted: true
+	// known again: true
+}
+
+// simulated serves a simulator with the account demo:demo-secret over HTTP and
+// returns it with a client of it, and a function that stops it.
+func simulated(cfg sim.Config) (*sim.Server, *vnccloud.Client, func()) {
+	cfg.Accounts = []sim.Account{{Key: "demo", Secret: "demo-secret"}}
+	s, err := sim.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	client, err := vnccloud.New(vnccloud.Config{BaseURL: srv.URL + "/cloud/1.1", APIKey: "demo", APISecret: "demo-secret"})
+	if err != nil {
+		panic(err)
+	}
+	return s, client, srv.Close
 }

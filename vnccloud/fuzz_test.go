@@ -222,3 +222,42 @@ func FuzzNextLink(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeCreated: a decoded create or reset answer holds an address and a password,
+// the asked-for address when there is one; a failure is a *DecodeError that never
+// quotes the body's password.
+func FuzzDecodeCreated(f *testing.F) {
+	const a = "AAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAA"
+	f.Add(`{"cloudAddress":"`+a+`","cloudPassword":"pw-secret"}`, true)
+	f.Add(`{"cloudPassword":"pw-secret"}`, true)
+	f.Add(`{"cloudAddress":"other","cloudPassword":"pw-secret"}`, true)
+	f.Add(`{"cloudAddress":"`+a+`","cloudPass`, false)
+	f.Add(`{"cloudAddress":"`+a+`"}`, false)
+	f.Fuzz(func(t *testing.T, body string, reset bool) {
+		want := ""
+		if reset {
+			want = a
+		}
+		c, err := decodeCreated("reset", []byte(body), want)
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("error of type %T", err)
+			}
+			var wire struct {
+				CloudAddress  string `json:"cloudAddress"`
+				CloudPassword string `json:"cloudPassword"`
+			}
+			// The error may name the answer's address; a password that is part of it
+			// proves nothing.
+			if json.Unmarshal([]byte(body), &wire) == nil && len(wire.CloudPassword) >= 4 &&
+				!strings.Contains(wire.CloudAddress, wire.CloudPassword) && strings.Contains(err.Error(), wire.CloudPassword) {
+				t.Fatalf("the error quotes the password: %v", err)
+			}
+			return
+		}
+		if c.CloudAddress == "" || c.CloudPassword == "" || (want != "" && c.CloudAddress != want) {
+			t.Fatalf("accepted %+v for %q", c, want)
+		}
+	})
+}

@@ -55,6 +55,16 @@ func hijack(w http.ResponseWriter, rst bool) net.Conn {
 	return conn
 }
 
+// cutShort serves answer, the start of an HTTP response, and closes the connection.
+func cutShort(t *testing.T, answer string) *vnccloud.Client {
+	c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) {
+		conn := hijack(w, false)
+		_, _ = io.WriteString(conn, answer)
+		_ = conn.Close()
+	})
+	return c
+}
+
 // TestRetryClassification checks IsRetryable on errors the client really returns,
 // each provoked over real HTTP.
 func TestRetryClassification(t *testing.T) {
@@ -65,7 +75,8 @@ func TestRetryClassification(t *testing.T) {
 		transport
 		decode
 		other
-		apiOrTransport // by the simulator's dice
+		unknownTransport // an *UnknownOutcomeError around a *TransportError
+		unknownDecode    // an *UnknownOutcomeError around a *DecodeError
 	)
 	simClient := func(t *testing.T, cfg sim.Config, mod ...func(*vnccloud.Config)) (*vnccloud.Client, *sim.Server) {
 		f := newFixture(t, cfg)
@@ -133,7 +144,18 @@ func TestRetryClassification(t *testing.T) {
 			srv.Close()
 			_, err := c.Create(ctx, connect("a"))
 			return err
-		}, true, transport, nil},
+		}, true, transport, nil}, // certainly not sent: not an unknown outcome
+		{"per-call timeout after the create was sent", func(t *testing.T, ctx context.Context) error {
+			c, s := simClient(t, sim.Config{Latency: 300 * time.Millisecond}, func(c *vnccloud.Config) { c.Timeout = 30 * time.Millisecond })
+			_, err := c.Create(ctx, connect("a"))
+			require.EqualValues(t, 1, s.State().Accounts[key].Counts["create"], "the request reached the server")
+			return err
+		}, true, unknownTransport, func(t *testing.T, err error) {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			var u *vnccloud.UnknownOutcomeError
+			require.ErrorAs(t, err, &u)
+			require.Zero(t, u.Status, "no answer arrived")
+		}},
 		{"per-call timeout", func(t *testing.T, ctx context.Context) error {
 			c, _ := simClient(t, sim.Config{Latency: 300 * time.Millisecond}, func(c *vnccloud.Config) { c.Timeout = 30 * time.Millisecond })
 			_, err := c.Get(ctx, addrA)
@@ -148,31 +170,82 @@ func TestRetryClassification(t *testing.T) {
 			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) { _ = hijack(w, false).Close() })
 			_, err := c.Create(ctx, connect("a"))
 			return err
-		}, true, transport, nil},
+		}, true, unknownTransport, nil},
+		{"reset answered with a connection reset", func(t *testing.T, ctx context.Context) error {
+			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) { _ = hijack(w, true).Close() })
+			_, err := c.ResetPassword(ctx, addrA, "")
+			return err
+		}, true, unknownTransport, nil},
+		{"delete answered with a connection reset", func(t *testing.T, ctx context.Context) error {
+			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) { _ = hijack(w, true).Close() })
+			return c.Delete(ctx, addrA, "")
+		}, true, unknownTransport, nil},
 		{"EOF mid-body", func(t *testing.T, ctx context.Context) error {
-			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) {
-				conn := hijack(w, false)
-				_, _ = io.WriteString(conn, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"cloudAddress\":")
-				_ = conn.Close()
-			})
+			c := cutShort(t, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"cloudAddress\":")
 			_, err := c.Create(ctx, connect("a"))
+			return err
+		}, true, unknownTransport, func(t *testing.T, err error) {
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			var u *vnccloud.UnknownOutcomeError
+			require.ErrorAs(t, err, &u)
+			require.Equal(t, http.StatusCreated, u.Status, "the cloud acted")
+		}},
+		{"EOF mid-body of a read", func(t *testing.T, ctx context.Context) error {
+			c := cutShort(t, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"changes\":")
+			_, err := c.Ready(ctx, addrA)
 			return err
 		}, true, transport, func(t *testing.T, err error) { require.ErrorIs(t, err, io.ErrUnexpectedEOF) }},
 		{"error status with its body cut short", func(t *testing.T, ctx context.Context) error {
-			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) {
-				conn := hijack(w, false)
-				_, _ = io.WriteString(conn, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"errorMessage\":")
-				_ = conn.Close()
-			})
+			c := cutShort(t, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"errorMessage\":")
 			_, err := c.Get(ctx, addrA)
 			return err
 		}, false, api, func(t *testing.T, err error) { require.ErrorIs(t, err, vnccloud.ErrNotFound) }},
-		{"create committed, answer lost", func(t *testing.T, ctx context.Context) error {
+		{"create committed, answered 503", func(t *testing.T, ctx context.Context) error {
 			c, s := simClient(t, sim.Config{LostRate: 1, Seed: 7})
 			_, err := c.Create(ctx, connect("a"))
 			require.Len(t, s.State().Accounts[key].Addresses, 1, "the address exists although the call failed")
 			return err
-		}, true, apiOrTransport, nil},
+		}, true, api, nil}, // the server's word, although a wrong one: the caller's record of the attempt covers it
+		{"create committed, connection dropped", func(t *testing.T, ctx context.Context) error {
+			c, s := simClient(t, sim.Config{DropRate: 1, Seed: 7})
+			_, err := c.Create(ctx, connect("a"))
+			st := s.State()
+			require.Len(t, st.Accounts[key].Addresses, 1, "the address exists although the call failed")
+			require.EqualValues(t, 1, st.Injected.Dropped)
+			return err
+		}, true, unknownTransport, func(t *testing.T, err error) {
+			var u *vnccloud.UnknownOutcomeError
+			require.ErrorAs(t, err, &u)
+			require.Equal(t, "create", u.Op)
+			require.Zero(t, u.Status)
+		}},
+		{"reset committed, answer cut off", func(t *testing.T, ctx context.Context) error {
+			c, s := simClient(t, sim.Config{})
+			created, err := c.Create(ctx, connect("a"))
+			require.NoError(t, err)
+			s.SetFaults(sim.Faults{GarbleRate: 1})
+			_, err = c.ResetPassword(ctx, created.CloudAddress, "")
+			st := s.State()
+			require.Equal(t, 2, st.Accounts[key].Addresses[0].Version, "the reset was committed")
+			require.NotContains(t, fmt.Sprintf("%v %+v %#v", err, err, err), st.Accounts[key].Addresses[0].Password)
+			require.EqualValues(t, 1, st.Injected.Garbled)
+			return err
+		}, true, unknownDecode, func(t *testing.T, err error) {
+			var u *vnccloud.UnknownOutcomeError
+			require.ErrorAs(t, err, &u)
+			require.Equal(t, "reset", u.Op)
+			require.Equal(t, http.StatusOK, u.Status, "the cloud acted")
+			require.Equal(t, "vnccloud reset: outcome unknown: HTTP 200, but the answer is unusable: "+
+				"the body is not a JSON object with cloudAddress and cloudPassword", err.Error())
+		}},
+		{"undecodable 201", func(t *testing.T, ctx context.Context) error {
+			c, _ := rawClient(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusCreated)
+				_, _ = io.WriteString(w, "<html>")
+			})
+			_, err := c.Create(ctx, connect("a"))
+			return err
+		}, true, unknownDecode, nil},
 		{"400 1004", func(t *testing.T, ctx context.Context) error {
 			c, _ := simClient(t, sim.Config{})
 			_, err := c.Raw(ctx, "create", "POST", "/static-address", []byte(`{"allowedActions":["connect"],"groups":`+jsonList(names("g", 17))+`}`), nil)
@@ -212,7 +285,7 @@ func TestRetryClassification(t *testing.T) {
 			time.AfterFunc(20*time.Millisecond, cancel)
 			_, err := c.Create(ctx, connect("a"))
 			return err
-		}, false, transport, func(t *testing.T, err error) { require.ErrorIs(t, err, context.Canceled) }},
+		}, false, unknownTransport, func(t *testing.T, err error) { require.ErrorIs(t, err, context.Canceled) }},
 		{"Before refuses", func(t *testing.T, ctx context.Context) error {
 			c, s := simClient(t, sim.Config{}, func(c *vnccloud.Config) {
 				c.Before = func(context.Context, string) error { return context.Canceled }
@@ -237,13 +310,13 @@ func TestRetryClassification(t *testing.T) {
 				trErr  *vnccloud.TransportError
 				decErr *vnccloud.DecodeError
 			)
-			if tc.kind == apiOrTransport {
-				require.True(t, errors.As(err, &apiErr) || errors.As(err, &trErr), "%v", err)
-			} else {
-				require.Equal(t, tc.kind == api, errors.As(err, &apiErr), "*APIError: %v", err)
-				require.Equal(t, tc.kind == transport, errors.As(err, &trErr), "*TransportError: %v", err)
-			}
-			require.Equal(t, tc.kind == decode, errors.As(err, &decErr), "*DecodeError: %v", err)
+			require.Equal(t, tc.kind == api, errors.As(err, &apiErr), "*APIError: %v", err)
+			require.Equal(t, tc.kind == transport || tc.kind == unknownTransport, errors.As(err, &trErr), "*TransportError: %v", err)
+			require.Equal(t, tc.kind == decode || tc.kind == unknownDecode, errors.As(err, &decErr), "*DecodeError: %v", err)
+			unknown := tc.kind == unknownTransport || tc.kind == unknownDecode
+			require.Equal(t, unknown, errors.Is(err, vnccloud.ErrUnknownOutcome), "ErrUnknownOutcome: %v", err)
+			var u *vnccloud.UnknownOutcomeError
+			require.Equal(t, unknown, errors.As(err, &u), "*UnknownOutcomeError: %v", err)
 			if tc.check != nil {
 				tc.check(t, err)
 			}
@@ -270,6 +343,19 @@ func TestTolerantReader(t *testing.T) {
 		var de *vnccloud.DecodeError
 		require.ErrorAs(t, err, &de)
 		require.False(t, vnccloud.IsRetryable(err))
+		require.NotErrorIs(t, err, vnccloud.ErrUnknownOutcome, "a read changes nothing")
+	}
+	// A create or reset answered 2xx with a body that does not decode has acted, but its
+	// answer is lost: an unknown outcome, retryable.
+	unknownDecode := func(t *testing.T, err error, status int) {
+		t.Helper()
+		var de *vnccloud.DecodeError
+		require.ErrorAs(t, err, &de)
+		var u *vnccloud.UnknownOutcomeError
+		require.ErrorAs(t, err, &u)
+		require.Equal(t, status, u.Status)
+		require.ErrorIs(t, err, vnccloud.ErrUnknownOutcome)
+		require.True(t, vnccloud.IsRetryable(err))
 	}
 	huge := `{"cloudAddresses":["` + strings.Repeat("x", 2<<20) + `"]}`
 	for _, tc := range []struct {
@@ -390,6 +476,10 @@ func TestTolerantReader(t *testing.T) {
 		{"DELETE 200 with a body", 200, nil, `{"deleted":true}`, func(t *testing.T, c *vnccloud.Client) {
 			require.NoError(t, c.Delete(ctx, addrA, `"2"`))
 		}},
+		{"create too large", 201, nil, huge, func(t *testing.T, c *vnccloud.Client) {
+			_, err := c.Create(ctx, connect("a"))
+			unknownDecode(t, err, 201)
+		}},
 		// Details.
 		{"details with a bare-string action and unknown fields", 200, map[string]string{"ETag": `"4"`}, `{"allowedActions":"listen","accessControl":{"groups":["g"]},"unknown":1}`, func(t *testing.T, c *vnccloud.Client) {
 			d, err := c.Get(ctx, addrA)
@@ -418,16 +508,16 @@ func TestTolerantReader(t *testing.T) {
 		// Create and reset answers.
 		{"201 without a password", 201, nil, `{"cloudAddress":"` + addrA + `"}`, func(t *testing.T, c *vnccloud.Client) {
 			_, err := c.Create(ctx, connect("a"))
-			decodeErr(t, err)
+			unknownDecode(t, err, 201)
 		}},
 		{"201 without an address", 201, nil, `{"cloudPassword":"pw-xyz"}`, func(t *testing.T, c *vnccloud.Client) {
 			_, err := c.Create(ctx, connect("a"))
-			decodeErr(t, err)
+			unknownDecode(t, err, 201)
 			require.NotContains(t, fmt.Sprintf("%v %+v %#v", err, err, err), "pw-xyz")
 		}},
 		{"201 not JSON", 201, nil, `created`, func(t *testing.T, c *vnccloud.Client) {
 			_, err := c.Create(ctx, connect("a"))
-			decodeErr(t, err)
+			unknownDecode(t, err, 201)
 		}},
 		{"200 on create with extra fields", 200, nil, `{"cloudAddress":"` + addrA + `","cloudPassword":"pw","allowedActions":["connect"]}`, func(t *testing.T, c *vnccloud.Client) {
 			created, err := c.Create(ctx, connect("a"))
@@ -441,7 +531,7 @@ func TestTolerantReader(t *testing.T) {
 		}},
 		{"reset answer for another address", 200, nil, `{"cloudAddress":"` + addrB + `","cloudPassword":"pw-other"}`, func(t *testing.T, c *vnccloud.Client) {
 			_, err := c.ResetPassword(ctx, addrA, "")
-			decodeErr(t, err)
+			unknownDecode(t, err, 200)
 			require.NotContains(t, fmt.Sprintf("%v %+v %#v", err, err, err), "pw-other")
 		}},
 		// Readiness.
@@ -820,4 +910,59 @@ func TestNewValidatesTheBaseURL(t *testing.T) {
 		_, err := vnccloud.New(vnccloud.Config{BaseURL: tc.url})
 		require.Equal(t, tc.ok, err == nil, "%q: %v", tc.url, err)
 	}
+}
+
+// TestUnknownOutcomesAgainstTheSimulator: with half of the creates dropped and half of
+// the resets cut off, every call either returns what the simulator holds or an
+// unknown outcome, one for each fault the simulator injected; repeating a reset until
+// it is answered leaves the client with the simulator's password.
+func TestUnknownOutcomesAgainstTheSimulator(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, sim.Config{DropRate: 0.5, GarbleRate: 0.5, Seed: 5})
+	const n = 40
+	known := map[string]string{} // address → password, from answers
+	var unknownCreates, unknownResets int
+	for range n {
+		created, err := f.client.Create(ctx, connect("g"))
+		if err != nil {
+			require.ErrorIs(t, err, vnccloud.ErrUnknownOutcome)
+			require.True(t, vnccloud.IsRetryable(err))
+			unknownCreates++
+			continue
+		}
+		known[created.CloudAddress] = created.CloudPassword
+	}
+	for addr := range known {
+		for {
+			reset, err := f.client.ResetPassword(ctx, addr, "")
+			if err == nil {
+				known[addr] = reset.CloudPassword
+				break
+			}
+			require.ErrorIs(t, err, vnccloud.ErrUnknownOutcome)
+			require.True(t, vnccloud.IsRetryable(err))
+			unknownResets++
+		}
+	}
+	st := f.sim.State()
+	require.EqualValues(t, unknownCreates, st.Injected.Dropped)
+	require.EqualValues(t, unknownResets, st.Injected.Garbled)
+	require.Positive(t, unknownCreates, "seed 5 drops some creates")
+	require.Positive(t, unknownResets, "seed 5 cuts some resets off")
+	require.Len(t, st.Accounts[key].Addresses, n, "every create was committed, answered or not")
+	for _, a := range st.Accounts[key].Addresses {
+		if pw, ok := known[a.CloudAddress]; ok {
+			require.Equal(t, a.Password, pw, "the last answered reset holds the cloud's password")
+		}
+	}
+}
+
+// TestSuccessStatusDecidesWhenNoBodyIsRead: an update or delete answered 2xx is done,
+// even when the connection breaks in the middle of a body nobody reads.
+func TestSuccessStatusDecidesWhenNoBodyIsRead(t *testing.T) {
+	t.Parallel()
+	c := cutShort(t, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"dele")
+	require.NoError(t, c.Delete(context.Background(), addrA, ""))
+	require.NoError(t, c.Update(context.Background(), addrA, connect("a"), ""))
 }

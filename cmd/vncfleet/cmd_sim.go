@@ -27,6 +27,7 @@ func newSimCmd() *cobra.Command {
 		zlFile, listen                    string
 		readyDelay, latency               time.Duration
 		failRate, lostRate                float64
+		dropRate, garbleRate              float64
 		rate                              int
 		seed                              int64
 	)
@@ -44,7 +45,9 @@ and the instances of --zenlayer-instance ID=STATUS and --zenlayer-instances FILE
 
 Outside the API, unauthenticated (it is a simulator):
   GET  /sim/state                                  every address with its password, and counters
-  GET  /sim/faults, POST /sim/faults               e.g. {"failRate":0.1,"lostRate":0,"rate":50,"latency":"20ms"};
+                                                   (requests per operation, faults injected)
+  GET  /sim/faults, POST /sim/faults               e.g. {"failRate":0.1,"lostRate":0,"dropRate":0.02,
+                                                   "garbleRate":0.02,"rate":50,"latency":"20ms"};
                                                    fields left out keep their value
   POST /sim/accounts/KEY/addresses/ADDR/force      body an API spec: change an address (drift)
   DELETE /sim/accounts/KEY/addresses/ADDR          delete an address behind vncfleet's back
@@ -70,7 +73,7 @@ Outside the API, unauthenticated (it is a simulator):
 			}
 			// sim.New checks the knobs' ranges and the keys' shape: one place for the rules.
 			s, err := sim.New(sim.Config{Accounts: accts, ReadyDelay: readyDelay, FailRate: failRate, LostRate: lostRate,
-				Rate: rate, Latency: latency, Seed: seed, Zenlayer: zl, Logger: logger})
+				DropRate: dropRate, GarbleRate: garbleRate, Rate: rate, Latency: latency, Seed: seed, Zenlayer: zl, Logger: logger})
 			if err != nil {
 				return withExit(exitBadInput, err)
 			}
@@ -84,7 +87,7 @@ Outside the API, unauthenticated (it is a simulator):
 			}
 			logger.Info("VNC Cloud simulator listening", "listen", ln.Addr().String(),
 				"url", "http://"+ln.Addr().String()+sim.APIPrefix, "api_keys", strings.Join(keys, ","),
-				"ready_delay", readyDelay, "fail_rate", failRate, "lost_rate", lostRate, "rate", rate,
+				"ready_delay", readyDelay, "fail_rate", failRate, "lost_rate", lostRate, "drop_rate", dropRate, "garble_rate", garbleRate, "rate", rate,
 				"latency", latency, "zenlayer", zl != nil)
 			srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -112,7 +115,9 @@ Outside the API, unauthenticated (it is a simulator):
 	f.StringVar(&listen, "listen", "", "listen address (default VNCFLEET_SIM_LISTEN or 127.0.0.1:8090)")
 	f.DurationVar(&readyDelay, "ready-delay", 2*time.Second, "how long /ready answers pending after a create, change or reset")
 	f.Float64Var(&failRate, "fail-rate", 0, "share of requests answered 503 without effect (0..1)")
-	f.Float64Var(&lostRate, "lost-rate", 0, "share of creates committed but answered 503 or cut off (0..1)")
+	f.Float64Var(&lostRate, "lost-rate", 0, "share of creates committed but answered 503 (0..1)")
+	f.Float64Var(&dropRate, "drop-rate", 0, "share of creates committed, then the connection closed with no answer (0..1)")
+	f.Float64Var(&garbleRate, "garble-rate", 0, "share of password resets committed, then answered 200 with a cut-off body (0..1)")
 	f.IntVar(&rate, "rate", 0, "requests per second per account; over it 503 + Retry-After (0: no cap)")
 	f.DurationVar(&latency, "latency", 0, "delay added to every API answer")
 	f.Int64Var(&seed, "seed", 0, "seed of the fault dice (0: random)")

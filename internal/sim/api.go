@@ -126,7 +126,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		n := acct.window.add(t)
 		overRate = s.faults.Rate > 0 && n > s.faults.Rate
 	}
-	failed := !overRate && s.faults.FailRate > 0 && s.dice.Float64() < s.faults.FailRate
+	failed := !overRate && s.roll(s.faults.FailRate)
+	switch {
+	case overRate:
+		s.injected.RateCapped++
+	case failed:
+		s.injected.Failed++
+	}
 	latency := s.faults.Latency
 	s.mu.Unlock()
 
@@ -282,18 +288,34 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, acct *acco
 	s.mu.Lock()
 	a := s.create(acct, spec)
 	resp := credentials{CloudAddress: a.addr, CloudPassword: a.password}
-	lost := s.faults.LostRate > 0 && s.dice.Float64() < s.faults.LostRate
-	drop := lost && s.dice.IntN(2) == 0
+	lost := s.roll(s.faults.LostRate)
+	drop := !lost && s.roll(s.faults.DropRate)
 	s.mu.Unlock()
-	if lost {
-		s.cfg.Logger.Debug("sim: create committed, answer lost", "api_key", acct.key, "cloud_address", resp.CloudAddress, "dropped_connection", drop)
-		if drop && dropConnection(w) {
+	if drop {
+		if dropConnection(w) {
+			s.count(func(in *Injected) { in.Dropped++ })
+			s.cfg.Logger.Debug("sim: create committed, connection dropped", "api_key", acct.key, "cloud_address", resp.CloudAddress)
 			return
 		}
+		lost = true
+	}
+	if lost {
+		s.count(func(in *Injected) { in.Lost++ })
+		s.cfg.Logger.Debug("sim: create committed, answered 503", "api_key", acct.key, "cloud_address", resp.CloudAddress)
 		writeError(w, http.StatusServiceUnavailable, 0)
 		return
 	}
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// roll throws the fault dice: true with probability p. Callers hold s.mu.
+func (s *Server) roll(p float64) bool { return p > 0 && s.dice.Float64() < p }
+
+// count changes the injected-fault counters under the lock.
+func (s *Server) count(f func(*Injected)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.injected)
 }
 
 // dropConnection closes the client's connection without an answer; false when the
@@ -309,6 +331,21 @@ func dropConnection(w http.ResponseWriter) bool {
 	}
 	_ = conn.Close()
 	return true
+}
+
+// writeCutOff answers 200 with the first half of v's JSON and a Content-Length that
+// matches it: the answer arrives whole, but does not decode.
+func writeCutOff(w http.ResponseWriter, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	data = data[:len(data)/2]
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(data)
 }
 
 // cursorPrefix marks a cursor's decoded form, so that a random base64 string is
@@ -483,7 +520,14 @@ func (s *Server) handleAddress(w http.ResponseWriter, r *http.Request, acct *acc
 		w.WriteHeader(http.StatusOK)
 	case opReset:
 		s.resetPassword(a)
-		writeJSON(w, http.StatusOK, credentials{CloudAddress: a.addr, CloudPassword: a.password})
+		answer := credentials{CloudAddress: a.addr, CloudPassword: a.password}
+		if s.roll(s.faults.GarbleRate) {
+			s.injected.Garbled++
+			s.cfg.Logger.Debug("sim: reset committed, answer cut off", "api_key", acct.key, "cloud_address", a.addr)
+			writeCutOff(w, answer)
+			return
+		}
+		writeJSON(w, http.StatusOK, answer)
 	case opDelete:
 		s.remove(a)
 		w.WriteHeader(http.StatusNoContent)

@@ -2,7 +2,8 @@
 // of the static-address resource that behaves as RealVNC's prose reference says, with
 // every status and errorCode of each operation's table. Users develop their pipelines
 // against it (`vncfleet sim`) and every test of vncfleet uses it as the test double of
-// VNC Cloud. It adds fault knobs (503s, lost create answers, a rate cap, latency) and
+// VNC Cloud. It adds fault knobs (503s, lost and dropped create answers, cut-off reset
+// answers, a rate cap, latency) and
 // inspection endpoints outside the API prefix: GET /sim/state, POST /sim/faults, and
 // the drift helpers under /sim/accounts/.
 //
@@ -18,6 +19,10 @@
 //     path, 405 with Allow for a method the path does not take), then the operation.
 //     A request refused by a fault has no effect but still counts, towards the rate
 //     cap too: a client that keeps hammering keeps being refused.
+//   - The faults after the effect come last: a create that passed every check is
+//     committed, then LostRate answers 503 or else DropRate closes the connection; a
+//     reset that passed every check is committed, then GarbleRate cuts its answer
+//     off. Each injected fault is counted in State.Injected.
 //   - Per operation, checks run in this order, the first failure answers:
 //     create: 1001, 1002, JSON syntax, body rules (1003..1009).
 //     list: 1002, limit, cursor.
@@ -92,10 +97,22 @@ type Config struct {
 	// FailRate is the probability (0..1) that any API request is answered 503 without
 	// doing anything. Default 0.
 	FailRate float64
-	// LostRate is the probability (0..1) that a create is committed but its answer
-	// lost: half of those are answered 503, half have their connection closed without
-	// an answer. Default 0. Clients must treat such a create as an unknown outcome.
+	// LostRate is the probability (0..1) that a create is committed but answered 503,
+	// as a gateway in front of a busy server may answer. Default 0. Clients must treat
+	// a 503 to a create as an unknown outcome: the address may exist.
 	LostRate float64
+	// DropRate is the probability (0..1) that a create, not lost by LostRate, is
+	// committed and then its connection closed without an answer: the client sees a
+	// connection reset or EOF after sending the request. Default 0. Over HTTP/2, where
+	// a connection cannot be taken over, the create is answered 503 instead and counted
+	// as lost.
+	DropRate float64
+	// GarbleRate is the probability (0..1) that a password reset is committed and then
+	// answered 200 with a cut-off body: half of the JSON, with a Content-Length that
+	// matches it, so the answer arrives whole but does not decode and never holds the
+	// new password. Default 0. Clients must treat it as an unknown outcome: the cloud
+	// holds a password they do not know.
+	GarbleRate float64
 	// Rate caps each account's API requests per sliding second; over it the answer is
 	// 503 with Retry-After: 1. Default 0, no cap.
 	Rate int
@@ -117,10 +134,40 @@ type Config struct {
 // Faults are the knobs that can change while the simulator runs (SetFaults, POST
 // /sim/faults). Their meaning and defaults are Config's fields of the same names.
 type Faults struct {
-	FailRate float64       `json:"failRate"`
-	LostRate float64       `json:"lostRate"`
-	Rate     int           `json:"rate"`
-	Latency  time.Duration `json:"latency"` // in JSON a Go duration string such as "50ms" (MarshalJSON)
+	FailRate   float64       `json:"failRate"`
+	LostRate   float64       `json:"lostRate"`
+	DropRate   float64       `json:"dropRate"`
+	GarbleRate float64       `json:"garbleRate"`
+	Rate       int           `json:"rate"`
+	Latency    time.Duration `json:"latency"` // in JSON a Go duration string such as "50ms" (MarshalJSON)
+}
+
+// faults are the knobs cfg starts with.
+func (cfg Config) faults() Faults {
+	return Faults{FailRate: cfg.FailRate, LostRate: cfg.LostRate, DropRate: cfg.DropRate, GarbleRate: cfg.GarbleRate,
+		Rate: cfg.Rate, Latency: cfg.Latency}
+}
+
+// probabilities names the knobs that are probabilities, for the checks that apply to
+// all of them.
+func (f *Faults) probabilities() []struct {
+	name string
+	p    *float64
+} {
+	return []struct {
+		name string
+		p    *float64
+	}{{"FailRate", &f.FailRate}, {"LostRate", &f.LostRate}, {"DropRate", &f.DropRate}, {"GarbleRate", &f.GarbleRate}}
+}
+
+// Injected counts the faults the simulator has injected since it started, so that
+// tests can say how many answers were refused, lost, dropped or cut off.
+type Injected struct {
+	Failed     int64 `json:"failed"`     // answered 503 by FailRate, without effect
+	RateCapped int64 `json:"rateCapped"` // answered 503 with Retry-After over Rate, without effect
+	Lost       int64 `json:"lost"`       // creates committed, answered 503 (LostRate)
+	Dropped    int64 `json:"dropped"`    // creates committed, connection closed without an answer (DropRate)
+	Garbled    int64 `json:"garbled"`    // resets committed, answered 200 with a cut-off body (GarbleRate)
 }
 
 // ErrUnknownAccount is an API key the simulator was not configured with.
@@ -143,6 +190,7 @@ type Server struct {
 	seq      int64 // last sequence number given to an address, all accounts
 	global   window
 	requests int64
+	injected Injected
 }
 
 type account struct {
@@ -173,7 +221,7 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Accounts) == 0 {
 		return nil, errors.New("sim: at least one account is needed")
 	}
-	if err := checkFaults(Faults{FailRate: cfg.FailRate, LostRate: cfg.LostRate, Rate: cfg.Rate, Latency: cfg.Latency}); err != nil {
+	if err := checkFaults(cfg.faults()); err != nil {
 		return nil, err
 	}
 	if cfg.ReadyDelay < 0 {
@@ -194,7 +242,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		epoch:    cfg.Now(),
-		faults:   Faults{FailRate: cfg.FailRate, LostRate: cfg.LostRate, Rate: cfg.Rate, Latency: cfg.Latency},
+		faults:   cfg.faults(),
 		dice:     mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		accounts: map[string]*account{},
 		byAddr:   map[string]*address{},
@@ -224,8 +272,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // SetFaults changes the fault knobs for the requests that arrive from now on. Values
 // out of range are clamped: rates to 0..1, Rate and Latency to at least 0.
 func (s *Server) SetFaults(f Faults) {
-	f.FailRate = min(max(f.FailRate, 0), 1)
-	f.LostRate = min(max(f.LostRate, 0), 1)
+	for _, k := range f.probabilities() {
+		*k.p = min(max(*k.p, 0), 1)
+	}
 	f.Rate = max(f.Rate, 0)
 	f.Latency = max(f.Latency, 0)
 	s.mu.Lock()
@@ -241,11 +290,12 @@ func (s *Server) Faults() Faults {
 }
 
 func checkFaults(f Faults) error {
+	for _, k := range f.probabilities() {
+		if !(*k.p >= 0 && *k.p <= 1) { // NaN included
+			return fmt.Errorf("sim: %s must be within 0..1", k.name)
+		}
+	}
 	switch {
-	case f.FailRate < 0 || f.FailRate > 1:
-		return errors.New("sim: FailRate must be within 0..1")
-	case f.LostRate < 0 || f.LostRate > 1:
-		return errors.New("sim: LostRate must be within 0..1")
 	case f.Rate < 0:
 		return errors.New("sim: Rate must not be negative")
 	case f.Latency < 0:

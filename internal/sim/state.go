@@ -18,6 +18,7 @@ type State struct {
 	PeakPerSecond int                     `json:"peakPerSecond"` // most API requests in any sliding second, all accounts
 	Requests      int64                   `json:"requests"`      // API requests, every one under /cloud/1.1
 	Faults        Faults                  `json:"faults"`        // the knobs now
+	Injected      Injected                `json:"injected"`      // the faults injected so far, all accounts
 }
 
 // AccountState is one API key's addresses and counters. Requests, PeakPerSecond and
@@ -59,7 +60,7 @@ func (s *Server) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := State{Accounts: make(map[string]AccountState, len(s.accounts)), PeakPerSecond: s.global.peak,
-		Requests: s.requests, Faults: s.faults}
+		Requests: s.requests, Faults: s.faults, Injected: s.injected}
 	for key, acct := range s.accounts {
 		as := AccountState{Addresses: make([]AddressState, 0, len(acct.order)-acct.deleted), Creates: acct.creates,
 			Requests: acct.requests, PeakPerSecond: acct.window.peak, Counts: make(map[string]int64, len(acct.counts))}
@@ -145,20 +146,24 @@ func (s *Server) CreateAddress(apiKey string, spec vnccloud.Spec) (address, pass
 // number is read as nanoseconds, time.Duration's own JSON. Absent fields are nil, so
 // POST /sim/faults changes only what it names.
 type faultsJSON struct {
-	FailRate *float64        `json:"failRate,omitempty"`
-	LostRate *float64        `json:"lostRate,omitempty"`
-	Rate     *int            `json:"rate,omitempty"`
-	Latency  json.RawMessage `json:"latency,omitempty"`
+	FailRate   *float64        `json:"failRate,omitempty"`
+	LostRate   *float64        `json:"lostRate,omitempty"`
+	DropRate   *float64        `json:"dropRate,omitempty"`
+	GarbleRate *float64        `json:"garbleRate,omitempty"`
+	Rate       *int            `json:"rate,omitempty"`
+	Latency    json.RawMessage `json:"latency,omitempty"`
 }
 
 // MarshalJSON writes latency as a duration string.
 func (f Faults) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		FailRate float64 `json:"failRate"`
-		LostRate float64 `json:"lostRate"`
-		Rate     int     `json:"rate"`
-		Latency  string  `json:"latency"`
-	}{f.FailRate, f.LostRate, f.Rate, f.Latency.String()})
+		FailRate   float64 `json:"failRate"`
+		LostRate   float64 `json:"lostRate"`
+		DropRate   float64 `json:"dropRate"`
+		GarbleRate float64 `json:"garbleRate"`
+		Rate       int     `json:"rate"`
+		Latency    string  `json:"latency"`
+	}{f.FailRate, f.LostRate, f.DropRate, f.GarbleRate, f.Rate, f.Latency.String()})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes; fields absent keep their value.
@@ -172,6 +177,12 @@ func (f *Faults) UnmarshalJSON(data []byte) error {
 	}
 	if in.LostRate != nil {
 		f.LostRate = *in.LostRate
+	}
+	if in.DropRate != nil {
+		f.DropRate = *in.DropRate
+	}
+	if in.GarbleRate != nil {
+		f.GarbleRate = *in.GarbleRate
 	}
 	if in.Rate != nil {
 		f.Rate = *in.Rate
@@ -221,7 +232,8 @@ func (s *Server) serveSetFaults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.faults = f
-	s.cfg.Logger.Info("sim: faults changed", "fail_rate", f.FailRate, "lost_rate", f.LostRate, "rate", f.Rate, "latency", f.Latency)
+	s.cfg.Logger.Info("sim: faults changed", "fail_rate", f.FailRate, "lost_rate", f.LostRate, "drop_rate", f.DropRate,
+		"garble_rate", f.GarbleRate, "rate", f.Rate, "latency", f.Latency)
 	writeJSON(w, http.StatusOK, f)
 }
 

@@ -253,10 +253,12 @@ func TestNew(t *testing.T) {
 		{"twice", Config{Accounts: []Account{{keyA, "hush-1"}, {keyA, "hush-2"}}}, "twice"},
 		{"fail rate", Config{Accounts: ok, FailRate: 1.1}, "FailRate"},
 		{"lost rate", Config{Accounts: ok, LostRate: -0.1}, "LostRate"},
+		{"drop rate", Config{Accounts: ok, DropRate: 1.5}, "DropRate"},
+		{"garble rate", Config{Accounts: ok, GarbleRate: -1}, "GarbleRate"},
 		{"rate", Config{Accounts: ok, Rate: -1}, "Rate"},
 		{"latency", Config{Accounts: ok, Latency: -time.Second}, "Latency"},
 		{"ready delay", Config{Accounts: ok, ReadyDelay: -time.Second}, "ReadyDelay"},
-		{"fine", Config{Accounts: ok, FailRate: 1, LostRate: 1, Rate: 1}, ""},
+		{"fine", Config{Accounts: ok, FailRate: 1, LostRate: 1, DropRate: 1, GarbleRate: 1, Rate: 1}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
