@@ -381,7 +381,7 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 			rep.InFlight = append(rep.InFlight, u.addr)
 			continue
 		case foreign, ambiguous:
-			r.notOurs(ctx, rep, cfg, c)
+			r.notOurs(ctx, rep, cfg, o, c)
 			continue
 		}
 		// Attempts that accounted for an earlier orphan are taken. The order of
@@ -390,7 +390,7 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 		c.cands = slices.DeleteFunc(c.cands, func(i int) bool { return o.used[i] })
 		if len(c.cands) == 0 {
 			c.verdict = ambiguous
-			r.notOurs(ctx, rep, cfg, c)
+			r.notOurs(ctx, rep, cfg, o, c)
 			continue
 		}
 		adopted, err := r.adopt(ctx, rep, o, c.cands, u.addr, key)
@@ -439,8 +439,9 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 }
 
 // notOurs handles an address that is foreign, or ambiguous (perhaps another tool's):
-// it is reported, and deleted only under the foreign policy DeleteForeign.
-func (r *Reconciler) notOurs(ctx context.Context, rep *Report, cfg Config, c classified) {
+// it is reported, and deleted only under the foreign policy DeleteForeign. The open
+// attempts that may have made an ambiguous address left in the account stay open.
+func (r *Reconciler) notOurs(ctx context.Context, rep *Report, cfg Config, o *orphanPass, c classified) {
 	if c.verdict == foreign {
 		rep.Foreign = append(rep.Foreign, c.addr)
 	}
@@ -455,6 +456,9 @@ func (r *Reconciler) notOurs(ctx context.Context, rep *Report, cfg Config, c cla
 		rep.DeletedForeign = append(rep.DeletedForeign, c.addr)
 	case c.verdict == ambiguous:
 		rep.Ambiguous = append(rep.Ambiguous, c.addr)
+		for _, i := range c.cands {
+			o.keep[i] = true
+		}
 	}
 }
 
@@ -495,7 +499,8 @@ type classified struct {
 // known address, sent before it was first listed. Those sets are nested (an address
 // seen later has every candidate of one seen earlier), so the addresses of one spec
 // can all be ours only if the k-th of them has at least k candidates: up to the last
-// one that has fewer, they are ambiguous, and their candidates are kept for them.
+// one that has fewer, they are ambiguous, and the later ones may only be made by
+// attempts that are not candidates of those.
 func (o *orphanPass) classify(unknown []unknownAddress) []classified {
 	out := make([]classified, len(unknown))
 	var rest []int // indexes into out not decided by a known address
@@ -548,21 +553,18 @@ func (o *orphanPass) classify(unknown []unknownAddress) []classified {
 			switch {
 			case young:
 				out[n].verdict = inFlight
+				for _, i := range out[n].cands {
+					o.keep[i] = true
+				}
+				out[n].cands = nil
 			case k <= deficient:
-				out[n].verdict = ambiguous
-			default:
+				out[n].verdict = ambiguous // its candidates are kept if it is left alone
+			case deficient >= 0:
 				// Not one of the deficient's candidates: those stay with the
 				// ambiguous addresses.
-				if deficient >= 0 {
-					shared := out[candidates[deficient]].cands
-					out[n].cands = slices.DeleteFunc(out[n].cands, func(i int) bool { return slices.Contains(shared, i) })
-				}
-				continue
+				shared := out[candidates[deficient]].cands
+				out[n].cands = slices.DeleteFunc(slices.Clone(out[n].cands), func(i int) bool { return slices.Contains(shared, i) })
 			}
-			for _, i := range out[n].cands {
-				o.keep[i] = true
-			}
-			out[n].cands = nil
 		}
 	}
 	return out

@@ -154,7 +154,7 @@ func (s *Store) FirstSeen(ctx context.Context, addrs []string, record bool) (map
 		query := `SELECT u.address, coalesce(s.first_seen_at, now())
 			FROM unnest($1::text[]) AS u(address) LEFT JOIN seen_addresses s ON s.address = u.address`
 		if record {
-			if _, err := tx.Exec(ctx, `DELETE FROM seen_addresses WHERE address <> ALL ($1::text[])`, addrs); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM seen_addresses WHERE address <> ALL (coalesce($1::text[], '{}'))`, addrs); err != nil {
 				return err
 			}
 			query = `INSERT INTO seen_addresses (address) SELECT unnest($1::text[])
