@@ -11,8 +11,8 @@ import (
 )
 
 // fastConfig shortens the timings that bound recovery, so that crash tests finish in
-// seconds: claims expire 8 s after a process dies, and an unanswered create older
-// than 5 s may be adopted or deleted by reconciliation. Scheduled rotation and
+// seconds: claims expire 8 s after a process dies, and reconciliation waits at most
+// 10 s for an unanswered create to end. Scheduled rotation and
 // reconciliation are off: the tests run them by hand.
 const fastConfig = `
 workers:
@@ -23,7 +23,6 @@ rotation:
   schedule: ""
 reconcile:
   schedule: ""
-  adopt_grace_period: 5s
 `
 
 func reconcileTwice(t *testing.T, c *cluster) {
@@ -62,7 +61,6 @@ func TestKillWorkersDuringProvisioningAndRotation(t *testing.T) {
 	}
 	chaos(4)
 	c.waitSettled(3 * time.Minute)
-	time.Sleep(6 * time.Second) // past the adoption grace of unanswered creates
 	reconcileTwice(t, c)
 	verifyFleet(t, c, devices)
 
@@ -89,7 +87,7 @@ func TestLostCreateResponsesEndWithOneAddressPerDevice(t *testing.T) {
 	out, errOut, code := c.run("upload", "--wait", "--fleet", "lossy", writeFile(t, "lossy.csv", manifestCSV(devices)))
 	require.Equal(t, 0, code, "%s\n%s", out, errOut)
 	require.Greater(t, len(c.addresses()), len(devices), "lost responses made surplus addresses (the test must exercise them)")
-	time.Sleep(6 * time.Second)
+	// Right after the upload: one run settles every lost create.
 	reconcileTwice(t, c)
 	verifyFleet(t, c, devices)
 }

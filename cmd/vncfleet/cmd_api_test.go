@@ -557,6 +557,31 @@ func TestReconcile(t *testing.T) {
 	require.False(t, fake.seen("POST /v1/reconcile")[1].query.Has("dry_run"))
 }
 
+// TestReconcileThatDidNotSettleExits1: a report that did not converge (a drift check
+// that failed after its retries, an ambiguous address) is printed and exits 1.
+func TestReconcileThatDidNotSettleExits1(t *testing.T) {
+	for name, report := range map[string]string{
+		"errors":     `{"converged":false,"errors":["check drift of cam-1: vnccloud get: 503 Service Unavailable"]}`,
+		"ambiguous":  `{"converged":false,"ambiguous":["addr-1"],"errors":null}`,
+		"old server": `{"errors":["inspect addr-2: timeout"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			fake, srv := newAPIFake(t)
+			fake.on("POST /v1/reconcile", fakeAnswer{200, json.RawMessage(report)})
+			for _, args := range [][]string{{"reconcile"}, {"reconcile", "--json"}} {
+				out, errOut, code := runCLI(t, srv.URL, nil, args...)
+				require.Equal(t, exitSomeFailed, code, "%v: %s\n%s", args, out, errOut)
+				require.Contains(t, errOut, "could not be settled or checked")
+				require.NotEmpty(t, out, "the report is printed")
+			}
+		})
+	}
+	fake, srv := newAPIFake(t)
+	fake.on("POST /v1/reconcile", fakeAnswer{200, json.RawMessage(`{"converged":true,"errors":null,"ambiguous":null}`)})
+	_, errOut, code := runCLI(t, srv.URL, nil, "reconcile")
+	require.Equal(t, exitOK, code, errOut)
+}
+
 // TestHelpDescribesEveryFlag: `vncfleet COMMAND --help` names each flag, and no
 // command takes a secret on the command line.
 func TestHelpDescribesEveryFlag(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,8 +24,14 @@ func newReconcileCmd() *cobra.Command {
 		Short: "Compare the cloud account with the fleet now, act on the differences, and report",
 		Long: `reconcile asks the server to run reconciliation now: it lists the cloud account's addresses,
 compares them with the stored fleet, repairs what drifted or vanished and handles the
-addresses vncfleet does not know. It prints the server's report as readable text, or with
---json as the server wrote it. --dry-run only reports what it would do.`,
+addresses vncfleet does not know. Creates that may still be in flight are waited for first
+(at most the claim lease plus a call's timeout), and transient API failures are retried
+within the run. It prints the server's report as readable text, or with --json as the
+server wrote it. --dry-run only reports what it would do (without waiting).
+
+Exit status 0: the account holds exactly one address per present device (once the work
+the run started is done). 1: something could not be settled or checked; the report lists
+it under errors, inFlight, createsInFlight or ambiguous.`,
 		Example: `  vncfleet reconcile --dry-run
   vncfleet reconcile --json`,
 		Args: cobra.NoArgs,
@@ -46,20 +53,42 @@ addresses vncfleet does not know. It prints the server's report as readable text
 					return fmt.Errorf("reconcile: the server's report is not JSON: %w", err)
 				}
 				buf.WriteByte('\n')
-				_, err := buf.WriteTo(out)
-				return err
-			}
-			if dryRun {
-				fmt.Fprintln(out, "reconciliation report (dry run: nothing was changed)")
+				if _, err := buf.WriteTo(out); err != nil {
+					return err
+				}
 			} else {
-				fmt.Fprintln(out, "reconciliation report")
+				if dryRun {
+					fmt.Fprintln(out, "reconciliation report (dry run: nothing was changed)")
+				} else {
+					fmt.Fprintln(out, "reconciliation report")
+				}
+				if err := printReport(out, raw); err != nil {
+					return err
+				}
 			}
-			return printReport(out, raw)
+			return settled(raw)
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what reconciliation would do; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as the server's JSON instead of text")
 	return cmd
+}
+
+// settled is nil when the report says the run converged, and an exit-1 error
+// otherwise: something could not be settled or checked (the report lists it).
+func settled(raw json.RawMessage) error {
+	var verdict struct {
+		Converged *bool    `json:"converged"`
+		Errors    []string `json:"errors"`
+	}
+	if err := json.Unmarshal(raw, &verdict); err != nil {
+		return fmt.Errorf("reconcile: the server's report is not JSON: %w", err)
+	}
+	// A server from before "converged" existed says so by its errors alone.
+	if (verdict.Converged == nil || *verdict.Converged) && len(verdict.Errors) == 0 {
+		return nil
+	}
+	return withExit(exitSomeFailed, errors.New("reconcile: something could not be settled or checked (listed above)"))
 }
 
 // printReport renders a JSON report generically, keeping the server's field order:

@@ -57,7 +57,8 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 			return err
 		},
 		Config: reconcile.Config{
-			AdoptGrace:    cfg.Reconcile.AdoptGracePeriod,
+			// The longest a create recorded before a run can be in progress.
+			MaxWait:       cfg.Workers.ClaimLease + cfg.Workers.CallTimeout,
 			DeleteForeign: cfg.Reconcile.ForeignPolicy == "delete",
 		},
 		Logger:  logger,

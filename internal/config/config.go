@@ -234,9 +234,6 @@ type Reconcile struct {
 	// Schedule is a standard 5-field cron expression; "" disables it. Default
 	// "*/15 * * * *".
 	Schedule string `yaml:"schedule"`
-	// AdoptGracePeriod: unanswered creates younger than this may still be in flight
-	// and are left alone. Default 10m; at least Workers.CallTimeout.
-	AdoptGracePeriod time.Duration `yaml:"adopt_grace_period"`
 	// ForeignPolicy is what to do with addresses vncfleet did not create: "report"
 	// (default: someone else's addresses are not ours to delete) or "delete".
 	ForeignPolicy string `yaml:"foreign_policy"`
@@ -307,7 +304,7 @@ func Defaults() *Config {
 		Readiness: Readiness{InitialInterval: jobs.DefaultReadyInitial, MaxInterval: jobs.DefaultReadyMax,
 			Multiplier: jobs.DefaultReadyMultiplier, MaxElapsed: jobs.DefaultReadyMaxElapsed},
 		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: 720 * time.Hour, Window: time.Hour},
-		Reconcile: Reconcile{Schedule: "*/15 * * * *", AdoptGracePeriod: 10 * time.Minute, ForeignPolicy: "report"},
+		Reconcile: Reconcile{Schedule: "*/15 * * * *", ForeignPolicy: "report"},
 		Webhook:   Webhook{Rate: webhook.DefaultRate, MaxAttempts: webhook.DefaultMaxAttempts},
 		HTTP: HTTP{ReadHeaderTimeout: server.DefaultReadHeaderTimeout, UploadIdleTimeout: server.DefaultUploadIdleTimeout,
 			WriteTimeout: server.DefaultWriteTimeout, IdleTimeout: server.DefaultIdleTimeout,
@@ -659,10 +656,8 @@ func (c *Config) Validate() error {
 			bad(key, "must be a positive duration, like \"30s\"")
 		}
 	}
-	for key, d := range map[string]time.Duration{"rotation.window": c.Rotation.Window, "reconcile.adopt_grace_period": c.Reconcile.AdoptGracePeriod} {
-		if d < 0 {
-			bad(key, "must not be negative")
-		}
+	if c.Rotation.Window < 0 {
+		bad("rotation.window", "must not be negative")
 	}
 	for key, n := range map[string]int{
 		"workers.concurrency":         c.Workers.Concurrency,
@@ -679,9 +674,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers.CallTimeout > 0 && c.Workers.ClaimLease < 2*c.Workers.CallTimeout {
 		bad("workers.claim_lease", "must be at least twice workers.call_timeout (%s), so a live call never outlives its claim", c.Workers.CallTimeout)
-	}
-	if c.Reconcile.AdoptGracePeriod < c.Workers.CallTimeout {
-		bad("reconcile.adopt_grace_period", "must be at least workers.call_timeout (%s): a younger create may still be in flight", c.Workers.CallTimeout)
 	}
 	if c.Readiness.Multiplier < 1 {
 		bad("readiness.multiplier", "must be at least 1")

@@ -127,7 +127,7 @@ workers:
   claim_lease: 8s
   call_timeout: 2s
 reconcile:
-  adopt_grace_period: 2s
+  foreign_policy: report
 rotation:
   schedule: ""
 log_level: debug
@@ -298,7 +298,6 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"duration without unit", "vnccloud:\n  timeout: 30\n", nil, "line 2"},
 		{"zero timeout", "vnccloud:\n  timeout: 0s\n", nil, "vnccloud.timeout"},
 		{"lease too short", "workers:\n  claim_lease: 1s\n", nil, "workers.claim_lease"},
-		{"grace shorter than a call", "reconcile:\n  adopt_grace_period: 1s\n", nil, "reconcile.adopt_grace_period"},
 		{"zero concurrency", "workers:\n  concurrency: 0\n", nil, "workers.concurrency"},
 		{"multiplier", "readiness:\n  multiplier: 0.5\n", nil, "readiness.multiplier"},
 		{"max below initial", "readiness:\n  initial_interval: 1m\n  max_interval: 1s\n", nil, "readiness.max_interval"},

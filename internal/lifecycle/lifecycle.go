@@ -113,8 +113,9 @@ func (l *Lifecycle) ScheduledReconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.logger().Info("reconciled", "listed", rep.Listed, "vanished", len(rep.Vanished), "drifted", len(rep.Drifted),
-		"adopted", len(rep.Adopted), "deleted_orphans", len(rep.DeletedOrphans), "in_flight", len(rep.InFlight), "foreign", len(rep.Foreign),
+	l.logger().Info("reconciled", "converged", rep.Converged, "listed", rep.Listed, "waited_for_creates", rep.WaitedFor,
+		"vanished", len(rep.Vanished), "drifted", len(rep.Drifted), "adopted", len(rep.Adopted), "deleted_orphans", len(rep.DeletedOrphans),
+		"in_flight", len(rep.InFlight)+len(rep.CreatesInFlight), "ambiguous", len(rep.Ambiguous), "foreign", len(rep.Foreign),
 		"rescheduled", rep.Rescheduled, "errors", len(rep.Errors))
 	return nil
 }

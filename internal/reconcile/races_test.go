@@ -66,9 +66,12 @@ func TestAddressOfACreateInFlightIsNeitherForeignNorDeleted(t *testing.T) {
 	res := e.sendCreate(key)
 	made := res.Report.Address
 
-	// The default grace: the create is young, so the address it made may be v1's.
-	cfg := reconcile.Config{DeleteForeign: true}
+	// A run that does not wait for it: the create is in flight until its claim ends,
+	// so the address it made may be v1's.
+	cfg := reconcile.Config{DeleteForeign: true, MaxWait: time.Millisecond}
 	rep := e.run(e.reconciler(cfg), false)
+	require.False(t, rep.Converged)
+	require.Equal(t, 1, rep.WaitedFor)
 	require.Contains(t, e.Addresses(), made, "not deleted")
 	require.Equal(t, []string{foreign}, rep.Foreign, "not called foreign")
 	require.Equal(t, []string{foreign}, rep.DeletedForeign)
@@ -103,8 +106,9 @@ func TestOrphanThatARetryInFlightMayHaveMadeWaits(t *testing.T) {
 	res := e.sendCreate(key)
 	made := res.Report.Address
 
-	cfg := reconcile.Config{DeleteForeign: true}
+	cfg := reconcile.Config{DeleteForeign: true, MaxWait: time.Millisecond}
 	rep := e.run(e.reconciler(cfg), false)
+	require.False(t, rep.Converged)
 	cloud := e.Addresses()
 	require.Contains(t, cloud, made, "the retry's address is not deleted")
 	require.Contains(t, cloud, orphan, "either address may be the retry's")
@@ -140,17 +144,20 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	key := e.Ingest("f", provisiontest.Header+"v1,connect,line-a,,,\n")
 	orphan := e.loseCreate(key)
 
-	// Call 1 is the listing, call 2 the GET of the orphan: that one is answered 503.
-	r := e.reconciler(reconcile.Config{AdoptGrace: pastGrace})
+	// Call 1 is the listing, call 2 the GET of the orphan: that one and its every
+	// retry are answered 503.
+	r := e.reconciler(reconcile.Config{Backoff: quickRetries})
 	var calls atomic.Int64
 	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
 		if calls.Add(1) == 2 {
 			e.Sim.SetFaults(sim.Faults{FailRate: 1})
-			defer e.Sim.SetFaults(sim.Faults{})
 		}
 		return fn(ctx)
 	}
 	rep := e.run(r, false)
+	e.Sim.SetFaults(sim.Faults{})
+	require.Equal(t, int64(1+reconcile.DefaultAttempts), calls.Load())
+	require.False(t, rep.Converged)
 	require.Len(t, rep.Errors, 1, "%q", rep.Errors)
 	require.True(t, strings.HasPrefix(rep.Errors[0], "inspect "+orphan), rep.Errors[0])
 	require.Empty(t, rep.Adopted)
@@ -161,7 +168,7 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	require.Contains(t, e.Addresses(), orphan)
 
 	// The next run sees the orphan and adopts it.
-	rep = e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false)
+	rep = e.run(e.reconciler(reconcile.Config{}), false)
 	require.Equal(t, []string{"f/v1: " + orphan}, rep.Adopted)
 	require.Empty(t, rep.Foreign)
 	require.Empty(t, rep.Errors)
@@ -247,7 +254,7 @@ func TestOrphanGoesToAnotherDeviceWhenTheFirstGotAnAddress(t *testing.T) {
 
 	// While the orphan is inspected (call 2, after the listing), v1's own retry
 	// succeeds: when attempts were read, both devices wanted an address.
-	r := e.reconciler(reconcile.Config{AdoptGrace: pastGrace})
+	r := e.reconciler(reconcile.Config{})
 	r.Call = atCall(2, func() { require.Equal(t, 1, e.Step(keyA, 1, provisiontest.RetryNow)) })
 	rep := e.run(r, false)
 	require.Equal(t, []string{"b/v2: " + orphan}, rep.Adopted, "v2 still wants it")
@@ -269,5 +276,5 @@ func TestOrphanGoesToAnotherDeviceWhenTheFirstGotAnAddress(t *testing.T) {
 	require.Equal(t, "ready", creds.Status)
 	require.Equal(t, e.Addresses()[orphan].Password, creds.CloudPassword)
 	require.Equal(t, int64(2), e.Sim.State().Accounts[provisiontest.APIKey].Creates, "v2 made no address of its own")
-	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{AdoptGrace: pastGrace}), false))
+	requireNothingToDo(t, e.run(e.reconciler(reconcile.Config{}), false))
 }

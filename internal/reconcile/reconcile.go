@@ -3,14 +3,20 @@
 // orphans of lost creates are adopted or deleted, foreign addresses are reported, and
 // any device whose row owes work without a job gets one. It is level-triggered and
 // idempotent: a second run right after the first finds nothing to do.
+//
+// One run converges: it first waits (within MaxWait) for the creates whose requests
+// may still be in progress at the server, retries transient API failures within the
+// run, and says in its report (Converged) whether anything was left unsettled.
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -24,27 +30,64 @@ type Cloud interface {
 	Delete(ctx context.Context, address string, ifMatch string) error
 }
 
+// Defaults of Config.
+const (
+	// DefaultMaxWait is the default claim lease (2m) plus a call's timeout (30s): a
+	// create recorded before the run can be in progress no longer than that.
+	DefaultMaxWait     = 2*time.Minute + 30*time.Second
+	DefaultDriftChecks = 1000
+	DefaultAttempts    = 5
+)
+
 // Config tunes reconciliation.
 type Config struct {
-	// AdoptGrace is how old an unanswered create must be before its orphan may be
-	// adopted or deleted: a younger one may still be in flight, so an address it may
-	// have made (same spec) is reported InFlight and left for a later run, never taken
-	// for foreign. Defaults to 10 minutes; it must exceed the claim lease plus a call's
-	// timeout.
-	AdoptGrace time.Duration
-	// DeleteForeign deletes addresses vncfleet did not create. Defaults to false:
-	// they are only reported, because the account may be shared with other tools.
+	// MaxWait bounds how long a run waits, before listing, for the creates recorded
+	// before it whose requests may still be in progress at the server (on the
+	// database's clock: until their in_flight_until, which their answer, or their
+	// process found dead, brings forward). Creates still in flight after it are
+	// reported and the run does not converge. Defaults to DefaultMaxWait; set it to
+	// the claim lease plus a call's timeout, the longest a create can be in flight.
+	MaxWait time.Duration
+	// DeleteForeign deletes addresses vncfleet did not create, and ambiguous ones
+	// (that may be another tool's). Defaults to false: they are only reported,
+	// because the account may be shared with other tools.
 	DeleteForeign bool
 	// DriftChecks bounds how many devices one run GETs to compare specs, the least
 	// recently checked first; each check spends rate budget. Defaults to 1000.
 	DriftChecks int
+	// Attempts is how often one API call is made before a transient failure (503,
+	// 429, a timeout) is given up and reported. Defaults to 5.
+	Attempts int
+	// Backoff is the delay before retry n (1-based) of a call; a longer Retry-After
+	// of the answer wins. Defaults to 0.5s doubling up to 8s (7.5s over the default
+	// four retries).
+	Backoff func(n int) time.Duration
 }
+
+// withDefaults fills every unset field.
+func (c Config) withDefaults() Config {
+	c.MaxWait = cmp.Or(c.MaxWait, DefaultMaxWait)
+	c.DriftChecks = cmp.Or(c.DriftChecks, DefaultDriftChecks)
+	c.Attempts = cmp.Or(c.Attempts, DefaultAttempts)
+	if c.Backoff == nil {
+		c.Backoff = defaultBackoff
+	}
+	return c
+}
+
+func defaultBackoff(n int) time.Duration {
+	return min(500*time.Millisecond<<min(n-1, 4), 8*time.Second)
+}
+
+// maxRetryAfter caps how long one retry waits on a server's Retry-After.
+const maxRetryAfter = 30 * time.Second
 
 // Reconciler runs reconciliation.
 type Reconciler struct {
 	Store *store.Store
 	Cloud Cloud
-	// Call wraps every API call (the rate limiter); nil calls directly.
+	// Call wraps every API request (the rate limiter), retries included; nil calls
+	// directly.
 	Call   func(ctx context.Context, fn func(ctx context.Context) error) error
 	Config Config
 	Logger *slog.Logger
@@ -54,61 +97,121 @@ type Reconciler struct {
 
 // Report says what a run found and did (or, in a dry run, would do).
 type Report struct {
-	DryRun         bool      `json:"dryRun"`
-	StartedAt      time.Time `json:"startedAt"`
-	Listed         int       `json:"listed"`
-	Known          int       `json:"known"`
-	Vanished       []string  `json:"vanished"`       // "fleet/device_id" whose address is gone: created again
-	Drifted        []string  `json:"drifted"`        // "fleet/device_id" whose spec was changed outside vncfleet: put back
-	Adopted        []string  `json:"adopted"`        // "fleet/device_id: address" orphans given to their device
-	DeletedOrphans []string  `json:"deletedOrphans"` // orphan addresses of lost creates, deleted
-	// InFlight are unknown addresses that a create still within its grace period may
-	// have made: neither adopted, deleted nor called foreign; a later run settles them.
-	InFlight       []string `json:"inFlight"`
+	DryRun bool `json:"dryRun"`
+	// Converged: nothing was left unsettled or unchecked (Errors, InFlight,
+	// CreatesInFlight and Ambiguous are empty), so the account holds exactly one
+	// address per present device once the work the run started is done.
+	Converged bool      `json:"converged"`
+	StartedAt time.Time `json:"startedAt"`
+	// WaitedFor is how many creates that may still have been in flight the run waited
+	// for before listing, and WaitedSeconds how long.
+	WaitedFor      int      `json:"waitedForCreatesInFlight"`
+	WaitedSeconds  float64  `json:"waitedSeconds"`
+	Listed         int      `json:"listed"`
+	Known          int      `json:"known"`
+	Vanished       []string `json:"vanished"`       // "fleet/device_id" whose address is gone: created again
+	Drifted        []string `json:"drifted"`        // "fleet/device_id" whose spec was changed outside vncfleet: put back
+	Adopted        []string `json:"adopted"`        // "fleet/device_id: address" orphans given to their device
+	DeletedOrphans []string `json:"deletedOrphans"` // orphan addresses of lost creates, deleted
+	// InFlight are unknown addresses that a create still in flight may have made:
+	// neither adopted, deleted nor called foreign.
+	InFlight []string `json:"inFlight"`
+	// CreatesInFlight are "fleet/device_id" whose create may still be in progress at
+	// the server after the wait, with no address of theirs seen yet.
+	CreatesInFlight []string `json:"createsInFlight"`
+	// Ambiguous are unknown addresses that lost creates of vncfleet may have made,
+	// but more of them than those creates could have: some are another tool's and
+	// nothing tells which. They are left alone unless DeleteForeign.
+	Ambiguous      []string `json:"ambiguous"`
 	Foreign        []string `json:"foreign"` // addresses vncfleet did not create
 	DeletedForeign []string `json:"deletedForeign"`
 	Rescheduled    int      `json:"rescheduled"` // devices whose owed work had no job
 	Checked        int      `json:"checked"`     // drift checks made
 	WorkKey        string   `json:"workKey,omitempty"`
-	Errors         []string `json:"errors"`
+	Errors         []string `json:"errors"` // what could not be checked or done, after retries
 }
 
-func (r *Reconciler) call(ctx context.Context, fn func(ctx context.Context) error) error {
-	if r.Call == nil {
-		return fn(ctx)
+// ListingError is a listing of the account that failed after its retries: the run
+// could not start, and changed nothing.
+type ListingError struct{ Err error }
+
+func (e *ListingError) Error() string { return "list cloud addresses: " + e.Err.Error() }
+func (e *ListingError) Unwrap() error { return e.Err }
+
+// HTTPStatus lets the API answer 502 Bad Gateway (VNC Cloud failed) without knowing
+// this package.
+func (e *ListingError) HTTPStatus() int { return 502 }
+
+func (r *Reconciler) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
 	}
-	return r.Call(ctx, fn)
+	return r.Logger
+}
+
+// call makes one API request through Call, and again after a transient failure
+// (503, 429, a timeout), with backoff, up to Attempts times: each retry goes
+// through Call, so the rate limiter paces it and hears of the failure.
+func (r *Reconciler) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	cfg := r.Config.withDefaults()
+	for n := 1; ; n++ {
+		var err error
+		if r.Call == nil {
+			err = fn(ctx)
+		} else {
+			err = r.Call(ctx, fn)
+		}
+		if n >= cfg.Attempts || !vnccloud.IsRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		delay := cfg.Backoff(n)
+		var apiErr *vnccloud.APIError
+		if errors.As(err, &apiErr) {
+			delay = max(delay, min(apiErr.RetryAfter, maxRetryAfter))
+		}
+		if err := sleep(ctx, delay); err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Run reconciles once. Errors on single addresses are collected in the report; an
 // error return means the run could not complete (listing or database failed).
 func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
-	cfg := r.Config
-	if cfg.AdoptGrace <= 0 {
-		cfg.AdoptGrace = 10 * time.Minute
-	}
-	if cfg.DriftChecks <= 0 {
-		cfg.DriftChecks = 1000
-	}
+	cfg := r.Config.withDefaults()
 	rep := &Report{DryRun: dryRun, StartedAt: time.Now().UTC()}
 	key := fmt.Sprintf("reconcile:%d", rep.StartedAt.UnixNano())
 	rep.WorkKey = key
 
+	// A dry run does not wait: it reports such creates in flight instead.
+	if !dryRun {
+		if err := r.waitForCreatesInFlight(ctx, rep, cfg); err != nil {
+			return nil, err
+		}
+	}
 	// What the store knew before listing: an address of it missing from the listing
 	// vanished (confirmed by a GET, since a listing can miss entries changed while paging).
 	knownBefore, err := r.Store.KnownAddresses(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// Creates sent since then may still be in flight: they are young (the grace exceeds
-	// the claim lease plus a call's timeout, so older ones were answered or given up
-	// before the listing began).
-	youngSince := time.Now().Add(-cfg.AdoptGrace)
 	listed := map[string]bool{}
-	// Each page is a request of its own, so each goes through the rate limiter.
+	// Each page is a request of its own, so each goes through the rate limiter, and
+	// a page that fails transiently is asked for again.
 	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99, PerRequest: r.call}) {
 		if err != nil {
-			return nil, fmt.Errorf("list cloud addresses: %w", err)
+			return nil, &ListingError{err}
 		}
 		listed[addr] = true
 	}
@@ -121,7 +224,7 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	// The open attempts first, then the addresses known: a create answered in between
 	// is in one or the other (read the other way round, its address would be in
 	// neither and taken for foreign).
-	attempts, err := r.Store.OpenAttempts(ctx, youngSince)
+	attempts, err := r.Store.OpenAttempts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +253,39 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 			}
 		}
 	}
+	rep.Converged = len(rep.Errors) == 0 && len(rep.InFlight) == 0 && len(rep.CreatesInFlight) == 0 && len(rep.Ambiguous) == 0
 	return rep, nil
+}
+
+// waitForCreatesInFlight waits, at most MaxWait, until no create recorded before the
+// run can still be in progress at the server, so that whatever they made is either
+// recorded by their job or in the listing for good. Which are in flight is read
+// from the database (its clock) every second, so an answer recorded meanwhile ends
+// the wait early.
+func (r *Reconciler) waitForCreatesInFlight(ctx context.Context, rep *Report, cfg Config) error {
+	inFlight, err := r.Store.CreatesInFlight(ctx, time.Time{})
+	if err != nil || inFlight.Count == 0 {
+		return err
+	}
+	sentBefore := inFlight.Now
+	rep.WaitedFor = inFlight.Count
+	r.logger().Info("reconcile: waiting for creates that may still be in flight", "creates", inFlight.Count,
+		"at_most", min(inFlight.Remaining, cfg.MaxWait).Round(time.Second))
+	started := time.Now()
+	defer func() { rep.WaitedSeconds = time.Since(started).Seconds() }()
+	for inFlight.Count > 0 {
+		left := cfg.MaxWait - time.Since(started)
+		if left <= 0 {
+			return nil // what is still in flight is reported by the orphan pass
+		}
+		if err := sleep(ctx, min(inFlight.Remaining, left, time.Second)); err != nil {
+			return err
+		}
+		if inFlight, err = r.Store.CreatesInFlight(ctx, sentBefore); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r *Reconciler) vanished(ctx context.Context, rep *Report, known map[string]store.KnownDevice, listed map[string]bool, key string) error {
@@ -185,21 +320,36 @@ func (r *Reconciler) vanished(ctx context.Context, rep *Report, known map[string
 	return nil
 }
 
-// orphans handles listed addresses the store does not know. An unanswered create
-// whose spec matches may have made it: each such attempt accounts for at most one
-// orphan, which is adopted when a matching attempt's device still has no address and
-// deleted otherwise. An address a young attempt may have made is left for a later
-// run: that create may still be in flight, and its job record the address. Orphans no
-// attempt accounts for are foreign.
+// unknownAddress is a listed address the store does not know, as inspected.
+type unknownAddress struct {
+	addr      string
+	details   vnccloud.Details
+	firstSeen time.Time // first listed, on the database's clock
+}
+
+// orphans handles listed addresses the store does not know. An open create may have
+// made one when the spec matches and the create was sent before the address was
+// first listed; each such attempt accounts for at most one orphan, which is adopted
+// when a matching attempt's device still has no address and deleted otherwise. An
+// address a create still in flight may have made is left alone. Where more addresses
+// match than the attempts that may have made them, some are another tool's and
+// nothing tells which: they are ambiguous. Addresses no attempt may have made are
+// foreign.
 func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attempts []store.OpenAttempt,
 	known map[string]store.KnownDevice, listed map[string]bool, key string) error {
-	o := &orphanPass{attempts: attempts, used: make([]bool, len(attempts)), keep: make([]bool, len(attempts)),
-		adoptedFor: map[int64]bool{}, refused: map[int64]bool{}}
-	checkFailed := false
+	var unknownAddrs []string
 	for addr := range listed {
-		if _, ok := known[addr]; ok {
-			continue
+		if _, ok := known[addr]; !ok {
+			unknownAddrs = append(unknownAddrs, addr)
 		}
+	}
+	firstSeen, err := r.Store.FirstSeen(ctx, unknownAddrs, !rep.DryRun)
+	if err != nil {
+		return err
+	}
+	checkFailed := false
+	var unknown []unknownAddress
+	for _, addr := range unknownAddrs {
 		var details vnccloud.Details
 		err := r.call(ctx, func(ctx context.Context) error {
 			var err error
@@ -215,23 +365,35 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 			rep.Errors = append(rep.Errors, fmt.Sprintf("inspect %s: %v", addr, err))
 			continue
 		}
-		cands, inFlight := o.candidates(addr, details.Spec)
-		if inFlight {
-			rep.InFlight = append(rep.InFlight, addr)
+		unknown = append(unknown, unknownAddress{addr, details, firstSeen[addr]})
+	}
+	// The earliest seen first: they have the fewest attempts that may have made them.
+	slices.SortFunc(unknown, func(a, b unknownAddress) int {
+		return cmp.Or(a.firstSeen.Compare(b.firstSeen), cmp.Compare(a.addr, b.addr))
+	})
+
+	o := &orphanPass{attempts: attempts, used: make([]bool, len(attempts)), keep: make([]bool, len(attempts)),
+		adoptedFor: map[int64]bool{}, refused: map[int64]bool{}}
+	for _, c := range o.classify(unknown) {
+		u := c.unknownAddress
+		switch c.verdict {
+		case inFlight:
+			rep.InFlight = append(rep.InFlight, u.addr)
+			continue
+		case foreign, ambiguous:
+			r.notOurs(ctx, rep, cfg, o, c)
 			continue
 		}
-		if len(cands) == 0 {
-			rep.Foreign = append(rep.Foreign, addr)
-			if cfg.DeleteForeign && !rep.DryRun {
-				if err := r.deleteAddress(ctx, addr, details.ETag); err != nil {
-					rep.Errors = append(rep.Errors, fmt.Sprintf("delete foreign %s: %v", addr, err))
-					continue
-				}
-				rep.DeletedForeign = append(rep.DeletedForeign, addr)
-			}
+		// Attempts that accounted for an earlier orphan are taken. The order of
+		// classification leaves a free one for every orphan; should none be, nothing
+		// decides whose the address is.
+		c.cands = slices.DeleteFunc(c.cands, func(i int) bool { return o.used[i] })
+		if len(c.cands) == 0 {
+			c.verdict = ambiguous
+			r.notOurs(ctx, rep, cfg, o, c)
 			continue
 		}
-		adopted, err := r.adopt(ctx, rep, o, cands, addr, key)
+		adopted, err := r.adopt(ctx, rep, o, c.cands, u.addr, key)
 		if err != nil {
 			return err
 		}
@@ -239,18 +401,23 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 			continue
 		}
 		// No device takes it: the orphan is surplus, accounted for by one attempt.
-		i := o.surplusOf(cands)
+		i := o.surplusOf(c.cands)
 		o.used[i] = true
-		rep.DeletedOrphans = append(rep.DeletedOrphans, addr)
+		rep.DeletedOrphans = append(rep.DeletedOrphans, u.addr)
 		if rep.DryRun {
 			continue
 		}
-		if err := r.deleteAddress(ctx, addr, details.ETag); err != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("delete orphan %s: %v", addr, err))
+		if err := r.deleteAddress(ctx, u.addr, u.details.ETag); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("delete orphan %s: %v", u.addr, err))
 			continue
 		}
-		if err := r.Store.ResolveAttempt(ctx, attempts[i].ID, "discarded", addr); err != nil {
+		if err := r.Store.ResolveAttempt(ctx, attempts[i].ID, "discarded", u.addr); err != nil {
 			return err
+		}
+	}
+	for i, a := range attempts {
+		if a.Young && !o.used[i] && !o.keep[i] {
+			rep.CreatesInFlight = append(rep.CreatesInFlight, a.Fleet+"/"+a.DeviceID)
 		}
 	}
 	if rep.DryRun || checkFailed {
@@ -258,7 +425,7 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 		// have made the address that could not be inspected.
 		return nil
 	}
-	// The listing was complete and these attempts are past their grace: whatever
+	// The listing was complete and these attempts are no longer in flight: whatever
 	// they did not make, they never will.
 	for i, a := range attempts {
 		if a.Young || o.used[i] || o.keep[i] {
@@ -271,45 +438,136 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 	return nil
 }
 
+// notOurs handles an address that is foreign, or ambiguous (perhaps another tool's):
+// it is reported, and deleted only under the foreign policy DeleteForeign. The open
+// attempts that may have made an ambiguous address left in the account stay open.
+func (r *Reconciler) notOurs(ctx context.Context, rep *Report, cfg Config, o *orphanPass, c classified) {
+	if c.verdict == foreign {
+		rep.Foreign = append(rep.Foreign, c.addr)
+	}
+	if cfg.DeleteForeign && !rep.DryRun {
+		if err := r.deleteAddress(ctx, c.addr, c.details.ETag); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("delete %s %s: %v", c.verdict, c.addr, err))
+			cfg.DeleteForeign = false // reported as left
+		}
+	}
+	switch {
+	case cfg.DeleteForeign:
+		rep.DeletedForeign = append(rep.DeletedForeign, c.addr)
+	case c.verdict == ambiguous:
+		rep.Ambiguous = append(rep.Ambiguous, c.addr)
+		for _, i := range c.cands {
+			o.keep[i] = true
+		}
+	}
+}
+
 // orphanPass is what one run's orphan pass knows of the open attempts.
 type orphanPass struct {
 	attempts   []store.OpenAttempt
 	used       []bool         // accounts for an orphan of this run
-	keep       []bool         // may have made an address left for a later run: not discarded
+	keep       []bool         // may have made an address left alone: not discarded
 	adoptedFor map[int64]bool // devices given an orphan in this run
 	refused    map[int64]bool // devices that would not adopt in this run (AdoptAddress said no)
 }
 
-// candidates returns the unused attempts that may have made addr, an unknown address
-// with spec: the one known to have made it, else every old one of the same spec. With
-// inFlight, a young attempt may have made it: the address is left alone, and so are
-// the old attempts that may have made it.
-func (o *orphanPass) candidates(addr string, spec vnccloud.Spec) (cands []int, inFlight bool) {
-	for i, a := range o.attempts {
-		if !o.used[i] && a.MadeAddress == addr {
-			if a.Young {
-				return nil, true
-			}
-			return []int{i}, false // known to be ours: no guessing by spec
-		}
-	}
-	for i, a := range o.attempts {
-		if a.MadeAddress != "" || !a.Spec.Equal(spec) {
-			continue
-		}
-		if a.Young {
-			inFlight = true
-		} else if !o.used[i] {
-			cands = append(cands, i)
-		}
-	}
-	if inFlight {
-		for _, i := range cands {
+// verdict is what an unknown address is to this run.
+type verdict int
+
+func (v verdict) String() string {
+	return [...]string{"orphan", "in flight", "ambiguous", "foreign"}[v]
+}
+
+const (
+	orphan    verdict = iota // an open attempt of ours made it: adopt or delete
+	inFlight                 // a create still in flight may have made it: leave it
+	ambiguous                // ours or another tool's, nothing tells: leave it (or the foreign policy)
+	foreign                  // no attempt of ours can have made it
+)
+
+// classified is an unknown address with its verdict and, for an orphan, the attempts
+// that may have made it.
+type classified struct {
+	unknownAddress
+	verdict verdict
+	cands   []int
+}
+
+// classify decides what each unknown address is; unknown must be sorted by first
+// sighting. An address an attempt is known to have made is that attempt's. Of the
+// others, an address may have been made by the open attempts of its spec, with no
+// known address, sent before it was first listed. Those sets are nested (an address
+// seen later has every candidate of one seen earlier), so the addresses of one spec
+// can all be ours only if the k-th of them has at least k candidates: up to the last
+// one that has fewer, they are ambiguous, and the later ones may only be made by
+// attempts that are not candidates of those.
+func (o *orphanPass) classify(unknown []unknownAddress) []classified {
+	out := make([]classified, len(unknown))
+	var rest []int // indexes into out not decided by a known address
+	for n, u := range unknown {
+		out[n].unknownAddress = u
+		i := slices.IndexFunc(o.attempts, func(a store.OpenAttempt) bool { return a.MadeAddress == u.addr })
+		switch {
+		case i < 0:
+			rest = append(rest, n)
+		case o.attempts[i].Young:
+			out[n].verdict = inFlight
 			o.keep[i] = true
+		default:
+			out[n].verdict, out[n].cands = orphan, []int{i} // known to be ours: no guessing by spec
 		}
-		return nil, true
 	}
-	return cands, false
+	for len(rest) > 0 {
+		// One spec at a time, in the order of first sighting.
+		spec := unknown[rest[0]].details.Spec
+		var group, others []int
+		for _, n := range rest {
+			if unknown[n].details.Spec.Equal(spec) {
+				group = append(group, n)
+			} else {
+				others = append(others, n)
+			}
+		}
+		rest = others
+		var candidates []int // addresses of the group with at least one candidate
+		for _, n := range group {
+			for i, a := range o.attempts {
+				if a.MadeAddress == "" && a.Spec.Equal(spec) && a.SentAt.Before(unknown[n].firstSeen) {
+					out[n].cands = append(out[n].cands, i)
+				}
+			}
+			if len(out[n].cands) == 0 {
+				out[n].verdict = foreign
+			} else {
+				candidates = append(candidates, n)
+			}
+		}
+		deficient := -1
+		for k, n := range candidates {
+			if len(out[n].cands) < k+1 {
+				deficient = k
+			}
+		}
+		for k, n := range candidates {
+			young := slices.ContainsFunc(out[n].cands, func(i int) bool { return o.attempts[i].Young })
+			switch {
+			case young:
+				out[n].verdict = inFlight
+				for _, i := range out[n].cands {
+					o.keep[i] = true
+				}
+				out[n].cands = nil
+			case k <= deficient:
+				out[n].verdict = ambiguous // its candidates are kept if it is left alone
+			case deficient >= 0:
+				// Not one of the deficient's candidates: those stay with the
+				// ambiguous addresses.
+				shared := out[candidates[deficient]].cands
+				out[n].cands = slices.DeleteFunc(slices.Clone(out[n].cands), func(i int) bool { return slices.Contains(shared, i) })
+			}
+		}
+	}
+	return out
 }
 
 // wants reports whether the device of attempt i may still take an orphan in this run.

@@ -52,9 +52,12 @@ type OpenAttempt struct {
 	Fleet    string
 	DeviceID string
 	Spec     vnccloud.Spec
-	SentAt   time.Time
-	// Young: sent too recently to be settled, the create may still be in flight. An
-	// address it may have made is neither ours nor foreign yet.
+	// SentAt is when the attempt was recorded, just before its request was sent
+	// (database clock): it cannot have made an address listed before then.
+	SentAt time.Time
+	// Young: its request may still be in progress at the server (in_flight_until has
+	// not passed on the database's clock). An address it may have made is neither
+	// ours nor foreign yet.
 	Young bool
 	// DeviceWantsAddress: the device is present, has no address and nobody holds a
 	// claim on it, so an orphan of this attempt can be adopted for it. It is a snapshot:
@@ -66,15 +69,14 @@ type OpenAttempt struct {
 }
 
 // OpenAttempts lists every create that got no definite answer: answered with a
-// retryable error, still "sent" from a process that died, or still in flight. Those
-// sent at or after youngSince are Young.
-func (s *Store) OpenAttempts(ctx context.Context, youngSince time.Time) ([]OpenAttempt, error) {
+// retryable error, still "sent" from a process that died, or still in flight.
+func (s *Store) OpenAttempts(ctx context.Context) ([]OpenAttempt, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT a.id, a.device_pk, f.name, d.device_id, a.spec, a.sent_at, a.sent_at >= $1, a.cloud_address,
+		SELECT a.id, a.device_pk, f.name, d.device_id, a.spec, a.sent_at, `+attemptInFlightSQL+`, a.cloud_address,
 		       d.desired_state = 'present' AND d.cloud_address IS NULL AND coalesce(d.claim_until < now(), true)
 		FROM create_attempts a JOIN devices d ON d.id = a.device_pk JOIN fleets f ON f.id = d.fleet_id
 		WHERE a.outcome IN ('sent', 'unknown')
-		ORDER BY a.cloud_address IS NULL, a.id`, youngSince)
+		ORDER BY a.cloud_address IS NULL, a.id`)
 	if err != nil {
 		return nil, fmt.Errorf("open attempts: %w", err)
 	}
@@ -100,6 +102,84 @@ func (s *Store) OpenAttempts(ctx context.Context, youngSince time.Time) ([]OpenA
 	}
 	rows.Close()
 	return out, rows.Err()
+}
+
+// attemptInFlightSQL says whether create attempt a's request can still be in
+// progress at the server, on the database's clock. A NULL in_flight_until (a row
+// from before it existed, which its migration filled) counts as not in flight.
+const attemptInFlightSQL = `coalesce(a.in_flight_until > now(), false)`
+
+// CreatesInFlight is what CreatesInFlight found.
+type CreatesInFlight struct {
+	// Count is how many open create attempts may still be in progress at the server.
+	Count int
+	// Remaining is how long until the last of them can no longer be (database clock).
+	Remaining time.Duration
+	// Now is the database's time of the reading.
+	Now time.Time
+}
+
+// CreatesInFlight counts the open create attempts recorded at or before sentBefore
+// (every one when it is zero) whose request may still be in progress at the server.
+func (s *Store) CreatesInFlight(ctx context.Context, sentBefore time.Time) (CreatesInFlight, error) {
+	var c CreatesInFlight
+	var remaining float64
+	err := s.pool.QueryRow(ctx, `
+		SELECT count(*), coalesce(extract(epoch FROM max(a.in_flight_until) - now()), 0)::float8, now()
+		FROM create_attempts a
+		WHERE a.outcome IN ('sent', 'unknown') AND `+attemptInFlightSQL+`
+		  AND ($1::timestamptz IS NULL OR a.sent_at <= $1)`, nullTime(sentBefore)).Scan(&c.Count, &remaining, &c.Now)
+	if err != nil {
+		return CreatesInFlight{}, fmt.Errorf("creates in flight: %w", err)
+	}
+	c.Remaining = time.Duration(remaining * float64(time.Second))
+	return c, nil
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// FirstSeen returns when each of addrs (listed addresses the store does not know)
+// was first listed, on the database's clock; an address never listed before is
+// first seen now. With record, the sightings are stored, and the rows of addresses
+// not among addrs are removed: addrs must then be every unknown address of a
+// complete listing. Without record nothing is written (a dry run).
+func (s *Store) FirstSeen(ctx context.Context, addrs []string, record bool) (map[string]time.Time, error) {
+	seen := make(map[string]time.Time, len(addrs))
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		query := `SELECT u.address, coalesce(s.first_seen_at, now())
+			FROM unnest($1::text[]) AS u(address) LEFT JOIN seen_addresses s ON s.address = u.address`
+		if record {
+			if _, err := tx.Exec(ctx, `DELETE FROM seen_addresses WHERE address <> ALL (coalesce($1::text[], '{}'))`, addrs); err != nil {
+				return err
+			}
+			query = `INSERT INTO seen_addresses (address) SELECT unnest($1::text[])
+				ON CONFLICT (address) DO UPDATE SET last_seen_at = now()
+				RETURNING address, first_seen_at`
+		}
+		rows, err := tx.Query(ctx, query, addrs)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var addr string
+			var at time.Time
+			if err := rows.Scan(&addr, &at); err != nil {
+				return err
+			}
+			seen[addr] = at
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("first sightings of unknown addresses: %w", err)
+	}
+	return seen, nil
 }
 
 // AdoptAddress gives a device without an address the orphan its lost create made.
