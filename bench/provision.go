@@ -233,13 +233,12 @@ func benchThroughput(baseURL string, devices int) error {
 	perSecond := float64(devices) / took.Seconds()
 	fmt.Printf("throughput: %d devices ready in %.2fs = %.0f devices/s (no rate cap, readiness immediate, %d API calls = %.2f per device)\n",
 		devices, took.Seconds(), perSecond, st.Requests, float64(st.Requests)/float64(devices))
-	maxWorkers := config.Defaults().Workers.Concurrency
-	jobs, err := riverNoopThroughput(ctx, sc.pool, devices, maxWorkers)
+	jobs, err := riverNoopThroughput(ctx, sc.pool, devices)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("River baseline: %d no-op jobs (InsertMany, %d workers) on the same database: %.0f jobs/s; vncfleet: %.0f%% of it\n",
-		devices, maxWorkers, jobs, 100*perSecond/jobs)
+	fmt.Printf("River baseline: %d no-op jobs (InsertMany, %d workers) on the same database: %.0f jobs/s; vncfleet's devices/s: %.0f%% of it\n",
+		devices, noopWorkers, jobs, 100*perSecond/jobs)
 	return nil
 }
 

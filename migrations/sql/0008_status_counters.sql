@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS device_counts (
     manifest_id bigint NOT NULL,   -- 0: no manifest
     status      text NOT NULL,
     shard       smallint NOT NULL,
-    devices     bigint NOT NULL,
+    devices     integer NOT NULL,  -- sums of integers are bigints: faster than numeric
     PRIMARY KEY (fleet_id, manifest_id, status, shard)
 ) WITH (fillfactor = 50);          -- room on the page for HOT updates of hot rows
 
@@ -35,16 +35,20 @@ CREATE TABLE IF NOT EXISTS device_group_counts (
     grp         text NOT NULL,     -- '': no group
     status      text NOT NULL,
     shard       smallint NOT NULL,
-    devices     bigint NOT NULL,
+    devices     integer NOT NULL,  -- sums of integers are bigints: faster than numeric
     PRIMARY KEY (fleet_id, manifest_id, grp, status, shard)
 ) WITH (fillfactor = 50);
 
 -- The groups a device counts in (see above): the one definition, used by the
--- triggers, the backfill and the full count that checks them.
+-- triggers, the backfill and the full count that checks them. A single expression,
+-- so that the planner inlines it (as a function call per row it tripled the cost of
+-- a trigger).
 CREATE OR REPLACE FUNCTION vncfleet_count_groups(action text, groups text[], allow_groups text[])
 RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN cardinality(g) > 0 THEN g ELSE '{""}'::text[] END
-    FROM (SELECT CASE WHEN action = 'connect' THEN groups ELSE allow_groups END) AS x(g)
+    SELECT CASE
+        WHEN action = 'connect' AND cardinality(groups) > 0 THEN groups
+        WHEN action <> 'connect' AND cardinality(allow_groups) > 0 THEN allow_groups
+        ELSE '{""}'::text[] END
 $$;
 
 -- The shard this transaction adds to: the lowest of 16 whose transaction-level
@@ -90,13 +94,13 @@ BEGIN
     WITH changes AS MATERIALIZED (%3$s),
     counted AS (
         INSERT INTO device_counts AS c (fleet_id, manifest_id, status, shard, devices)
-        SELECT fleet_id, coalesce(manifest_id, 0), status, my_shard, sum(d) FROM changes
+        SELECT fleet_id, coalesce(manifest_id, 0), status, my_shard, sum(d)::integer FROM changes
         GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
         ON CONFLICT (fleet_id, manifest_id, status, shard) DO UPDATE SET devices = c.devices + EXCLUDED.devices
         RETURNING c.fleet_id, c.manifest_id, c.status, c.devices),
     grouped AS (
         INSERT INTO device_group_counts AS c (fleet_id, manifest_id, grp, status, shard, devices)
-        SELECT fleet_id, coalesce(manifest_id, 0), g, status, my_shard, sum(d)
+        SELECT fleet_id, coalesce(manifest_id, 0), g, status, my_shard, sum(d)::integer
         FROM changes, unnest(vncfleet_count_groups(action, groups, allow_groups)) AS g
         GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0 ORDER BY 1, 2, 3, 4
         ON CONFLICT (fleet_id, manifest_id, grp, status, shard) DO UPDATE SET devices = c.devices + EXCLUDED.devices
