@@ -16,7 +16,8 @@
 --
 -- Each count is spread over shards, rows of its own that readers sum: a transaction
 -- adds to the shard it holds (vncfleet_counter_shard), so concurrent workers do not
--- wait on each other's uncommitted counter rows, and cannot deadlock on them. A row
+-- wait on each other's uncommitted counter rows nor deadlock on them (as long as no
+-- more than 16 write at once; beyond that two may share a shard, see below). A row
 -- that reaches zero is deleted, so a finished manifest leaves one row per status and
 -- group in each shard it was counted in.
 
@@ -52,8 +53,9 @@ RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The shard this transaction adds to: the lowest of 16 whose transaction-level
--- advisory lock (key space 1986356019, "vfc3") is free, remembered for the rest of
--- the transaction. The lock only keeps transactions apart; exactness never depends
+-- advisory lock (class 1986356019 of the two-integer key space, which no bigint
+-- key of River's or ours can collide with) is free, remembered for the rest of the
+-- transaction. The lock only keeps transactions apart; exactness never depends
 -- on it: when all 16 are held, the transaction adds to a shard another one holds and
 -- the row locks order them. Trying from 0 keeps a quiet system on few shards, so
 -- readers sum few rows.
