@@ -14,9 +14,14 @@ import (
 	"github.com/vncfleet/vncfleet/migrations"
 )
 
+// ownName makes a scenario's database name this process's own, so that benchmarks
+// run at once on one server (by several people) do not drop each other's databases.
+func ownName(name string) string { return fmt.Sprintf("%s_%d", name, os.Getpid()) }
+
 // freshDatabase drops and creates database name on the server of baseURL, migrates
 // it, and returns its URL and a pool.
 func freshDatabase(ctx context.Context, baseURL, name string) (string, *pgxpool.Pool, error) {
+	name = ownName(name)
 	admin, err := pgx.Connect(ctx, baseURL)
 	if err != nil {
 		return "", nil, fmt.Errorf("connect: %w", err)
@@ -54,6 +59,7 @@ func withDatabase(url, name string) string {
 }
 
 func dropDatabase(ctx context.Context, baseURL, name string) {
+	name = ownName(name)
 	admin, err := pgx.Connect(ctx, baseURL)
 	if err != nil {
 		return

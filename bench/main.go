@@ -6,10 +6,11 @@
 //	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //
-// Each scenario uses a database of its own (vncfleet_bench_*), dropped afterwards.
+// Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -46,29 +47,41 @@ func main() {
 		}
 	}
 	defer pprof.StopCPUProfile()
+	// begin starts a scenario whose flags are parsed: where it runs, then the profile.
+	begin := func() bool {
+		if err = printMachine(context.Background(), *base); err != nil {
+			return false
+		}
+		startProfile()
+		return true
+	}
 	switch scenario {
 	case "ingest":
 		rows := fs.Int("rows", 1_000_000, "manifest rows")
 		_ = fs.Parse(args)
-		startProfile()
-		err = benchIngest(*base, *rows)
+		if begin() {
+			err = benchIngest(*base, *rows)
+		}
 	case "throughput":
 		devices := fs.Int("devices", 20_000, "devices to provision")
 		_ = fs.Parse(args)
-		startProfile()
-		err = benchThroughput(*base, *devices)
+		if begin() {
+			err = benchThroughput(*base, *devices)
+		}
 	case "calls":
 		devices := fs.Int("devices", 2_000, "devices to provision")
 		delay := fs.Duration("ready-delay", 1e9, "simulator readiness delay")
 		_ = fs.Parse(args)
-		startProfile()
-		err = benchCalls(*base, *devices, *delay)
+		if begin() {
+			err = benchCalls(*base, *devices, *delay)
+		}
 	case "rotation":
 		devices := fs.Int("devices", 10_000, "devices to rotate")
 		rate := fs.Float64("rate", 50, "VNCCLOUD_RATE for the run")
 		_ = fs.Parse(args)
-		startProfile()
-		err = benchRotation(*base, *devices, *rate)
+		if begin() {
+			err = benchRotation(*base, *devices, *rate)
+		}
 	default:
 		usage()
 	}

@@ -210,14 +210,35 @@ func provisionOnce(baseURL, name string, devices int, readyDelay time.Duration) 
 	return took, sc.sim.State(), err
 }
 
-// benchThroughput: devices per second end to end, no rate cap, simulator in-process.
+// benchThroughput: devices per second end to end, no rate cap, simulator in-process;
+// then River's own no-op throughput on the same database, the ceiling of any work
+// done by River jobs here, as the baseline.
 func benchThroughput(baseURL string, devices int) error {
-	took, st, err := provisionOnce(baseURL, "vncfleet_bench_throughput", devices, 0)
+	ctx := context.Background()
+	sc, err := newScenario(ctx, baseURL, "vncfleet_bench_throughput", 0)
 	if err != nil {
 		return err
 	}
+	defer sc.done()
+	r, err := sc.rig(ctx, 0)
+	if err != nil {
+		return err
+	}
+	took, err := r.provision(ctx, devices)
+	r.close()
+	if err != nil {
+		return err
+	}
+	st := sc.sim.State()
+	perSecond := float64(devices) / took.Seconds()
 	fmt.Printf("throughput: %d devices ready in %.2fs = %.0f devices/s (no rate cap, readiness immediate, %d API calls = %.2f per device)\n",
-		devices, took.Seconds(), float64(devices)/took.Seconds(), st.Requests, float64(st.Requests)/float64(devices))
+		devices, took.Seconds(), perSecond, st.Requests, float64(st.Requests)/float64(devices))
+	jobs, err := riverNoopThroughput(ctx, sc.pool, devices)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("River baseline: %d no-op jobs (InsertMany, %d workers) on the same database: %.0f jobs/s; vncfleet's devices/s: %.0f%% of it\n",
+		devices, noopWorkers, jobs, 100*perSecond/jobs)
 	return nil
 }
 

@@ -69,9 +69,9 @@ func (s *Store) ListManifests(ctx context.Context, fleetName string, limit int) 
 }
 
 // ManifestProgress counts the devices whose desired state the manifest last set, by
-// status and, with groups, by group too. Counting by group costs a third more and,
-// for a factory manifest of a million rows, lists a hundred thousand groups: a
-// waiting client that draws only a progress bar leaves it out.
+// status and, with groups, by group too, from the status counters (counts.go). A
+// factory manifest of a million rows lists a hundred thousand groups: a waiting
+// client that draws only a progress bar leaves them out.
 func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*Progress, error) {
 	m, err := s.GetManifest(ctx, id)
 	if err != nil {
@@ -84,9 +84,13 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 		SELECT CASE WHEN applied_at IS NULL THEN row_count - applied_rows ELSE 0 END FROM manifests WHERE id = $1`, id).Scan(&p.Staged); err != nil {
 		return nil, fmt.Errorf("manifest %d: %w", id, err)
 	}
-	p.ByStatus, p.ByGroup, err = s.counts(ctx, `devices d`, `d.manifest_id = $1`, groups, id)
-	if err != nil {
+	if p.ByStatus, err = s.countedByStatus(ctx, id); err != nil {
 		return nil, err
+	}
+	if groups {
+		if p.ByGroup, err = s.countedByGroup(ctx, id); err != nil {
+			return nil, err
+		}
 	}
 	for status, n := range p.ByStatus {
 		p.Total += n
@@ -101,42 +105,18 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	return p, nil
 }
 
-// counts groups the devices d of from matching where by status and, with groups, by
-// group and status. A device counts under its first group (connect) or first allowed
-// group (listen), or "" when it has none, so each device is counted once.
-func (s *Store) counts(ctx context.Context, from, where string, groups bool, args ...any) (Counts, map[string]Counts, error) {
-	group := `''`
-	if groups {
-		group = `coalesce(d.groups[1], d.allow_groups[1], '')`
-	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+group+`, d.status, count(*) FROM `+from+`
-		WHERE `+where+` GROUP BY 1, 2`, args...)
+// workCounts counts the devices of a work queue (a rotation or retry run), which has no
+// counters, by status and by group and status, counting in every group as the
+// counters do.
+func (s *Store) workCounts(ctx context.Context, key string) (Counts, map[string]Counts, error) {
+	byStatus, err := statusCounts(s.pool.Query(ctx, `SELECT status, count(*) FROM devices WHERE work_key = $1 GROUP BY 1`, key))
 	if err != nil {
-		return nil, nil, fmt.Errorf("count devices: %w", err)
+		return nil, nil, err
 	}
-	defer rows.Close()
-	byStatus := Counts{}
-	var byGroup map[string]Counts
-	if groups {
-		byGroup = map[string]Counts{}
-	}
-	for rows.Next() {
-		var group, status string
-		var n int
-		if err := rows.Scan(&group, &status, &n); err != nil {
-			return nil, nil, fmt.Errorf("count devices: %w", err)
-		}
-		byStatus[status] += n
-		if !groups {
-			continue
-		}
-		if byGroup[group] == nil {
-			byGroup[group] = Counts{}
-		}
-		byGroup[group][status] += n
-	}
-	return byStatus, byGroup, rows.Err()
+	byGroup, err := groupCounts(s.pool.Query(ctx, `
+		SELECT g, d.status, count(*) FROM devices d, unnest(vncfleet_count_groups(d.action, d.groups, d.allow_groups)) AS g
+		WHERE d.work_key = $1 GROUP BY 1, 2`, key))
+	return byStatus, byGroup, err
 }
 
 // FleetStatus is the fleet-wide view of `vncfleet status`.
@@ -154,22 +134,19 @@ type ManifestCounts struct {
 	ByStatus Counts `json:"byStatus"`
 }
 
-// Status counts a fleet's devices (every fleet's when fleetName is "").
+// Status counts a fleet's devices (every fleet's when fleetName is ""), from the
+// status counters (counts.go).
 func (s *Store) Status(ctx context.Context, fleetName string) (*FleetStatus, error) {
-	st := &FleetStatus{}
+	st := &FleetStatus{ByStatus: Counts{}}
 	var err error
-	st.ByStatus, st.ByGroup, err = s.counts(ctx, `devices d JOIN fleets f ON f.id = d.fleet_id`, `($1 = '' OR f.name = $1)`, true, fleetName)
-	if err != nil {
+	if st.ByGroup, err = s.fleetCountedByGroup(ctx, fleetName); err != nil {
 		return nil, err
 	}
-	for _, n := range st.ByStatus {
-		st.Total += n
-	}
 	rows, err := s.pool.Query(ctx, `
-		SELECT d.manifest_id, f.name, d.status, count(*)
-		FROM devices d JOIN fleets f ON f.id = d.fleet_id
-		WHERE ($1 = '' OR f.name = $1) AND d.manifest_id IS NOT NULL
-		GROUP BY 1, 2, 3 ORDER BY 1 DESC`, fleetName)
+		SELECT c.manifest_id, f.name, c.status, sum(c.devices)::bigint
+		FROM device_counts c JOIN fleets f ON f.id = c.fleet_id
+		WHERE $1 = '' OR f.name = $1
+		GROUP BY 1, 2, 3 HAVING sum(c.devices) <> 0 ORDER BY 1 DESC, 2`, fleetName)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -180,6 +157,11 @@ func (s *Store) Status(ctx context.Context, fleetName string) (*FleetStatus, err
 		var n int
 		if err := rows.Scan(&id, &fleetOf, &status, &n); err != nil {
 			return nil, fmt.Errorf("status: %w", err)
+		}
+		st.ByStatus[status] += n
+		st.Total += n
+		if id == 0 { // devices no manifest set
+			continue
 		}
 		if len(st.ByManifest) == 0 || st.ByManifest[len(st.ByManifest)-1].Manifest != id {
 			st.ByManifest = append(st.ByManifest, ManifestCounts{Manifest: id, Fleet: fleetOf, ByStatus: Counts{}})
@@ -462,7 +444,7 @@ func (s *Store) WorkFleets(ctx context.Context, key string) ([]string, error) {
 func (s *Store) WorkProgress(ctx context.Context, key string) (*Progress, error) {
 	p := &Progress{}
 	var err error
-	p.ByStatus, p.ByGroup, err = s.counts(ctx, `devices d`, `d.work_key = $1`, true, key)
+	p.ByStatus, p.ByGroup, err = s.workCounts(ctx, key)
 	if err != nil {
 		return nil, err
 	}

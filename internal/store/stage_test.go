@@ -141,8 +141,9 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, p.Staged)
 	require.Equal(t, n, p.ByStatus["pending"])
-	require.Len(t, p.ByGroup, n/10, "a group per factory line")
-	require.Equal(t, Counts{"pending": 10}, p.ByGroup["line-7"])
+	require.Len(t, p.ByGroup, n/10+1, "a group per factory line, and ops")
+	require.Equal(t, Counts{"pending": 10}, p.ByGroup["line-7"], "its 4 connect and 6 listen devices")
+	require.Equal(t, Counts{"pending": n / 10 * 4}, p.ByGroup["ops"], "every connect device counts in its second group too")
 
 	done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
 	require.NoError(t, err)
