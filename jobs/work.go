@@ -62,11 +62,17 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
+		ctx, span := startWorkBatch(ctx, job.Args.Key, len(items))
 		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
-		if err := d.finishDurably(ctx, func(ctx context.Context) error {
+		err = d.finishDurably(ctx, func(ctx context.Context) error {
 			return d.Store.Finish(ctx, results, d.retryPolicy())
-		}); err != nil {
+		})
+		span.End()
+		if err != nil {
 			return err
+		}
+		if d.Recorded != nil {
+			d.Recorded(results)
 		}
 		if time.Now().After(stop) || ctx.Err() != nil {
 			return river.JobSnooze(0)

@@ -170,9 +170,7 @@ func New(cfg Config) (*Client, error) {
 			ForceAttemptHTTP2:     true,
 		}}
 	}
-	if cfg.Observe != nil {
-		c.http = observed(c.http, cfg.Observe)
-	}
+	c.http = instrumented(c.http, cfg.Observe)
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}

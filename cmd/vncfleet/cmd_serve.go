@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/signal"
@@ -9,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vncfleet/vncfleet/internal/app"
+	"github.com/vncfleet/vncfleet/internal/tracing"
+	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 func init() { register(newServeCmd) }
@@ -20,7 +23,9 @@ func newServeCmd() *cobra.Command {
 		Long: `serve runs the HTTP API on VNCFLEET_LISTEN and the River workers, periodic jobs
 included. Several serve processes on one database share the work. On SIGINT or SIGTERM it
 stops fetching jobs, lets in-flight calls finish within the shutdown timeout, and exits 0.
-It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.`,
+It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.
+GET /metrics serves Prometheus metrics; OpenTelemetry traces are exported by OTLP/HTTP
+when OTEL_EXPORTER_OTLP_ENDPOINT is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
@@ -35,6 +40,11 @@ It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.`,
 				return exitFor(err)
 			}
 			defer pool.Close()
+			stopTracing, err := tracing.Start(ctx, vnccloud.Version)
+			if err != nil {
+				return withExit(exitBadInput, err)
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }() // flushes the last spans
 			w, err := app.NewWorker(ctx, pool, cfg, app.Options{Logger: logger})
 			if err != nil {
 				return withExit(exitBadInput, err)

@@ -91,6 +91,12 @@ type Config struct {
 	Reconcile Reconcile `yaml:"reconcile"`
 	Webhook   Webhook   `yaml:"webhook"`
 
+	// MetricsInterval is how often the fleet-wide gauges of /metrics (devices by
+	// status, River's queue...) are read from the database, by one process of the
+	// cluster. Default 20s: fresh enough for minute-long alert windows, rare enough
+	// that the reads cost the database little.
+	MetricsInterval time.Duration `yaml:"metrics_interval"`
+
 	// LogLevel is debug, info, warn or error (VNCFLEET_LOG_LEVEL). Default info.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, for people, or json, for log collectors
@@ -244,6 +250,7 @@ func Defaults() *Config {
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
+		MetricsInterval:     20 * time.Second,
 		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: 30 * time.Second},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
 		Workers: Workers{Concurrency: 20, BatchSize: 250, Chains: 4, Fanout: 32, ClaimLease: 2 * time.Minute,
@@ -566,6 +573,7 @@ func (c *Config) Validate() error {
 		"readiness.max_interval":     c.Readiness.MaxInterval,
 		"readiness.max_elapsed":      c.Readiness.MaxElapsed,
 		"rotation.max_age":           c.Rotation.MaxAge,
+		"metrics_interval":           c.MetricsInterval,
 	}
 	for key, d := range positive {
 		if d <= 0 {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -62,7 +63,17 @@ type Config struct {
 	MaxDeletionsMin     int
 	// Lifecycle handles rotation and reconciliation requests; nil answers 501.
 	Lifecycle Lifecycle
-	Logger    *slog.Logger
+	// Logger receives one line per request (observe.go) and per stored manifest.
+	Logger *slog.Logger
+	// Metrics, when set, is served at GET /metrics without a token: Prometheus scrapes
+	// it, and it holds no secret, device id or cloud address.
+	Metrics http.Handler
+	// ObserveRequest, when set, is told of every request: route pattern, status,
+	// duration.
+	ObserveRequest func(route string, status int, elapsed time.Duration)
+	// ObserveUpload, when set, is told of every upload that was not a dry run: the
+	// plan of a stored one, or the number of invalid rows of a rejected one.
+	ObserveUpload func(plan store.Plan, invalid int)
 }
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -109,11 +120,14 @@ func New(cfg Config) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.observe(w, r) }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
 	s.mux.Handle("POST /v1/manifests", s.auth(RoleUpload, s.upload))
 	s.mux.Handle("GET /v1/manifests", s.auth(RoleRead, s.listManifests))
 	s.mux.Handle("GET /v1/manifests/{id}", s.auth(RoleRead, s.manifestProgress))
@@ -167,6 +181,9 @@ func (s *Server) auth(role string, next http.HandlerFunc) http.Handler {
 		if !found.has(role) {
 			writeError(w, http.StatusForbidden, "token "+found.Name+" lacks the "+role+" role", nil)
 			return
+		}
+		if info := infoOf(r); info != nil {
+			info.token = found.Name
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *found)))
 	})
