@@ -19,6 +19,11 @@ import (
 // tenth of its time.
 const DefaultDBInterval = 20 * time.Second
 
+// DefaultRotationInterval: the rotation gauges scan every ready device (2.4 s at a
+// million on the development machine) and passwords age by the day, so they are read
+// less often than the rest.
+const DefaultRotationInterval = 5 * time.Minute
+
 // dbLockKey is the advisory lock whose holder reads the database gauges.
 const dbLockKey = 0x76_6e_63_6d_65_74 // "vncmet"
 
@@ -32,6 +37,9 @@ type DBConfig struct {
 	// RotationMaxAge is rotation.max_age, for the overdue count. Defaults to 30 days,
 	// as in package lifecycle.
 	RotationMaxAge time.Duration
+	// RotationInterval is how often the rotation gauges are read, at the first
+	// reading after it passed. Defaults to DefaultRotationInterval.
+	RotationInterval time.Duration
 	// Logger receives refresh failures. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -63,6 +71,7 @@ type dbSnapshot struct {
 	took        time.Duration
 	devices     map[string]map[string]int64 // fleet → status → devices
 	rotation    map[string]store.RotationState
+	rotationAt  time.Time                   // when rotation was read, at most RotationInterval ago
 	manifests   map[string]map[string]int64 // fleet → state → manifests
 	jobs        map[string]map[string]int64 // kind → state → jobs
 	oldest      map[string]time.Duration    // kind → age of the oldest available job
@@ -96,6 +105,9 @@ var (
 func (m *Metrics) NewDBGauges(cfg DBConfig) *DBGauges {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultDBInterval
+	}
+	if cfg.RotationInterval <= 0 {
+		cfg.RotationInterval = DefaultRotationInterval
 	}
 	if cfg.RotationMaxAge <= 0 {
 		cfg.RotationMaxAge = 30 * 24 * time.Hour
@@ -132,7 +144,10 @@ func (g *DBGauges) Refresh(ctx context.Context) error {
 	if err != nil || !leader {
 		return err
 	}
-	snap, err := g.read(ctx)
+	g.mu.Lock()
+	prev := g.snap
+	g.mu.Unlock()
+	snap, err := g.read(ctx, prev)
 	if err != nil {
 		return err
 	}
@@ -190,13 +205,19 @@ func (g *DBGauges) Close() {
 	conn.Release()
 }
 
-func (g *DBGauges) read(ctx context.Context) (dbSnapshot, error) {
+// read takes a reading, keeping prev's rotation gauges while they are recent enough.
+func (g *DBGauges) read(ctx context.Context, prev dbSnapshot) (dbSnapshot, error) {
 	start := time.Now()
 	st := g.cfg.Store
 	var snap dbSnapshot
 	var errs [6]error
 	snap.devices, errs[0] = st.FleetStatusCounts(ctx)
-	snap.rotation, errs[1] = st.RotationStates(ctx, g.cfg.RotationMaxAge)
+	if !prev.rotationAt.IsZero() && start.Sub(prev.rotationAt) < g.cfg.RotationInterval {
+		snap.rotation, snap.rotationAt = prev.rotation, prev.rotationAt
+	} else {
+		snap.rotation, errs[1] = st.RotationStates(ctx, g.cfg.RotationMaxAge)
+		snap.rotationAt = start
+	}
 	snap.manifests, errs[2] = st.ManifestStates(ctx)
 	snap.jobs, errs[3] = st.JobCounts(ctx)
 	snap.oldest, errs[4] = st.OldestAvailableJobs(ctx)
