@@ -38,7 +38,8 @@ type DBConfig struct {
 	// as in package lifecycle.
 	RotationMaxAge time.Duration
 	// RotationInterval is how often the rotation gauges are read, at the first
-	// reading after it passed. Defaults to DefaultRotationInterval.
+	// reading after it passed (or as soon as a fleet gets its first ready devices).
+	// Defaults to DefaultRotationInterval.
 	RotationInterval time.Duration
 	// Logger receives refresh failures. Defaults to discarding.
 	Logger *slog.Logger
@@ -212,7 +213,7 @@ func (g *DBGauges) read(ctx context.Context, prev dbSnapshot) (dbSnapshot, error
 	var snap dbSnapshot
 	var errs [6]error
 	snap.devices, errs[0] = st.FleetStatusCounts(ctx)
-	if !prev.rotationAt.IsZero() && start.Sub(prev.rotationAt) < g.cfg.RotationInterval {
+	if !prev.rotationAt.IsZero() && start.Sub(prev.rotationAt) < g.cfg.RotationInterval && !newReadyFleet(snap.devices, prev.rotation) {
 		snap.rotation, snap.rotationAt = prev.rotation, prev.rotationAt
 	} else {
 		snap.rotation, errs[1] = st.RotationStates(ctx, g.cfg.RotationMaxAge)
@@ -227,6 +228,17 @@ func (g *DBGauges) read(ctx context.Context, prev dbSnapshot) (dbSnapshot, error
 	}
 	snap.at, snap.took = time.Now(), time.Since(start)
 	return snap, nil
+}
+
+// newReadyFleet: a fleet has ready devices that the last rotation reading did not
+// see, so that reading must not wait for RotationInterval to show the fleet.
+func newReadyFleet(devices map[string]map[string]int64, rotation map[string]store.RotationState) bool {
+	for fleet, byStatus := range devices {
+		if _, seen := rotation[fleet]; byStatus["ready"] > 0 && !seen {
+			return true
+		}
+	}
+	return false
 }
 
 // Describe implements prometheus.Collector.

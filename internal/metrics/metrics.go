@@ -93,7 +93,7 @@ func New() *Metrics {
 		readySeconds: f.histogram("device_ready_seconds",
 			"Time from a manifest's upload to each of its devices becoming ready.", readyBuckets),
 		manifestRows: f.counterVec("manifest_rows_total",
-			"Rows of uploaded manifests by planned outcome (created, updated, deleted, unchanged) and rows of rejected uploads (invalid).",
+			"Rows of uploaded manifests by planned outcome (created, updated, deleted, unchanged) and the problems found in rejected uploads (invalid: a row may have several).",
 			"outcome"),
 		workResults: f.counterVec("work_results_total",
 			"Device operations finished by work jobs: ok, retry (transient failure, tried again), failed (refused for good), not_sent.",
@@ -174,9 +174,6 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// Register adds a collector of this process (the database gauges) to the registry.
-func (m *Metrics) Register(c prometheus.Collector) { m.registry.MustRegister(c) }
-
 // ObserveCloud is vnccloud.Config.Observe.
 func (m *Metrics) ObserveCloud(op string, status int, elapsed time.Duration) {
 	m.cloudRequests.WithLabelValues(op, code(status)).Inc()
@@ -191,8 +188,8 @@ func (m *Metrics) ObserveWebhook(eventType, outcome string) {
 	m.webhookDeliveries.WithLabelValues(eventType, outcome).Inc()
 }
 
-// ObserveUpload counts the rows of an upload: its plan when stored, or its invalid
-// rows when rejected.
+// ObserveUpload counts the rows of an upload: its plan when stored, or the problems
+// found when rejected (the reader counts problems, not rows).
 func (m *Metrics) ObserveUpload(creates, updates, deletes, unchanged, invalid int) {
 	for i, n := range []int{creates, updates, deletes, unchanged, invalid} {
 		m.manifestRows.WithLabelValues(rowOutcomes[i]).Add(float64(n))

@@ -143,3 +143,27 @@ func TestLimiterMetrics(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 1.0, factor, "a local limiter has no AIMD")
 }
+
+// TestRotationGaugesWaitForTheirInterval: the rotation gauges are not re-read at each
+// reading, except for a fleet that got its first ready devices since the last one.
+func TestRotationGaugesWaitForTheirInterval(t *testing.T) {
+	env := provisiontest.New(t)
+	m := metrics.New()
+	g := m.NewDBGauges(metrics.DBConfig{Store: env.Store, Pool: env.Pool, RotationInterval: time.Hour})
+	t.Cleanup(g.Close)
+	env.Provision("alpha", connects("a1"))
+	require.NoError(t, g.Refresh(env.Ctx))
+	_, err := env.Pool.Exec(env.Ctx, `UPDATE devices SET password_set_at = now() - interval '365 days'`)
+	require.NoError(t, err)
+	require.NoError(t, g.Refresh(env.Ctx))
+	overdue, _ := value(scrape(t, m), "vncfleet_rotation_overdue_devices", map[string]string{"fleet": "alpha"})
+	require.Zero(t, overdue, "read an hour at most after the last time")
+
+	env.Provision("beta", connects("b1"))
+	require.NoError(t, g.Refresh(env.Ctx))
+	f := scrape(t, m)
+	_, ok := value(f, "vncfleet_rotation_overdue_devices", map[string]string{"fleet": "beta"})
+	require.True(t, ok, "a fleet with its first ready devices is read at once")
+	overdue, _ = value(f, "vncfleet_rotation_overdue_devices", map[string]string{"fleet": "alpha"})
+	require.Equal(t, 1.0, overdue, "and the reading covers every fleet")
+}
