@@ -113,6 +113,14 @@ func TestMetricsMatchWhatTheCloudReceived(t *testing.T) {
 		}
 		return ready == float64(len(devices)) && leaders == 1
 	})
+	// The manifest's life in the logs: stored and applied by the upload, settled as
+	// seen by the metrics leader.
+	require.Contains(t, c.serves[0].out.String(), `msg="manifest stored" manifest=1 fleet=factory rows=200 creates=200`)
+	require.Contains(t, c.serves[0].out.String(), `msg="manifest applied" manifest=1 fleet=factory batches=0`)
+	eventually(t, 30*time.Second, "the manifest settled line", func() bool {
+		return strings.Contains(c.serves[0].out.String()+c.serves[1].out.String(),
+			`msg="manifest settled" manifest=1 fleet=factory rows=200 ready=200 deleted=0 failed=0 cancelled=0`)
+	})
 	readyNow := 0
 	for _, row := range c.export("--fleet", "factory") {
 		if row["status"] == "ready" {

@@ -107,6 +107,12 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Logger.Info("manifest stored", "manifest", res.Manifest.ID, "fleet", fleetName, "rows", res.Manifest.Rows,
 			"creates", res.Plan.Creates, "updates", res.Plan.Updates, "deletes", res.Plan.Deletes, "unchanged", res.Plan.Unchanged,
 			"uploader", caller(r).Name, "duration", time.Since(start).Round(time.Millisecond))
+		if res.Applied {
+			// A small manifest reaches its devices in its upload; a large one is
+			// logged by the job that applies it.
+			s.cfg.Logger.Info("manifest applied", "manifest", res.Manifest.ID, "fleet", fleetName, "batches", 0,
+				"duration", time.Since(start).Round(time.Millisecond))
+		}
 		writeJSON(w, http.StatusCreated, map[string]any{"manifest": res.Manifest, "plan": res.Plan})
 	}
 }
