@@ -5,6 +5,7 @@
 //	go run ./bench throughput --devices 20000  # devices/s end to end, no rate cap, simulator in-process
 //	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
+//	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -82,13 +83,21 @@ func main() {
 		if begin() {
 			err = benchRotation(*base, *devices, *rate)
 		}
+	case "scrape":
+		devices := fs.Int("devices", 1_000_000, "devices in the database")
+		fleets := fs.Int("fleets", 10, "fleets they belong to")
+		scrapes := fs.Int("scrapes", 50, "scrapes to time")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchScrape(*base, *devices, *fleets, *scrapes)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape [flags]")
 	os.Exit(2)
 }
 

@@ -249,9 +249,10 @@ func (c *cluster) runAt(apiURL string, args ...string) (stdout, stderr string, c
 // simState is the simulator's /sim/state.
 type simState struct {
 	Accounts map[string]struct {
-		Addresses []simAddress `json:"addresses"`
-		Creates   int64        `json:"creates"`
-		Requests  int64        `json:"requests"`
+		Addresses []simAddress     `json:"addresses"`
+		Creates   int64            `json:"creates"`
+		Requests  int64            `json:"requests"`
+		Counts    map[string]int64 `json:"counts"` // requests per operation
 	} `json:"accounts"`
 	PeakPerSecond int   `json:"peakPerSecond"`
 	Requests      int64 `json:"requests"`

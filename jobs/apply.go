@@ -46,7 +46,9 @@ func (w *ApplyManifestWorker) Work(ctx context.Context, job *river.Job[ApplyMani
 	}
 	start := time.Now()
 	for batches := 1; ; batches++ {
-		done, err := w.deps.Store.ApplyStaged(ctx, job.Args.ManifestID, consoleURLs)
+		done, err := tracedApplyBatch(ctx, job.Args.ManifestID, func(ctx context.Context) (bool, error) {
+			return w.deps.Store.ApplyStaged(ctx, job.Args.ManifestID, consoleURLs)
+		})
 		if errors.Is(err, store.ErrFleetBusy) {
 			return river.JobSnooze(time.Second)
 		}

@@ -174,6 +174,11 @@ type Deps struct {
 	RotationSchedule, ReconcileSchedule river.PeriodicSchedule
 	// Extra registers more workers and periodic jobs (webhook delivery).
 	Extra func(workers *river.Workers) []*river.PeriodicJob
+	// Middleware wraps every job (metrics, traces); nil for none.
+	Middleware []rivertype.Middleware
+	// Recorded, when set, is told of each batch of work results once they are
+	// recorded (metrics).
+	Recorded func(results []store.Result)
 }
 
 // River queue names.
@@ -227,6 +232,7 @@ func NewClient(pool *pgxpool.Pool, deps *Deps) (*river.Client[pgx.Tx], error) {
 		RescueStuckJobsAfter: jobTimeout + time.Minute,
 		FetchPollInterval:    200 * time.Millisecond,
 		PeriodicJobs:         periodic,
+		Middleware:           deps.Middleware,
 	})
 }
 

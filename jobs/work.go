@@ -63,7 +63,9 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
-		err = d.runBatch(claimCtx, items)
+		batchCtx, span := startWorkBatch(claimCtx, job.Args.Key, len(items))
+		err = d.runBatch(batchCtx, items)
+		span.End()
 		release()
 		if err != nil {
 			return err
@@ -114,7 +116,13 @@ func (d *Deps) runBatch(ctx context.Context, items []store.WorkItem) error {
 		}
 		rs := group
 		group, due = nil, nil
-		return d.finishDurably(ctx, func(ctx context.Context) error { return d.Store.Finish(ctx, rs, policy) })
+		if err := d.finishDurably(ctx, func(ctx context.Context) error { return d.Store.Finish(ctx, rs, policy) }); err != nil {
+			return err
+		}
+		if d.Recorded != nil {
+			d.Recorded(rs)
+		}
+		return nil
 	}
 	for {
 		select {

@@ -64,6 +64,9 @@ type Config struct {
 	// feedback such as a 503's Retry-After, and metrics. It is not called for calls
 	// refused before sending.
 	After func(op string, status int, err error)
+	// Observe, when set, is told of every HTTP request at the transport (see
+	// Observer): the hook for request counts and latencies. Defaults to nil.
+	Observe Observer
 }
 
 // String shows the configuration with the secret redacted; Format and LogValue make
@@ -170,6 +173,7 @@ func New(cfg Config) (*Client, error) {
 			ForceAttemptHTTP2:     true,
 		}}
 	}
+	c.http = instrumented(c.http, cfg.Observe)
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -270,7 +274,7 @@ func (c *Client) do(ctx context.Context, cl call, decode func(*response) error) 
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, cl.method, cl.target, body)
+	req, err := http.NewRequestWithContext(withOp(ctx, cl.op), cl.method, cl.target, body)
 	if err != nil {
 		return nil, fmt.Errorf("vnccloud %s: building the request: %w", cl.op, stripURL(err))
 	}

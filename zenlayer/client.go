@@ -76,6 +76,9 @@ type Config struct {
 	// Now gives the time put in X-ZC-Timestamp. Defaults to time.Now; tests set
 	// it to sign at a known instant or with a skewed clock.
 	Now func() time.Time
+	// Observe, when set, is told of every request sent, with the HTTP status (0 when
+	// no answer arrived): the hook for request counts. Defaults to nil.
+	Observe func(status int)
 }
 
 // Client calls DescribeVncUrl. It is safe for concurrent use.
@@ -180,6 +183,13 @@ func (c *Client) DescribeVncUrl(ctx context.Context, instanceID string) (string,
 	req.Header.Set("User-Agent", c.cfg.UserAgent)
 
 	resp, err := c.cfg.HTTPClient.Do(req)
+	if c.cfg.Observe != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		c.cfg.Observe(status)
+	}
 	if err != nil {
 		// *url.Error names the endpoint (with any password stripped by net/http)
 		// and keeps Timeout(); ErrTransport marks it retryable.

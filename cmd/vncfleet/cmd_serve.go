@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/signal"
@@ -9,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vncfleet/vncfleet/internal/app"
+	"github.com/vncfleet/vncfleet/internal/tracing"
+	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 func init() { register(newServeCmd) }
@@ -22,7 +25,10 @@ included. Several serve processes on one database share the work. On SIGINT or S
 stops fetching jobs, lets in-flight calls finish within the shutdown timeout, and exits 0.
 It refuses to start without VNCFLEET_SECRET_KEY or on an unmigrated database.
 With VNCFLEET_TLS_CERT_FILE and VNCFLEET_TLS_KEY_FILE it answers HTTPS only (TLS 1.2+),
-reading the files again when they change.`,
+reading the files again when they change.
+,
+GET /metrics serves Prometheus metrics; OpenTelemetry traces are exported by OTLP/HTTP
+when OTEL_EXPORTER_OTLP_ENDPOINT is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
@@ -37,6 +43,11 @@ reading the files again when they change.`,
 				return exitFor(err)
 			}
 			defer pool.Close()
+			stopTracing, err := tracing.Start(ctx, vnccloud.Version)
+			if err != nil {
+				return withExit(exitBadInput, err)
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }() // flushes the last spans
 			w, err := app.NewWorker(ctx, pool, cfg, app.Options{Logger: logger})
 			if err != nil {
 				return withExit(exitBadInput, err)

@@ -15,9 +15,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
 
 	"github.com/vncfleet/vncfleet/internal/certfile"
 	"github.com/vncfleet/vncfleet/internal/config"
+	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -83,6 +86,10 @@ type Worker struct {
 	API     *server.Server
 	// HTTP is how Serve answers: TLS and timeouts.
 	HTTP config.HTTP
+	// Metrics is what GET /metrics serves; Gauges keeps its fleet-wide part fresh
+	// while Serve runs.
+	Metrics *metrics.Metrics
+	Gauges  *metrics.DBGauges
 }
 
 // Options are the parts a caller may supply instead of building them from config
@@ -110,13 +117,15 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	st := store.New(pool, keys)
 
+	met := metrics.New()
 	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, Logger: logger}
-	var limiter ratelimit.Limiter
+	var bare ratelimit.Limiter
 	if opts.LocalLimiter {
-		limiter = ratelimit.NewLocal(limCfg)
-	} else if limiter, err = ratelimit.NewCluster(pool, limCfg); err != nil {
+		bare = ratelimit.NewLocal(limCfg)
+	} else if bare, err = ratelimit.NewCluster(pool, limCfg); err != nil {
 		return nil, err
 	}
+	limiter := met.InstrumentLimiter(bare, cfg.VNCCloud.Rate)
 
 	cloud := opts.Cloud
 	if cloud == nil {
@@ -125,22 +134,26 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			APIKey:    cfg.VNCCloud.APIKey,
 			APISecret: cfg.VNCCloud.APISecret,
 			Timeout:   cfg.VNCCloud.Timeout,
+			Observe:   met.ObserveCloud,
 		}); err != nil {
 			return nil, fmt.Errorf("VNC Cloud client: %w", err)
 		}
 	}
 
 	deps := &jobs.Deps{
-		Store:   st,
-		Cloud:   cloud,
-		Limiter: limiter,
-		Logger:  logger,
-		Config:  jobsConfig(cfg),
+		Store:      st,
+		Cloud:      cloud,
+		Limiter:    limiter,
+		Logger:     logger,
+		Config:     jobsConfig(cfg),
+		AfterReady: met.BecameReady,
+		Recorded:   met.WorkRecorded,
+		Middleware: []rivertype.Middleware{met.JobMiddleware(), otelriver.NewMiddleware(nil)},
 	}
-	if err := wireZenlayer(pool, cfg, opts, deps); err != nil {
+	if err := wireZenlayer(pool, cfg, opts, deps, met); err != nil {
 		return nil, err
 	}
-	if err := wireWebhooks(pool, cfg, opts, deps, st); err != nil {
+	if err := wireWebhooks(pool, cfg, opts, deps, st, met); err != nil {
 		return nil, err
 	}
 	// The River client is built after the lifecycle that its periodic jobs call, and
@@ -156,6 +169,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		return nil, err
 	}
 	if life != nil {
+		life.Observe = met
 		deps.Lifecycle = life
 		if deps.RotationSchedule, err = cronSchedule(cfg.Rotation.Schedule); err != nil {
 			return nil, fmt.Errorf("rotation schedule: %w", err)
@@ -201,12 +215,19 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		MaxConcurrentUploads: cfg.HTTP.MaxConcurrentUploads,
 		TrustedProxies:       proxies,
 		ClaimTTL:             cfg.ClaimTTL,
+		Metrics:              met.Handler(),
+		ObserveRequest:       met.ObserveHTTP,
+		ObserveUpload: func(p store.Plan, invalid int) {
+			met.ObserveUpload(p.Creates, p.Updates, p.Deletes, p.Unchanged, invalid)
+		},
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
 	}
 	api := server.New(apiCfg)
-	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, HTTP: cfg.HTTP}, nil
+	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
+		RotationMaxAge: cfg.Rotation.MaxAge, Logger: logger})
+	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, HTTP: cfg.HTTP, Metrics: met, Gauges: gauges}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -276,6 +297,10 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
 	go jobs.WatchDeadWorkers(watchCtx, w.River, w.Deps)
+	gaugesCtx, stopGauges := context.WithCancel(context.WithoutCancel(ctx))
+	gaugesDone := make(chan struct{})
+	go func() { defer close(gaugesDone); w.Gauges.Run(gaugesCtx) }()
+	defer func() { stopGauges(); <-gaugesDone }()
 	httpErr := make(chan error, 1)
 	scheme := "http"
 	if srv.TLSConfig != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
+	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/internal/webhook"
@@ -74,7 +75,7 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	}, nil
 }
 
-func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps) error {
+func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, met *metrics.Metrics) error {
 	if cfg.Zenlayer.AccessKeyID == "" || cfg.Zenlayer.AccessKeyPassword == "" {
 		return nil
 	}
@@ -82,6 +83,7 @@ func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jo
 		BaseURL:           cfg.Zenlayer.APIURL,
 		AccessKeyID:       cfg.Zenlayer.AccessKeyID,
 		AccessKeyPassword: cfg.Zenlayer.AccessKeyPassword,
+		Observe:           met.ObserveZenlayer,
 	})
 	if err != nil {
 		return fmt.Errorf("Zenlayer client: %w", err)
@@ -96,7 +98,7 @@ func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jo
 	return err
 }
 
-func wireWebhooks(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, st *store.Store) error {
+func wireWebhooks(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, st *store.Store, met *metrics.Metrics) error {
 	if cfg.Webhook.URL == "" {
 		return nil
 	}
@@ -115,6 +117,7 @@ func wireWebhooks(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jo
 		Rate:           cfg.Webhook.Rate,
 		MaxAttempts:    cfg.Webhook.MaxAttempts,
 		Logger:         deps.Logger,
+		Observe:        met.ObserveWebhook,
 	}, pool, limiter)
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)

@@ -112,6 +112,12 @@ type Config struct {
 	// default.
 	CAFile string `yaml:"ca_file"`
 
+	// MetricsInterval is how often the fleet-wide gauges of /metrics (devices by
+	// status, River's queue...) are read from the database, by one process of the
+	// cluster. Default 20s: fresh enough for minute-long alert windows, rare enough
+	// that the reads cost the database little.
+	MetricsInterval time.Duration `yaml:"metrics_interval"`
+
 	// LogLevel is debug, info, warn or error (VNCFLEET_LOG_LEVEL). Default info.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, for people, or json, for log collectors
@@ -296,6 +302,7 @@ func Defaults() *Config {
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
+		MetricsInterval:     20 * time.Second,
 		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: vnccloud.DefaultTimeout},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
 		Workers: Workers{Concurrency: jobs.DefaultMaxWorkers, BatchSize: jobs.DefaultBatchSize, Chains: jobs.DefaultChains,
@@ -650,6 +657,7 @@ func (c *Config) Validate() error {
 		"http.upload_idle_timeout":   c.HTTP.UploadIdleTimeout,
 		"http.write_timeout":         c.HTTP.WriteTimeout,
 		"http.idle_timeout":          c.HTTP.IdleTimeout,
+		"metrics_interval":           c.MetricsInterval,
 	}
 	for key, d := range positive {
 		if d <= 0 {

@@ -36,6 +36,16 @@ type Lifecycle struct {
 	Logger     *slog.Logger // nil discards
 	// Enqueue starts work jobs for the devices scheduled under key.
 	Enqueue func(ctx context.Context, key string, devices int) error
+	// Observe, when set, is told of every rotation and reconciliation run (metrics).
+	Observe Observer
+}
+
+// Observer is told of each run once it ends. Its methods must be fast.
+type Observer interface {
+	// RotationRun: devices scheduled for a reset, or err.
+	RotationRun(scheduled int, err error)
+	// ReconcileRun: the report (nil with err), after a run that was not a dry run.
+	ReconcileRun(rep *reconcile.Report, err error)
 }
 
 // ErrReconcileRunning: another process is reconciling right now.
@@ -74,17 +84,26 @@ func (l *Lifecycle) ScheduledRotation(ctx context.Context) error {
 	if window <= 0 {
 		window = time.Hour
 	}
-	n, key, err := l.rotate(ctx, "", false, window)
-	if err == nil && n > 0 {
-		l.logger().Info("rotations scheduled", "devices", n, "key", key, "window", window)
-	}
+	_, _, err := l.rotate(ctx, "", false, window)
 	return err
 }
 
-func (l *Lifecycle) rotate(ctx context.Context, fleet string, all bool, window time.Duration) (int, string, error) {
-	key := fmt.Sprintf("rotate:%d", time.Now().UnixNano())
-	n, err := l.Store.ScheduleRotations(ctx, fleet, all, l.maxAge(), window, key)
-	if err != nil {
+// rotate schedules a run and logs it, one line whatever the outcome.
+func (l *Lifecycle) rotate(ctx context.Context, fleet string, all bool, window time.Duration) (n int, key string, err error) {
+	start := time.Now()
+	key = fmt.Sprintf("rotate:%d", start.UnixNano())
+	defer func() {
+		if l.Observe != nil {
+			l.Observe.RotationRun(n, err)
+		}
+		attrs := []any{"fleet", fleet, "all", all, "devices", n, "key", key, "window", window, "duration", time.Since(start)}
+		if err != nil {
+			l.logger().Error("rotation run failed", append(attrs, "err", err)...)
+			return
+		}
+		l.logger().Info("rotations scheduled", attrs...)
+	}()
+	if n, err = l.Store.ScheduleRotations(ctx, fleet, all, l.maxAge(), window, key); err != nil {
 		return 0, "", err
 	}
 	if n > 0 {
@@ -106,21 +125,39 @@ func (l *Lifecycle) Reconcile(ctx context.Context, dryRun bool) (any, error) {
 // ScheduledReconcile is the periodic run; a run already in progress elsewhere is not
 // an error.
 func (l *Lifecycle) ScheduledReconcile(ctx context.Context) error {
-	rep, err := l.reconcile(ctx, false)
+	_, err := l.reconcile(ctx, false)
 	if errors.Is(err, ErrReconcileRunning) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	l.logger().Info("reconciled", "converged", rep.Converged, "listed", rep.Listed, "waited_for_creates", rep.WaitedFor,
-		"vanished", len(rep.Vanished), "drifted", len(rep.Drifted), "adopted", len(rep.Adopted), "deleted_orphans", len(rep.DeletedOrphans),
-		"in_flight", len(rep.InFlight)+len(rep.CreatesInFlight), "ambiguous", len(rep.Ambiguous), "foreign", len(rep.Foreign),
-		"rescheduled", rep.Rescheduled, "errors", len(rep.Errors))
-	return nil
+	return err
 }
 
-func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (*reconcile.Report, error) {
+// reconcile runs reconciliation under the cluster-wide lock and logs the run, one line
+// whatever the outcome (a run that found another in progress is no run).
+func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.Report, err error) {
+	start := time.Now()
+	defer func() {
+		if errors.Is(err, ErrReconcileRunning) {
+			return
+		}
+		if l.Observe != nil && !dryRun {
+			l.Observe.ReconcileRun(rep, err)
+		}
+		if err != nil {
+			l.logger().Error("reconcile run failed", "dry_run", dryRun, "duration", time.Since(start), "err", err)
+			return
+		}
+		l.logger().Info("reconciled", "dry_run", dryRun, "duration", time.Since(start), "converged", rep.Converged,
+			"listed", rep.Listed, "waited_for_creates", rep.WaitedFor,
+			"vanished", len(rep.Vanished), "drifted", len(rep.Drifted), "adopted", len(rep.Adopted),
+			"deleted_orphans", len(rep.DeletedOrphans), "in_flight", len(rep.InFlight)+len(rep.CreatesInFlight),
+			"ambiguous", len(rep.Ambiguous), "foreign", len(rep.Foreign),
+			"deleted_foreign", len(rep.DeletedForeign), "rescheduled", rep.Rescheduled, "errors", len(rep.Errors))
+	}()
+	return l.lockedReconcile(ctx, dryRun)
+}
+
+func (l *Lifecycle) lockedReconcile(ctx context.Context, dryRun bool) (*reconcile.Report, error) {
 	conn, err := l.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)

@@ -99,6 +99,9 @@ func (s *Server) auth(next http.HandlerFunc, roles ...string) http.Handler {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("token %s lacks the %s role", found.Name, strings.Join(roles, " or ")), nil)
 			return
 		}
+		if info := infoOf(r); info != nil {
+			info.token = found.Name
+		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *found)))
 	})
 }

@@ -12,8 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/internal/tracing"
 )
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +71,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	res, err := s.cfg.Store.Ingest(r.Context(), store.IngestRequest{
+	start := time.Now()
+	ctx, span := tracing.Tracer().Start(r.Context(), "upload", trace.WithAttributes(
+		attribute.String("vncfleet.fleet", fleetName), attribute.String("vncfleet.mode", string(mode)), attribute.Bool("vncfleet.dry_run", dryRun)))
+	defer span.End()
+	res, err := s.cfg.Store.Ingest(ctx, store.IngestRequest{
 		Fleet:               fleetName,
 		Mode:                mode,
 		DryRun:              dryRun,
@@ -81,6 +89,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		EnqueueApply:        s.cfg.EnqueueApply,
 		InlineApplyRows:     s.cfg.InlineApplyRows,
 	})
+	if err == nil && res.Manifest != nil {
+		span.SetAttributes(attribute.Int64("vncfleet.manifest", res.Manifest.ID), attribute.Int("vncfleet.rows", res.Manifest.Rows))
+	}
 	var problems *fleet.Problems
 	var guard *store.DeletionGuardError
 	var tooLarge *http.MaxBytesError
@@ -96,6 +107,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &tooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", tooLarge.Limit), nil)
 	case errors.As(err, &problems):
+		if s.cfg.ObserveUpload != nil && !dryRun {
+			s.cfg.ObserveUpload(store.Plan{}, problems.Total)
+		}
 		list := make([]string, 0, len(problems.List))
 		for _, p := range problems.List {
 			list = append(list, p.Error())
@@ -112,8 +126,18 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	case res.Unchanged:
 		writeJSON(w, http.StatusOK, map[string]any{"manifest": res.Manifest, "plan": res.Plan, "unchanged": true})
 	default:
+		if s.cfg.ObserveUpload != nil {
+			s.cfg.ObserveUpload(res.Plan, 0)
+		}
 		s.cfg.Logger.Info("manifest stored", "manifest", res.Manifest.ID, "fleet", fleetName, "rows", res.Manifest.Rows,
-			"creates", res.Plan.Creates, "updates", res.Plan.Updates, "deletes", res.Plan.Deletes, "uploader", caller(r).Name)
+			"creates", res.Plan.Creates, "updates", res.Plan.Updates, "deletes", res.Plan.Deletes, "unchanged", res.Plan.Unchanged,
+			"uploader", caller(r).Name, "duration", time.Since(start).Round(time.Millisecond))
+		if res.Applied {
+			// A small manifest reaches its devices in its upload; a large one is
+			// logged by the job that applies it.
+			s.cfg.Logger.Info("manifest applied", "manifest", res.Manifest.ID, "fleet", fleetName, "batches", 0,
+				"duration", time.Since(start).Round(time.Millisecond))
+		}
 		writeJSON(w, http.StatusCreated, map[string]any{"manifest": res.Manifest, "plan": res.Plan})
 	}
 }

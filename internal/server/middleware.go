@@ -55,7 +55,10 @@ func newRequestID() string {
 // each write of the answer by cfg.WriteTimeout.
 func (s *Server) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := newRequestID()
+		id := requestID(r) // observe's, taken from the caller when sane
+		if id == "" {
+			id = newRequestID()
+		}
 		h := w.Header()
 		h.Set("X-Request-Id", id)
 		h.Set("X-Content-Type-Options", "nosniff")

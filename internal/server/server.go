@@ -65,7 +65,17 @@ type Config struct {
 	ClaimTTL time.Duration
 	// MaxClaimTTL bounds the ttl a request may ask for. Defaults to 24 hours.
 	MaxClaimTTL time.Duration
-	Logger      *slog.Logger
+	// Logger receives one line per request (observe.go) and per stored manifest.
+	Logger *slog.Logger
+	// Metrics, when set, is served at GET /metrics without a token: Prometheus scrapes
+	// it, and it holds no secret, device id or cloud address.
+	Metrics http.Handler
+	// ObserveRequest, when set, is told of every request: route pattern, status,
+	// duration.
+	ObserveRequest func(route string, status int, elapsed time.Duration)
+	// ObserveUpload, when set, is told of every upload that was not a dry run: the
+	// plan of a stored one, or the number of invalid rows of a rejected one.
+	ObserveUpload func(plan store.Plan, invalid int)
 }
 
 // Defaults of Config.
@@ -124,11 +134,14 @@ func New(cfg Config) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.observe(w, r) }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
 	s.mux.Handle("POST /v1/manifests", s.auth(s.upload, RoleUpload))
 	s.mux.Handle("GET /v1/manifests", s.auth(s.listManifests, RoleRead))
 	s.mux.Handle("GET /v1/manifests/{id}", s.auth(s.manifestProgress, RoleRead))

@@ -90,6 +90,9 @@ type IngestResult struct {
 	Plan      Plan
 	Unchanged bool // identical to the fleet's latest manifest: nothing stored
 	WorkKey   string
+	// Applied: the rows reached their devices inside the upload's transaction (a
+	// manifest of up to InlineApplyRows rows); otherwise a job applies them.
+	Applied bool
 }
 
 // DeletionGuardError refuses a replace upload that deletes more than allowed.
@@ -289,7 +292,8 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 	if req.InlineApplyRows > 0 {
 		inline = int64(req.InlineApplyRows)
 	}
-	if rows <= inline || req.EnqueueApply == nil {
+	applied := rows <= inline || req.EnqueueApply == nil
+	if applied {
 		staged := stagedManifest{ID: m.ID, FleetID: fleetID, Mode: req.Mode}
 		if _, err := applyStep(ctx, tx, staged, 0, req.EnqueueConsoleURLs); err != nil {
 			return nil, err
@@ -302,7 +306,7 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 			return nil, fmt.Errorf("enqueue jobs: %w", err)
 		}
 	}
-	return &IngestResult{Manifest: &m, Plan: plan, WorkKey: key}, nil
+	return &IngestResult{Manifest: &m, Plan: plan, WorkKey: key, Applied: applied}, nil
 }
 
 // isLockTimeout reports PostgreSQL's lock_not_available (55P03): lock_timeout expired.

@@ -170,6 +170,9 @@ type Config struct {
 	// bounded number per run). Defaults to 7 days; negative keeps them for ever. Dead
 	// events are never deleted, so that an operator can see and replay them.
 	Retention time.Duration
+	// Observe, when set, is told of each delivery attempt once its outcome is
+	// recorded: the event type and "delivered", "failed" or "dead". Defaults to nil.
+	Observe func(eventType, outcome string)
 }
 
 const (
@@ -579,14 +582,14 @@ func (w *DispatchWorker) record(ctx context.Context, results []result) error {
 	var delivered, failed, dead int
 	for _, r := range results {
 		ev := r.ev
-		switch {
-		case !r.sent:
+		switch w.outcome(r) {
+		case "":
 			batch.Queue(`UPDATE webhook_events SET claim_until = NULL WHERE id = $1 AND claim_until = $2`, ev.id, ev.claim)
-		case r.delivered:
+		case "delivered":
 			delivered++
 			batch.Queue(`UPDATE webhook_events SET delivered_at = now(), attempts = attempts + 1, claim_until = NULL,
 				last_status = $2, last_error = NULL WHERE id = $1 AND delivered_at IS NULL`, ev.id, r.status)
-		case ev.attempts+1 >= w.cfg.MaxAttempts:
+		case "dead":
 			dead++
 			w.cfg.Logger.Warn("webhook event dead after its last attempt", "event", ev.id, "type", ev.eventType,
 				"attempts", ev.attempts+1, "status", r.status, "err", r.err, "url", w.target)
@@ -606,10 +609,37 @@ func (w *DispatchWorker) record(ctx context.Context, results []result) error {
 	if err := w.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("webhook: record %d deliveries: %w", len(results), err)
 	}
+	w.observe(results)
 	if failed > 0 || dead > 0 {
 		w.cfg.Logger.Info("webhook deliveries", "delivered", delivered, "failed", failed, "dead", dead, "url", w.target)
 	}
 	return nil
+}
+
+// outcome of one attempt: "" when nothing was sent, else "delivered", "dead" (its
+// last allowed attempt failed) or "failed" (to be tried again).
+func (w *DispatchWorker) outcome(r result) string {
+	switch {
+	case !r.sent:
+		return ""
+	case r.delivered:
+		return "delivered"
+	case r.ev.attempts+1 >= w.cfg.MaxAttempts:
+		return "dead"
+	}
+	return "failed"
+}
+
+// observe tells Config.Observe of each recorded attempt.
+func (w *DispatchWorker) observe(results []result) {
+	if w.cfg.Observe == nil {
+		return
+	}
+	for _, r := range results {
+		if o := w.outcome(r); o != "" {
+			w.cfg.Observe(r.ev.eventType, o)
+		}
+	}
 }
 
 // prune deletes delivered events older than Retention, a bounded number per run.

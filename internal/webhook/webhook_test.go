@@ -275,12 +275,15 @@ func TestRetries(t *testing.T) {
 		wantCalls     int
 		wantDelivered bool
 		wantStatus    int
+		wantObserved  []string // outcomes told to Config.Observe, in order
 	}{
 		"accepted on the third attempt after two 500s": {
 			respond: failFirst(2, 500, ""), maxAttempts: 10, wantCalls: 3, wantDelivered: true, wantStatus: 204,
+			wantObserved: []string{"failed", "failed", "delivered"},
 		},
 		"dead after MaxAttempts": {
 			respond: failFirst(1000, 503, ""), maxAttempts: 3, wantCalls: 3, wantStatus: 503,
+			wantObserved: []string{"failed", "failed", "dead"},
 		},
 		"a redirect is not followed and counts as a failure": {
 			respond: func(w http.ResponseWriter, _ int) bool {
@@ -288,7 +291,7 @@ func TestRetries(t *testing.T) {
 				w.WriteHeader(http.StatusFound)
 				return true
 			},
-			maxAttempts: 2, wantCalls: 2, wantStatus: 302,
+			maxAttempts: 2, wantCalls: 2, wantStatus: 302, wantObserved: []string{"failed", "dead"},
 		},
 	}
 	for name, tt := range tests {
@@ -298,6 +301,14 @@ func TestRetries(t *testing.T) {
 			rc := newReceiver(t, tt.respond)
 			cfg := fastConfig(rc.srv.URL)
 			cfg.MaxAttempts = tt.maxAttempts
+			var mu sync.Mutex
+			var observed []string
+			cfg.Observe = func(eventType, outcome string) {
+				mu.Lock()
+				defer mu.Unlock()
+				require.Equal(t, webhook.EventRotated, eventType)
+				observed = append(observed, outcome)
+			}
 			w := newWorker(t, cfg, pool, nil)
 			id := insert(t, pool, webhook.EventRotated, `{"deviceId":"d1"}`)
 
@@ -316,6 +327,9 @@ func TestRetries(t *testing.T) {
 				require.Equal(t, got[0].body, d.body, "every attempt carries the same body")
 				require.Equal(t, "/", d.path, "only the configured URL is posted to")
 			}
+			mu.Lock()
+			require.Equal(t, tt.wantObserved, observed, "each recorded attempt observed once")
+			mu.Unlock()
 			r := load(t, pool, id)
 			require.Equal(t, tt.wantCalls, r.Attempts)
 			require.Equal(t, tt.wantDelivered, r.Delivered)

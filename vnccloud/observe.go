@@ -1,0 +1,70 @@
+package vnccloud
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Observer is told of every HTTP request the client sends, at the transport: each
+// retry, each list page and each redirect followed is one call, so that a count of
+// them equals what the API received. status is 0 when no answer arrived; elapsed runs
+// from sending to the answer's headers. It must be fast and safe for concurrent use.
+type Observer func(op string, status int, elapsed time.Duration)
+
+type opKey struct{}
+
+// withOp tells the instrumented transport which operation a request belongs to.
+func withOp(ctx context.Context, op string) context.Context {
+	return context.WithValue(ctx, opKey{}, op)
+}
+
+// instrumentedTransport makes an OpenTelemetry span of every round trip (a no-op
+// unless the program installed a tracer provider) and reports it to observe.
+type instrumentedTransport struct {
+	next    http.RoundTripper
+	observe Observer // nil: none
+	tracer  trace.Tracer
+}
+
+func (t instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	op, _ := req.Context().Value(opKey{}).(string)
+	// The span names the operation, never the URL: its path holds a cloud address.
+	ctx, span := t.tracer.Start(req.Context(), "vnccloud."+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("vnccloud.operation", op), attribute.String("http.request.method", req.Method)))
+	defer span.End()
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	elapsed := time.Since(start)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+	} else {
+		span.SetStatus(codes.Error, "no answer")
+	}
+	if t.observe != nil {
+		t.observe(op, status, elapsed)
+	}
+	return resp, err
+}
+
+// instrumented returns a copy of hc whose transport traces and reports every
+// request; hc itself, which the caller may share, is left alone.
+func instrumented(hc *http.Client, observe Observer) *http.Client {
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *hc
+	c.Transport = instrumentedTransport{next: next, observe: observe, tracer: otel.Tracer("github.com/vncfleet/vncfleet/vnccloud")}
+	return &c
+}
