@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
@@ -182,6 +183,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			return jobs.EnqueueApply(ctx, rc, tx, manifestID)
 		},
 		MaxUploadBytes:      cfg.MaxUploadBytes,
+		ManifestLimits:      fleet.ReaderOptions{MaxCellBytes: cfg.MaxCellBytes, MaxColumns: cfg.MaxColumns},
 		MaxDeletionsPercent: cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     cfg.MaxDeletionsMin,
 		InlineApplyRows:     cfg.InlineApplyRows,

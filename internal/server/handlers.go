@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -44,6 +45,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", s.cfg.MaxUploadBytes), nil)
 		return
 	}
+	readerOpts, err := s.readerOptions(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
 	body, err := manifestBody(w, r, s.cfg.MaxUploadBytes)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
@@ -58,6 +64,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		MaxDeletionsPercent: s.cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     s.cfg.MaxDeletionsMin,
 		Body:                body,
+		Reader:              readerOpts,
 		Enqueue:             s.cfg.Enqueue,
 		EnqueueConsoleURLs:  s.cfg.EnqueueConsoleURLs,
 		EnqueueApply:        s.cfg.EnqueueApply,
@@ -74,10 +81,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		for _, p := range problems.List {
 			list = append(list, p.Error())
 		}
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("manifest rejected: %d problems", problems.Total),
+		writeError(w, http.StatusUnprocessableEntity, "manifest rejected: "+fleet.Plural(problems.Total, "problem"),
 			map[string]any{"problems": list, "total": problems.Total})
 	case errors.As(err, &guard):
-		writeError(w, http.StatusConflict, guard.Error()+"; pass max_deletions to allow it",
+		writeError(w, http.StatusConflict, guard.Error(),
 			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
 	case err != nil:
 		s.internalError(w, r, err)
@@ -90,6 +97,21 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			"creates", res.Plan.Creates, "updates", res.Plan.Updates, "deletes", res.Plan.Deletes, "uploader", caller(r).Name)
 		writeJSON(w, http.StatusCreated, map[string]any{"manifest": res.Manifest, "plan": res.Plan})
 	}
+}
+
+// readerOptions are the manifest reader's options for an upload: the server's limits,
+// and the separator and encoding the query names (as `upload --separator ';'
+// --encoding windows-1252` sends them).
+func (s *Server) readerOptions(q url.Values) (fleet.ReaderOptions, error) {
+	opts := s.cfg.ManifestLimits
+	var err error
+	if opts.Separator, err = fleet.ParseSeparator(q.Get("separator")); err != nil {
+		return opts, err
+	}
+	if opts.Encoding, err = fleet.ParseEncoding(q.Get("encoding")); err != nil {
+		return opts, err
+	}
+	return opts, nil
 }
 
 // manifestBody is the CSV of an upload: the request body itself, or the first file
@@ -142,7 +164,30 @@ func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool
 	return id, true
 }
 
+// knownFleet answers 404 and returns false when the query names a fleet that does
+// not exist ("" names every fleet); every route that takes ?fleet= checks it, so
+// that a typo is an error rather than zero devices.
+func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request) bool {
+	name := r.URL.Query().Get("fleet")
+	if name == "" {
+		return true
+	}
+	err := s.cfg.Store.CheckFleet(r.Context(), name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error(), nil)
+		return false
+	case err != nil:
+		s.internalError(w, r, err)
+		return false
+	}
+	return true
+}
+
 func (s *Server) listManifests(w http.ResponseWriter, r *http.Request) {
+	if !s.knownFleet(w, r) {
+		return
+	}
 	ms, err := s.cfg.Store.ListManifests(r.Context(), r.URL.Query().Get("fleet"), 100)
 	if err != nil {
 		s.internalError(w, r, err)
@@ -196,12 +241,15 @@ func (s *Server) manifestReport(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Logger.Error("report failed", "manifest", id, "err", err)
 			return
 		}
-		_ = cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, row.Error, row.VNCURL})
+		_ = cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, fleet.SpreadsheetSafe(row.Error), row.VNCURL})
 	}
 	cw.Flush()
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if !s.knownFleet(w, r) {
+		return
+	}
 	st, err := s.cfg.Store.Status(r.Context(), r.URL.Query().Get("fleet"))
 	if err != nil {
 		s.internalError(w, r, err)
@@ -214,6 +262,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	secrets, ok := queryBool(w, r, "secrets")
 	if !ok {
+		return
+	}
+	if !s.knownFleet(w, r) {
 		return
 	}
 	who := caller(r)
@@ -236,8 +287,11 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Logger.Error("export failed", "err", err)
 			return
 		}
+		// Cells from users or remote errors are defused for spreadsheets; device ids
+		// cannot begin like a formula, and addresses, passwords and URLs are machine-made.
 		_ = cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
-			fleet.JoinList(row.Groups), fleet.JoinList(row.AllowGroups), fleet.JoinList(row.AllowDevices), row.VNCURL, row.LastError})
+			fleet.SpreadsheetSafeList(row.Groups), fleet.SpreadsheetSafeList(row.AllowGroups), fleet.JoinList(row.AllowDevices),
+			row.VNCURL, fleet.SpreadsheetSafe(row.LastError)})
 	}
 	cw.Flush()
 }
@@ -271,6 +325,17 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "manifest must be a positive number", nil)
 			return
 		}
+		if _, err := s.cfg.Store.GetManifest(r.Context(), manifestID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				writeError(w, http.StatusNotFound, err.Error(), nil)
+				return
+			}
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	if !s.knownFleet(w, r) {
+		return
 	}
 	n, key, err := s.cfg.Store.RetryFailed(r.Context(), q.Get("fleet"), manifestID, s.cfg.Enqueue)
 	if err != nil {
@@ -286,7 +351,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	all, ok := queryBool(w, r, "all")
-	if !ok {
+	if !ok || !s.knownFleet(w, r) {
 		return
 	}
 	n, key, err := s.cfg.Lifecycle.Rotate(r.Context(), r.URL.Query().Get("fleet"), all)
