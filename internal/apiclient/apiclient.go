@@ -469,12 +469,31 @@ func (c *Client) Status(ctx context.Context, fleet string) (*Status, error) {
 // Export streams the export CSV (GET /v1/export) to w unchanged; fleet "" means
 // every fleet, secrets includes the cloud passwords (secrets role, audited).
 func (c *Client) Export(ctx context.Context, fleet string, secrets bool, w io.Writer) error {
+	return c.ExportWith(ctx, ExportOptions{Fleet: fleet, Secrets: secrets}, w)
+}
+
+// ExportOptions select an export's devices and columns.
+type ExportOptions struct {
+	Fleet    string   // "" for every fleet
+	Statuses []string // nil for every status
+	Secrets  bool     // the cloud passwords (secrets role, audited)
+	Metadata bool     // the manifests' metadata columns, after the contract's
+}
+
+// ExportWith streams the export CSV that o selects to w unchanged.
+func (c *Client) ExportWith(ctx context.Context, o ExportOptions, w io.Writer) error {
 	q := url.Values{}
-	if fleet != "" {
-		q.Set("fleet", fleet)
+	if o.Fleet != "" {
+		q.Set("fleet", o.Fleet)
 	}
-	if secrets {
+	if len(o.Statuses) > 0 {
+		q.Set("status", strings.Join(o.Statuses, ","))
+	}
+	if o.Secrets {
 		q.Set("secrets", "true")
+	}
+	if o.Metadata {
+		q.Set("metadata", "true")
 	}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/export", q, nil, "")
 	if err != nil {
@@ -485,6 +504,20 @@ func (c *Client) Export(ctx context.Context, fleet string, secrets bool, w io.Wr
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
+}
+
+// Manifests lists the stored manifests, newest first (GET /v1/manifests); fleet ""
+// means every fleet.
+func (c *Client) Manifests(ctx context.Context, fleet string) ([]Manifest, error) {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	var ms []Manifest
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/manifests", q, &ms); err != nil {
+		return nil, err
+	}
+	return ms, nil
 }
 
 // Retry schedules the failed devices again (POST /v1/retry); fleet "" means every

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -264,8 +265,20 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !s.knownFleet(w, r) {
+	metadata, ok := queryBool(w, r, "metadata")
+	if !ok || !s.knownFleet(w, r) {
 		return
+	}
+	query := store.ExportQuery{Fleet: q.Get("fleet"), Secrets: secrets, Metadata: metadata}
+	if v := q.Get("status"); v != "" {
+		for _, name := range strings.Split(v, ",") {
+			st, err := fleet.ParseStatus(strings.TrimSpace(name))
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("status: %v; the statuses are %s", err, statusNames()), nil)
+				return
+			}
+			query.Statuses = append(query.Statuses, string(st))
+		}
 	}
 	who := caller(r)
 	if secrets {
@@ -279,21 +292,55 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var metaCols []string
+	if metadata {
+		var err error
+		if metaCols, err = s.cfg.Store.ExportMetadataColumns(r.Context(), query); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	cw := csv.NewWriter(w)
-	_ = cw.Write(fleet.ExportHeader)
-	for row, err := range s.cfg.Store.Export(r.Context(), q.Get("fleet"), secrets) {
+	_ = cw.Write(exportHeader(metaCols))
+	record := make([]string, 0, len(fleet.ExportHeader)+len(metaCols))
+	for row, err := range s.cfg.Store.Export(r.Context(), query) {
 		if err != nil {
 			s.cfg.Logger.Error("export failed", "err", err)
 			return
 		}
 		// Cells from users or remote errors are defused for spreadsheets; device ids
 		// cannot begin like a formula, and addresses, passwords and URLs are machine-made.
-		_ = cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
+		record = append(record[:0], row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
 			fleet.SpreadsheetSafeList(row.Groups), fleet.SpreadsheetSafeList(row.AllowGroups), fleet.JoinList(row.AllowDevices),
-			row.VNCURL, fleet.SpreadsheetSafe(row.LastError)})
+			row.VNCURL, fleet.SpreadsheetSafe(row.LastError))
+		for _, name := range metaCols {
+			record = append(record, fleet.SpreadsheetSafe(row.Metadata[name]))
+		}
+		_ = cw.Write(record)
 	}
 	cw.Flush()
+}
+
+// exportHeader is the contract's export header, then the metadata columns named as
+// in the manifests; one that would repeat a contract column is prefixed "metadata_".
+func exportHeader(metaCols []string) []string {
+	header := slices.Clone(fleet.ExportHeader)
+	for _, name := range metaCols {
+		if slices.Contains(fleet.ExportHeader, name) {
+			name = "metadata_" + name
+		}
+		header = append(header, fleet.SpreadsheetSafe(name))
+	}
+	return header
+}
+
+func statusNames() string {
+	names := make([]string, len(fleet.Statuses))
+	for i, st := range fleet.Statuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {

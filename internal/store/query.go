@@ -101,41 +101,55 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 }
 
 // counts groups the devices d of from matching where by status and, with groups, by
-// group and status. A device counts under its first group (connect) or first allowed
-// group (listen), or "" when it has none, so each device is counted once.
+// group and status. A device counts once by status, and by group in every group it
+// belongs to (a connect device's groups, a listen device's allow_groups), or under ""
+// when it has none: so the group rows may add up to more than the total.
 func (s *Store) counts(ctx context.Context, from, where string, groups bool, args ...any) (Counts, map[string]Counts, error) {
-	group := `''`
-	if groups {
-		group = `coalesce(d.groups[1], d.allow_groups[1], '')`
-	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+group+`, d.status, count(*) FROM `+from+`
-		WHERE `+where+` GROUP BY 1, 2`, args...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("count devices: %w", err)
-	}
-	defer rows.Close()
 	byStatus := Counts{}
-	var byGroup map[string]Counts
-	if groups {
-		byGroup = map[string]Counts{}
-	}
-	for rows.Next() {
-		var group, status string
-		var n int
-		if err := rows.Scan(&group, &status, &n); err != nil {
-			return nil, nil, fmt.Errorf("count devices: %w", err)
-		}
+	if err := s.scanCounts(ctx, `SELECT '', d.status, count(*) FROM `+from+` WHERE `+where+` GROUP BY 2`, args, func(_, status string, n int) {
 		byStatus[status] += n
-		if !groups {
-			continue
-		}
+	}); err != nil {
+		return nil, nil, err
+	}
+	if !groups {
+		return byStatus, nil, nil
+	}
+	byGroup := map[string]Counts{}
+	err := s.scanCounts(ctx, `
+		SELECT g, d.status, count(*) FROM `+from+`
+		CROSS JOIN LATERAL unnest(CASE WHEN cardinality(coalesce(d.groups, '{}') || coalesce(d.allow_groups, '{}')) = 0 THEN ARRAY['']
+		                               ELSE coalesce(d.groups, '{}') || coalesce(d.allow_groups, '{}') END) AS g
+		WHERE `+where+` GROUP BY 1, 2`, args, func(group, status string, n int) {
 		if byGroup[group] == nil {
 			byGroup[group] = Counts{}
 		}
 		byGroup[group][status] += n
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return byStatus, byGroup, rows.Err()
+	return byStatus, byGroup, nil
+}
+
+// scanCounts runs a query of (group, status, count) rows.
+func (s *Store) scanCounts(ctx context.Context, sql string, args []any, add func(group, status string, n int)) error {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("count devices: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var group, status string
+		var n int
+		if err := rows.Scan(&group, &status, &n); err != nil {
+			return fmt.Errorf("count devices: %w", err)
+		}
+		add(group, status, n)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count devices: %w", err)
+	}
+	return nil
 }
 
 // FleetStatus is the fleet-wide view of `vncfleet status`.
@@ -238,23 +252,42 @@ type ExportRow struct {
 	AllowDevices  []string
 	VNCURL        string
 	LastError     string
+	Metadata      map[string]string // the manifest's metadata columns, only when asked for
 }
 
-// Export streams every device of a fleet (every fleet when fleetName is ""), in
-// fleet and device_id order. With secrets, each current password is decrypted.
-func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter.Seq2[ExportRow, error] {
+// ExportQuery selects the devices of an export and what it shows of them.
+type ExportQuery struct {
+	Fleet    string   // "" for every fleet
+	Statuses []string // nil for every status
+	Secrets  bool     // decrypt each current password
+	Metadata bool     // include the manifest's metadata columns
+}
+
+// exportWhere is the filter of an export; its arguments are $1 (fleet) and $2 (statuses).
+const exportWhere = `($1 = '' OR f.name = $1) AND ($2::text[] IS NULL OR d.status = ANY ($2))`
+
+// ExportMetadataColumns lists the metadata column names of the devices q selects, in
+// name order: the export's extra columns.
+func (s *Store) ExportMetadataColumns(ctx context.Context, q ExportQuery) ([]string, error) {
+	return column[string](ctx, s.pool, "export metadata columns", `
+		SELECT DISTINCT k FROM devices d JOIN fleets f ON f.id = d.fleet_id, jsonb_object_keys(d.metadata) AS k
+		WHERE d.metadata IS NOT NULL AND `+exportWhere+` ORDER BY k`, q.Fleet, q.Statuses)
+}
+
+// Export streams the devices q selects, in fleet and device_id order.
+func (s *Store) Export(ctx context.Context, q ExportQuery) iter.Seq2[ExportRow, error] {
 	return func(yield func(ExportRow, error) bool) {
-		if secrets && s.keys == nil {
+		if q.Secrets && s.keys == nil {
 			yield(ExportRow{}, ErrNoKey)
 			return
 		}
 		rows, err := s.pool.Query(ctx, `
 			SELECT d.id, f.name, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
 			       d.password_ct, coalesce(d.password_key_id, ''), d.groups, d.allow_groups, d.allow_devices,
-			       coalesce(d.vnc_url, ''), coalesce(d.last_error, '')
+			       coalesce(d.vnc_url, ''), coalesce(d.last_error, ''), CASE WHEN $3 THEN d.metadata END
 			FROM devices d JOIN fleets f ON f.id = d.fleet_id
-			WHERE $1 = '' OR f.name = $1
-			ORDER BY f.name, d.device_id`, fleetName)
+			WHERE `+exportWhere+`
+			ORDER BY f.name, d.device_id`, q.Fleet, q.Statuses, q.Metadata)
 		if err != nil {
 			yield(ExportRow{}, fmt.Errorf("export: %w", err))
 			return
@@ -266,11 +299,11 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 			var ct []byte
 			var keyID string
 			if err := rows.Scan(&pk, &r.Fleet, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
-				&r.Groups, &r.AllowGroups, &r.AllowDevices, &r.VNCURL, &r.LastError); err != nil {
+				&r.Groups, &r.AllowGroups, &r.AllowDevices, &r.VNCURL, &r.LastError, &r.Metadata); err != nil {
 				yield(ExportRow{}, fmt.Errorf("export: %w", err))
 				return
 			}
-			if secrets && ct != nil && r.CloudAddress != "" {
+			if q.Secrets && ct != nil && r.CloudAddress != "" {
 				if r.CloudPassword, err = s.open(pk, ct, keyID); err != nil {
 					yield(ExportRow{}, err)
 					return
