@@ -71,6 +71,20 @@ func Keyring(cfg *config.Config) (*secretbox.Keyring, error) {
 	return secretbox.NewKeyring(primary, old...)
 }
 
+// newVNCCloud builds the VNC Cloud client from config.
+func newVNCCloud(cfg *config.Config) (*vnccloud.Client, error) {
+	c, err := vnccloud.New(vnccloud.Config{
+		BaseURL:   cfg.VNCCloud.APIURL,
+		APIKey:    cfg.VNCCloud.APIKey,
+		APISecret: cfg.VNCCloud.APISecret,
+		Timeout:   cfg.VNCCloud.Timeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VNC Cloud client: %w", err)
+	}
+	return c, nil
+}
+
 // Worker is everything a `serve` process runs besides HTTP.
 type Worker struct {
 	Store   *store.Store
@@ -115,13 +129,8 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 
 	cloud := opts.Cloud
 	if cloud == nil {
-		if cloud, err = vnccloud.New(vnccloud.Config{
-			BaseURL:   cfg.VNCCloud.APIURL,
-			APIKey:    cfg.VNCCloud.APIKey,
-			APISecret: cfg.VNCCloud.APISecret,
-			Timeout:   cfg.VNCCloud.Timeout,
-		}); err != nil {
-			return nil, fmt.Errorf("VNC Cloud client: %w", err)
+		if cloud, err = newVNCCloud(cfg); err != nil {
+			return nil, err
 		}
 	}
 

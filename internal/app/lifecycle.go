@@ -73,9 +73,10 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	}, nil
 }
 
-func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps) error {
+// newZenlayer builds the Zenlayer client from config; nil when it is not configured.
+func newZenlayer(cfg *config.Config) (*zenlayer.Client, error) {
 	if cfg.Zenlayer.AccessKeyID == "" || cfg.Zenlayer.AccessKeyPassword == "" {
-		return nil
+		return nil, nil
 	}
 	zc, err := zenlayer.New(zenlayer.Config{
 		BaseURL:           cfg.Zenlayer.APIURL,
@@ -83,7 +84,15 @@ func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jo
 		AccessKeyPassword: cfg.Zenlayer.AccessKeyPassword,
 	})
 	if err != nil {
-		return fmt.Errorf("Zenlayer client: %w", err)
+		return nil, fmt.Errorf("Zenlayer client: %w", err)
+	}
+	return zc, nil
+}
+
+func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps) error {
+	zc, err := newZenlayer(cfg)
+	if zc == nil || err != nil {
+		return err
 	}
 	deps.Zenlayer = zc
 	limCfg := ratelimit.Config{Name: "zenlayer", Rate: cfg.Zenlayer.Rate}
