@@ -106,8 +106,11 @@ prints "manifest unchanged (same as #ID)".
 
 --wait shows progress on stderr (a bar on a terminal, a line every few seconds otherwise)
 until every row is ready, deleted or failed, then prints the counts per status and the
-failed devices on stdout. Exit codes: 0 done, 1 some devices failed (or --timeout passed
-first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
+failed devices on stdout. Exit codes: 0 done, 1 some devices failed, 2 invalid input,
+3 server unreachable, 4 --timeout passed first (the work goes on on the server).
+
+A file a spreadsheet saved as plain "CSV" may be separated by ';' or tabs, or be in
+Windows-1252: the server says so, and --separator and --encoding read it as it is.`,
 		Example: `  vncfleet upload --fleet factory --wait devices.csv
   vncfleet upload --fleet factory --mode replace --dry-run devices.csv
   generate-manifest | vncfleet upload --fleet factory -`,
@@ -355,18 +358,27 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		default:
 			bar.Abandon()
 			if ctx.Err() != nil {
-				return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+				return nil, stoppedWaiting(ctx, label)
 			}
 			return nil, apiExit(err)
 		}
 		select {
 		case <-ctx.Done():
 			bar.Abandon()
-			return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+			return nil, stoppedWaiting(ctx, label)
 		case <-time.After(wait):
 		}
 		delay = min(delay*3/2, pollPolicy.Max)
 	}
+}
+
+// stoppedWaiting is the error of a wait cut short: by --timeout (exit 4, its own
+// code, so that a script tells it from failed devices) or by an interrupt (exit 1).
+func stoppedWaiting(ctx context.Context, label string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return withExit(exitTimeout, fmt.Errorf("stopped waiting for %s: --timeout passed; the work goes on on the server (vncfleet status follows it)", label))
+	}
+	return withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
 }
 
 // waitManifest waits until every device of manifest id is settled, prints the
