@@ -141,8 +141,9 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, p.Staged)
 	require.Equal(t, n, p.ByStatus["pending"])
-	require.Len(t, p.ByGroup, n/10, "a group per factory line")
+	require.Len(t, p.ByGroup, n/10+1, "a group per factory line, and ops")
 	require.Equal(t, Counts{"pending": 10}, p.ByGroup["line-7"])
+	require.Equal(t, Counts{"pending": 5000}, p.ByGroup["ops"], "a device counts in every group it belongs to, not only its first")
 
 	done, err = e.st.ApplyStaged(ctx, res.Manifest.ID, nil)
 	require.NoError(t, err)
