@@ -523,7 +523,15 @@ func (c *Client) Manifests(ctx context.Context, fleet string) ([]Manifest, error
 // Retry schedules the failed devices again (POST /v1/retry); fleet "" means every
 // fleet, manifest ≤ 0 every manifest.
 func (c *Client) Retry(ctx context.Context, fleet string, manifest int64) (*RetryResult, error) {
+	return c.RetryWith(ctx, fleet, manifest, false)
+}
+
+// RetryWith is Retry; with now, devices waiting out a backoff are due at once too.
+func (c *Client) RetryWith(ctx context.Context, fleet string, manifest int64, now bool) (*RetryResult, error) {
 	q := url.Values{}
+	if now {
+		q.Set("now", "true")
+	}
 	if fleet != "" {
 		q.Set("fleet", fleet)
 	}

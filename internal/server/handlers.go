@@ -381,10 +381,11 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !s.knownFleet(w, r) {
+	now, ok := queryBool(w, r, "now")
+	if !ok || !s.knownFleet(w, r) {
 		return
 	}
-	n, key, err := s.cfg.Store.RetryFailed(r.Context(), q.Get("fleet"), manifestID, s.cfg.Enqueue)
+	n, key, err := s.cfg.Store.RetryFailed(r.Context(), q.Get("fleet"), manifestID, now, s.cfg.Enqueue)
 	if err != nil {
 		s.internalError(w, r, err)
 		return

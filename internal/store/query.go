@@ -364,8 +364,12 @@ func (s *Store) Audit(ctx context.Context, actor, action string, detail map[stri
 }
 
 // RetryFailed schedules the failed devices of a fleet (or of one manifest) again, in
-// tx, under a new work key; enqueue inserts its jobs in the same transaction.
-func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID int64,
+// tx, under a new work key; enqueue inserts its jobs in the same transaction. With
+// now, the devices waiting out a backoff (an owed call after transient errors, or a
+// readiness poll) are due at once too: those owing a call move to the new key, whose
+// job is enqueued now, since their own job sleeps until the backoff ends. A device
+// claimed by a job is left to it.
+func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID int64, now bool,
 	enqueue func(ctx context.Context, tx pgx.Tx, key string, devices int) error) (int, string, error) {
 	var n int
 	var key string
@@ -382,6 +386,29 @@ func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID in
 			return fmt.Errorf("retry: %w", err)
 		}
 		n = int(tag.RowsAffected())
+		if now {
+			tag, err := tx.Exec(ctx, `
+				UPDATE devices d SET next_attempt_at = NULL, work_key = $3
+				FROM fleets f
+				WHERE f.id = d.fleet_id AND d.op IS NOT NULL AND d.next_attempt_at > now()
+				  AND (d.claim_until IS NULL OR d.claim_until <= now())
+				  AND ($1 = '' OR f.name = $1) AND ($2 = 0 OR d.manifest_id = $2)`,
+				fleetName, manifestID, key)
+			if err != nil {
+				return fmt.Errorf("retry: %w", err)
+			}
+			n += int(tag.RowsAffected())
+			tag, err = tx.Exec(ctx, `
+				UPDATE devices d SET next_poll_at = now()
+				FROM fleets f
+				WHERE f.id = d.fleet_id AND d.status = 'awaiting_ready' AND d.next_poll_at > now()
+				  AND ($1 = '' OR f.name = $1) AND ($2 = 0 OR d.manifest_id = $2)`,
+				fleetName, manifestID)
+			if err != nil {
+				return fmt.Errorf("retry: %w", err)
+			}
+			n += int(tag.RowsAffected())
+		}
 		// A failed device with nothing owed (it failed waiting for readiness) polls again.
 		if _, err := tx.Exec(ctx, `
 			UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now(), polls = 0
