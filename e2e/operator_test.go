@@ -187,3 +187,23 @@ func runServeToExit(t *testing.T, env []string) (int, string) {
 	}
 	return p.cmd.ProcessState.ExitCode(), p.out.String()
 }
+
+// TestWaitShowsTheCloud: with the cloud answering 503 to every call, the wait says so
+// (and the backoff), and --timeout ends it with its own exit code; retry --now then
+// takes the devices out of backoff once the cloud has recovered.
+func TestWaitShowsTheCloud(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{rate: 80, simArgs: []string{"--ready-delay", "100ms", "--fail-rate", "1"}, config: fastConfig})
+	c.startServe()
+	manifest := writeFile(t, "m.csv", "device_id,action,groups\nv1,connect,g\nv2,connect,g\n")
+	out, errOut, code := c.run("upload", "--wait", "--timeout", "15s", manifest)
+	require.Equal(t, 4, code, "%s\n%s", out, errOut)
+	require.Regexp(t, `VNC Cloud: answered 503 to [12] of the [12] devices? called in the last minute`, errOut)
+	require.Contains(t, errOut, "in backoff, the next retry in")
+	require.Equal(t, "vncfleet: stopped waiting for manifest #1: --timeout passed; the work goes on on the server (vncfleet status follows it)", lastLine(errOut))
+
+	c.simDo("POST", "/sim/faults", map[string]any{"failRate": 0})
+	out, errOut, code = c.run("retry", "--now", "--wait")
+	require.Equal(t, 0, code, "%s\n%s", out, errOut)
+	require.Regexp(t, `^2 failed or waiting devices scheduled again`, out)
+}

@@ -322,6 +322,7 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 	bar := newProgress(cmd, label)
 	delay := pollPolicy.First
 	var outageSince time.Time
+	var lastCloud string
 	for {
 		asked := time.Now()
 		p, err := fetch(ctx)
@@ -344,6 +345,14 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 			if p.Done {
 				bar.Finish(snap)
 				return p, nil
+			}
+			if line := cloudLine(p.Cloud, time.Now()); line != lastCloud {
+				// The cloud's trouble gets a line of its own, when it changes.
+				lastCloud = line
+				if line != "" {
+					bar.Abandon()
+					fmt.Fprintln(cmd.ErrOrStderr(), line)
+				}
 			}
 			bar.Update(snap)
 		case apiclient.IsUnreachable(err) && ctx.Err() == nil:
@@ -370,6 +379,34 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		}
 		delay = min(delay*3/2, pollPolicy.Max)
 	}
+}
+
+// cloudLine says what the cloud is doing to a wait, or "" when nothing is wrong:
+// "VNC Cloud answered 503 to 12 of the 15 devices called in the last minute; 5 devices
+// in backoff, the next retry in 20s; calls paused by Retry-After for 30s".
+func cloudLine(c *apiclient.CloudState, now time.Time) string {
+	if c == nil {
+		return ""
+	}
+	var parts []string
+	for _, code := range sortedKeys(c.ErrorsLastMinute) {
+		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s called in the last minute",
+			code, c.ErrorsLastMinute[code], fleet.Plural(c.Touched, "device")))
+	}
+	if c.InBackoff > 0 {
+		part := fleet.Plural(c.InBackoff, "device") + " in backoff"
+		if c.NextRetryAt != nil {
+			part += fmt.Sprintf(", the next retry in %s", max(c.NextRetryAt.Sub(now), 0).Round(10*time.Second))
+		}
+		parts = append(parts, part)
+	}
+	if c.PausedUntil != nil {
+		parts = append(parts, fmt.Sprintf("every call paused by a Retry-After for %s", max(c.PausedUntil.Sub(now), 0).Round(time.Second)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "VNC Cloud: " + strings.Join(parts, "; ") + " (vncfleet retry --now ends the backoff)"
 }
 
 // stoppedWaiting is the error of a wait cut short: by --timeout (exit 4, its own

@@ -216,6 +216,17 @@ type Progress struct {
 	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
 	ByStatus map[string]int            `json:"byStatus"`
 	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+	// Cloud is what the cloud answered lately, while the manifest is not done.
+	Cloud *CloudState `json:"cloud,omitempty"`
+}
+
+// CloudState is the cloud behind a manifest's progress (GET /v1/manifests/{id}).
+type CloudState struct {
+	Touched          int            `json:"touched"`          // devices worked on in the last minute
+	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, last answered with this HTTP status
+	InBackoff        int            `json:"inBackoff"`        // devices waiting out a backoff
+	NextRetryAt      *time.Time     `json:"nextRetryAt"`
+	PausedUntil      *time.Time     `json:"pausedUntil"` // a Retry-After pauses every call until then
 }
 
 // Status is the fleet-wide view (GET /v1/status).

@@ -26,6 +26,8 @@ type Progress struct {
 	Staged   int               `json:"staged,omitempty"`
 	ByStatus Counts            `json:"byStatus"`
 	ByGroup  map[string]Counts `json:"byGroup,omitempty"`
+	// Cloud is what the cloud answered lately and who waits for it (cloudstate.go).
+	Cloud *CloudState `json:"cloud,omitempty"`
 }
 
 // settledSQL is the set of statuses that end a device's work for --wait.
@@ -97,6 +99,11 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]
 	p.Done = p.Settled == p.Total
+	if !p.Done {
+		if p.Cloud, err = s.ManifestCloudState(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
