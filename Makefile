@@ -9,7 +9,8 @@ test: ## the test suite (the README's test command)
 vet: ## gofmt and go vet
 	test -z "$$(gofmt -l .)" && go vet ./...
 fuzz: ## each fuzz target for 60 s
-	for t in FuzzReader FuzzValidateRaw; do go test -run '^$$' -fuzz "^$$t$$" -fuzztime 60s ./fleet/; done
+	for t in FuzzReader FuzzLimitReader FuzzValidateRaw; do go test -run '^$$' -fuzz "^$$t$$" -fuzztime 60s ./fleet/; done
+	go test -run '^$$' -fuzz FuzzUploadBody -fuzztime 60s ./internal/server/
 	for t in FuzzDecodeError FuzzDecodeListPage FuzzDecodeDetails FuzzNextLink; do go test -run '^$$' -fuzz "^$$t$$" -fuzztime 60s ./vnccloud/; done
 	go test -run '^$$' -fuzz FuzzDecodeResponse -fuzztime 60s ./zenlayer/
 	go test -run '^$$' -fuzz FuzzOpen -fuzztime 60s ./internal/secretbox/

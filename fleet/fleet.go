@@ -184,6 +184,45 @@ var ExportHeader = []string{"device_id", "action", "status", "cloud_address", "c
 // ListSeparator separates the values of a multi-valued cell.
 const ListSeparator = ";"
 
+// TrimValue is the manifest's one whitespace rule, for every id and every list value
+// (device_id, groups, allow_groups, allow_devices, zenlayer_instance_id): spaces
+// around a cell and around each ';'-separated value are dropped, because a
+// spreadsheet adds them unseen and nobody means a group " line-01 "; spaces inside
+// are kept. The values sent to the cloud, stored and shown in a plan are the trimmed
+// ones, so " v5 " and "v5" are one device. Metadata values are kept as written.
+func TrimValue(s string) string { return strings.TrimSpace(s) }
+
+// SplitValues splits a multi-valued manifest cell and applies TrimValue to each
+// value; an empty cell is nil. An empty value stays, to be reported.
+func SplitValues(cell string) []string {
+	values := SplitList(cell)
+	for i, v := range values {
+		values[i] = TrimValue(v)
+	}
+	return values
+}
+
+// FormulaStart lists the characters that make a spreadsheet read a cell as a
+// formula when it begins with them (formula injection: a CSV opened in Excel runs
+// "=HYPERLINK(...)" or worse). A device_id may not begin with one; SpreadsheetSafe
+// defuses the other cells of the CSV answers.
+const FormulaStart = "=+-@"
+
+// SpreadsheetSafe prefixes a cell that begins like a formula (FormulaStart, or a tab
+// or carriage return, which some spreadsheets skip before looking) with an
+// apostrophe, which spreadsheets take as "this is text" and do not show. It is for
+// cells whose content comes from users or remote errors; cloud addresses, passwords
+// and URLs are machine-made and pass unchanged, since altering them would break them.
+func SpreadsheetSafe(cell string) string {
+	if cell != "" && strings.ContainsRune(FormulaStart+"\t\r", rune(cell[0])) {
+		return "'" + cell
+	}
+	return cell
+}
+
+// SpreadsheetSafeList renders a multi-valued cell with SpreadsheetSafe.
+func SpreadsheetSafeList(values []string) string { return SpreadsheetSafe(JoinList(values)) }
+
 // JoinList renders a multi-valued cell.
 func JoinList(values []string) string { return strings.Join(values, ListSeparator) }
 

@@ -69,10 +69,7 @@ func (p *Problems) Len() int { return p.Total }
 
 func (p *Problems) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "manifest rejected: %d problem", p.Total)
-	if p.Total != 1 {
-		b.WriteString("s")
-	}
+	b.WriteString("manifest rejected: " + Plural(p.Total, "problem"))
 	for _, pr := range p.List {
 		b.WriteString("\n")
 		b.WriteString(pr.Error())
@@ -81,4 +78,13 @@ func (p *Problems) Error() string {
 		fmt.Fprintf(&b, "\n... and %d more", more)
 	}
 	return b.String()
+}
+
+// Plural renders a count with its noun, "1 problem", "2 problems": every message that
+// counts says it so.
+func Plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

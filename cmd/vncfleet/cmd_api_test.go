@@ -425,8 +425,8 @@ func TestUploadWaitTimeout(t *testing.T) {
 	fake.on("GET /v1/manifests/7", progressAnswer(7, 1, 3, false, map[string]int{"ready": 1, "creating": 2}))
 	start := time.Now()
 	_, errOut, code := runCLI(t, srv.URL, nil, "upload", "--wait", "--timeout", "200ms", writeManifest(t, sampleCSV))
-	require.Equal(t, exitSomeFailed, code, errOut)
-	require.Contains(t, errOut, "stopped waiting for manifest #7")
+	require.Equal(t, exitTimeout, code, errOut)
+	require.Contains(t, errOut, "stopped waiting for manifest #7: --timeout passed")
 	require.Contains(t, errOut, "the work goes on on the server")
 	require.Less(t, time.Since(start), 5*time.Second)
 }

@@ -158,7 +158,7 @@ simulator's. The database is DATABASE_URL's server.`,
 				return err
 			}
 			fmt.Fprintf(out, "\nnext: `vncfleet sim` serves this simulator on its own; `vncfleet serve` with DATABASE_URL,\n"+
-				"VNCFLEET_SECRET_KEY and VNCCLOUD_API_* runs the real thing (README.md).\n")
+				"VNCFLEET_SECRET_KEY and VNCCLOUD_API_* runs the real thing; `vncfleet doctor` checks that setup first (README.md).\n")
 			return waitErr
 		},
 	}

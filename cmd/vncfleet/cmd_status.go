@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/apiclient"
 	"github.com/vncfleet/vncfleet/internal/progress"
 )
@@ -27,7 +28,10 @@ func newStatusCmd() *cobra.Command {
 
 With MANIFEST_ID: the progress of the devices that manifest last set, by status and by
 group. Without: the counts of every fleet (or of --fleet NAME) per status, per group and
-per manifest. Aligned text tables by default; --json prints the server's answer as JSON.`,
+per manifest. A device counts in every group it belongs to (its groups, or a listen
+device's allow_groups), so the group rows may add up to more than the total. An unknown
+fleet or manifest is "not found" (exit 2). Aligned text tables by default; --json prints
+the server's answer as JSON.`,
 		Example: `  vncfleet status
   vncfleet status --fleet factory
   vncfleet status 12 --json`,
@@ -36,9 +40,8 @@ per manifest. Aligned text tables by default; --json prints the server's answer 
 			var id int64
 			if len(args) == 1 {
 				var err error
-				id, err = strconv.ParseInt(strings.TrimPrefix(args[0], "#"), 10, 64)
-				if err != nil || id <= 0 {
-					return withExit(exitBadInput, fmt.Errorf("MANIFEST_ID must be a positive number, not %q", args[0]))
+				if id, err = parseManifestID(args[0]); err != nil {
+					return err
 				}
 			}
 			client, err := apiClient(cmd)
@@ -76,6 +79,15 @@ per manifest. Aligned text tables by default; --json prints the server's answer 
 	return cmd
 }
 
+// parseManifestID reads a MANIFEST_ID argument ("12" or "#12").
+func parseManifestID(arg string) (int64, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(arg, "#"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, withExit(exitBadInput, fmt.Errorf("MANIFEST_ID must be a positive number, not %q", arg))
+	}
+	return id, nil
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -95,10 +107,18 @@ func printManifestProgress(w io.Writer, id int64, p *apiclient.Progress) {
 	}
 	fmt.Fprintf(w, "%d of %d devices settled, %d failed: %s\n\n", p.Settled, p.Total, p.Failed, state)
 	printStatusTable(w, p.ByStatus)
-	if len(p.ByGroup) > 0 {
-		fmt.Fprintln(w)
-		printMatrix(w, "GROUP", sortedKeys(p.ByGroup), p.ByGroup, groupName)
+	printGroups(w, p.ByGroup)
+}
+
+// printGroups prints the counts by group, and says that a device counts in each of
+// its groups.
+func printGroups(w io.Writer, byGroup map[string]map[string]int) {
+	if len(byGroup) == 0 {
+		return
 	}
+	fmt.Fprintln(w)
+	printMatrix(w, "GROUP", sortedKeys(byGroup), byGroup, groupName)
+	fmt.Fprintln(w, "(a device counts in every group it belongs to: groups for connect devices, allow_groups for listen devices)")
 }
 
 func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
@@ -106,12 +126,9 @@ func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
 	if fleetName != "" {
 		scope = "fleet " + fleetName
 	}
-	fmt.Fprintf(w, "%s: %d devices\n\n", scope, st.Total)
+	fmt.Fprintf(w, "%s: %s\n\n", scope, fleet.Plural(st.Total, "device"))
 	printStatusTable(w, st.ByStatus)
-	if len(st.ByGroup) > 0 {
-		fmt.Fprintln(w)
-		printMatrix(w, "GROUP", sortedKeys(st.ByGroup), st.ByGroup, groupName)
-	}
+	printGroups(w, st.ByGroup)
 	if len(st.ByManifest) > 0 {
 		fmt.Fprintln(w)
 		rows := make([]string, len(st.ByManifest))

@@ -59,10 +59,11 @@ func apiClient(cmd *cobra.Command) (*apiclient.Client, error) {
 // cannot be reached or cannot serve (5xx), 2 when it refused the request.
 func apiExit(err error) error {
 	var apiErr *apiclient.Error
+	var notServer *apiclient.NotServerError
 	switch {
 	case err == nil:
 		return nil
-	case apiclient.IsUnreachable(err), errors.Is(err, apiclient.ErrIncomplete):
+	case apiclient.IsUnreachable(err), errors.Is(err, apiclient.ErrIncomplete), errors.As(err, &notServer):
 		return withExit(exitUnreachable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return withExit(exitUnreachable, fmt.Errorf("no answer in time: %w", err))
@@ -76,16 +77,20 @@ func apiExit(err error) error {
 		return withExit(exitBadInput, fmt.Errorf("%w (set VNCFLEET_TOKEN or VNCFLEET_TOKEN_FILE to a token the server knows)", err))
 	case apiErr.Status == 403:
 		return withExit(exitBadInput, fmt.Errorf("%w (the token lacks the role this needs)", err))
+	case apiErr.Status == 404:
+		// "fleet "factroy": not found" says it all; the status code adds nothing.
+		return withExit(exitBadInput, errors.New(apiErr.Message))
 	}
 	return withExit(exitBadInput, err)
 }
 
 func newUploadCmd() *cobra.Command {
 	var (
-		fleetName, mode string
-		dryRun, wait    bool
-		maxDeletions    int
-		timeout         time.Duration
+		fleetName, mode     string
+		separator, encoding string
+		dryRun, wait        bool
+		maxDeletions        int
+		timeout             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "upload FILE",
@@ -102,8 +107,11 @@ prints "manifest unchanged (same as #ID)".
 
 --wait shows progress on stderr (a bar on a terminal, a line every few seconds otherwise)
 until every row is ready, deleted or failed, then prints the counts per status and the
-failed devices on stdout. Exit codes: 0 done, 1 some devices failed (or --timeout passed
-first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
+failed devices on stdout. Exit codes: 0 done, 1 some devices failed, 2 invalid input,
+3 server unreachable, 4 --timeout passed first (the work goes on on the server).
+
+A file a spreadsheet saved as plain "CSV" may be separated by ';' or tabs, or be in
+Windows-1252: the server says so, and --separator and --encoding read it as it is.`,
 		Example: `  vncfleet upload --fleet factory --wait devices.csv
   vncfleet upload --fleet factory --mode replace --dry-run devices.csv
   generate-manifest | vncfleet upload --fleet factory -`,
@@ -120,6 +128,12 @@ first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
 			}
 			if timeout < 0 {
 				return withExit(exitBadInput, errors.New("--timeout must be ≥ 0"))
+			}
+			if _, err := fleet.ParseSeparator(separator); err != nil {
+				return withExit(exitBadInput, fmt.Errorf("--separator: %w", err))
+			}
+			if _, err := fleet.ParseEncoding(encoding); err != nil {
+				return withExit(exitBadInput, fmt.Errorf("--encoding: %w", err))
 			}
 			client, err := apiClient(cmd)
 			if err != nil {
@@ -140,6 +154,7 @@ first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
 			}
 			res, err := client.Upload(ctx, body, apiclient.UploadOptions{
 				Fleet: fleetName, Mode: mode, DryRun: dryRun, MaxDeletions: maxDeletions, ContentLength: size,
+				Separator: separator, Encoding: encoding,
 			})
 			if err != nil {
 				return uploadError(cmd.ErrOrStderr(), err)
@@ -154,8 +169,9 @@ first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
 				fmt.Fprintf(out, "manifest unchanged (same as #%d): nothing to do\n", res.Manifest.ID)
 			default:
 				m := res.Manifest
-				fmt.Fprintf(out, "manifest #%d stored (fleet %s, %s, %d rows): %s\n", m.ID, m.Fleet, m.Mode, m.Rows, planSummary(&res.Plan))
+				fmt.Fprintf(out, "manifest #%d stored (fleet %s, %s, %s): %s\n", m.ID, m.Fleet, m.Mode, fleet.Plural(m.Rows, "row"), planSummary(&res.Plan))
 			}
+			printWarnings(out, &res.Plan)
 			if !wait {
 				return nil
 			}
@@ -168,7 +184,9 @@ first; the work goes on on the server), 2 invalid input, 3 server unreachable.`,
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan (creates, updates, deletions) and change nothing")
 	f.BoolVar(&wait, "wait", false, "show progress and return only when every row is ready, deleted or failed (exit 1 if any failed)")
 	f.IntVar(&maxDeletions, "max-deletions", 0, "replace mode: allow up to N deletions (default: the server's, 10% of the fleet, at least 1)")
-	f.DurationVar(&timeout, "timeout", 0, "give up after this long, upload and wait together, e.g. 30m (0: no limit)")
+	f.DurationVar(&timeout, "timeout", 0, "give up after this long, upload and wait together, e.g. 30m (0: no limit); exit 4")
+	f.StringVar(&separator, "separator", ",", "the file's field separator: ',', ';' or tab (a spreadsheet's \"CSV\" in some locales)")
+	f.StringVar(&encoding, "encoding", "utf-8", "the file's encoding: utf-8, or windows-1252 (a spreadsheet's plain \"CSV\" on Windows), converted by the server")
 	return cmd
 }
 
@@ -202,7 +220,8 @@ func openManifest(cmd *cobra.Command, name string) (io.Reader, int64, func(), er
 // uploadError explains a refused upload on stderr and picks the exit code.
 func uploadError(errOut io.Writer, err error) error {
 	var apiErr *apiclient.Error
-	if !errors.As(err, &apiErr) || apiclient.IsUnreachable(err) {
+	var notServer *apiclient.NotServerError
+	if !errors.As(err, &apiErr) || apiclient.IsUnreachable(err) || errors.As(err, &notServer) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return withExit(exitUnreachable, fmt.Errorf("the server did not answer within --timeout; the manifest may or may not be stored (check with vncfleet status): %w", err))
 		}
@@ -217,7 +236,7 @@ func uploadError(errOut io.Writer, err error) error {
 		if apiErr.Total > len(apiErr.Problems) {
 			listed = fmt.Sprintf(", the first %d listed", len(apiErr.Problems))
 		}
-		return withExit(exitBadInput, fmt.Errorf("manifest rejected: %d problems%s; nothing was stored", apiErr.Total, listed))
+		return withExit(exitBadInput, fmt.Errorf("manifest rejected: %s%s; nothing was stored", fleet.Plural(apiErr.Total, "problem"), listed))
 	case 409:
 		fmt.Fprintln(errOut, "refused plan:")
 		if apiErr.Plan != nil {
@@ -227,8 +246,8 @@ func uploadError(errOut io.Writer, err error) error {
 		if apiErr.Plan != nil {
 			n = apiErr.Plan.Deletes
 		}
-		return withExit(exitBadInput, fmt.Errorf("%s: this replace would delete %d devices, more than the %d allowed; nothing was changed. "+
-			"If every deletion listed above is intended, upload again with --max-deletions %d", apiErr.Message, n, apiErr.MaxDeletions, n))
+		return withExit(exitBadInput, fmt.Errorf("this replace would delete %s, more than the %d allowed; nothing was changed. "+
+			"If every deletion listed above is intended, upload again with --max-deletions %d", fleet.Plural(n, "device"), apiErr.MaxDeletions, n))
 	case 413:
 		return withExit(exitBadInput, fmt.Errorf("manifest too large for the server (%s); split it into several fleets or raise the server's upload limit", apiErr.Message))
 	}
@@ -262,8 +281,16 @@ func printPlan(w io.Writer, p *apiclient.Plan) {
 	if n := p.Deletes - len(p.DeleteIDs); n > 0 {
 		fmt.Fprintf(w, "  ... and %d more to delete\n", n)
 	}
+	printWarnings(w, p)
 	if p.MaxDeletions > 0 && p.Deletes > p.MaxDeletions {
 		fmt.Fprintf(w, "note: %d deletions exceed the %d allowed: the upload needs --max-deletions %d\n", p.Deletes, p.MaxDeletions, p.Deletes)
+	}
+}
+
+// printWarnings prints the plan's warnings, one line each.
+func printWarnings(w io.Writer, p *apiclient.Plan) {
+	for _, warning := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warning)
 	}
 }
 
@@ -296,6 +323,7 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 	bar := newProgress(cmd, label)
 	delay := pollPolicy.First
 	var outageSince time.Time
+	var lastCloud string
 	for {
 		asked := time.Now()
 		p, err := fetch(ctx)
@@ -319,6 +347,14 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 				bar.Finish(snap)
 				return p, nil
 			}
+			if line := cloudLine(p.Cloud, time.Now()); line != lastCloud {
+				// The cloud's trouble gets a line of its own, when it changes.
+				lastCloud = line
+				if line != "" {
+					bar.Abandon()
+					fmt.Fprintln(cmd.ErrOrStderr(), line)
+				}
+			}
 			bar.Update(snap)
 		case apiclient.IsUnreachable(err) && ctx.Err() == nil:
 			if outageSince.IsZero() {
@@ -332,18 +368,55 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		default:
 			bar.Abandon()
 			if ctx.Err() != nil {
-				return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+				return nil, stoppedWaiting(ctx, label)
 			}
 			return nil, apiExit(err)
 		}
 		select {
 		case <-ctx.Done():
 			bar.Abandon()
-			return nil, withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
+			return nil, stoppedWaiting(ctx, label)
 		case <-time.After(wait):
 		}
 		delay = min(delay*3/2, pollPolicy.Max)
 	}
+}
+
+// cloudLine says what the cloud is doing to a wait, or "" when nothing is wrong:
+// "VNC Cloud answered 503 to 12 of the 15 devices called in the last minute; 5 devices
+// in backoff, the next retry in 20s; calls paused by Retry-After for 30s".
+func cloudLine(c *apiclient.CloudState, now time.Time) string {
+	if c == nil {
+		return ""
+	}
+	var parts []string
+	for _, code := range sortedKeys(c.ErrorsLastMinute) {
+		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s called in the last minute",
+			code, c.ErrorsLastMinute[code], fleet.Plural(c.Touched, "device")))
+	}
+	if c.InBackoff > 0 {
+		part := fleet.Plural(c.InBackoff, "device") + " in backoff"
+		if c.NextRetryAt != nil {
+			part += fmt.Sprintf(", the next retry in %s", max(c.NextRetryAt.Sub(now), 0).Round(10*time.Second))
+		}
+		parts = append(parts, part)
+	}
+	if c.PausedUntil != nil {
+		parts = append(parts, fmt.Sprintf("every call paused by a Retry-After for %s", max(c.PausedUntil.Sub(now), 0).Round(time.Second)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "VNC Cloud: " + strings.Join(parts, "; ") + " (vncfleet retry --now ends the backoff)"
+}
+
+// stoppedWaiting is the error of a wait cut short: by --timeout (exit 4, its own
+// code, so that a script tells it from failed devices) or by an interrupt (exit 1).
+func stoppedWaiting(ctx context.Context, label string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return withExit(exitTimeout, fmt.Errorf("stopped waiting for %s: --timeout passed; the work goes on on the server (vncfleet status follows it)", label))
+	}
+	return withExit(exitSomeFailed, fmt.Errorf("stopped waiting for %s (%v); the work goes on on the server", label, ctx.Err()))
 }
 
 // waitManifest waits until every device of manifest id is settled, prints the

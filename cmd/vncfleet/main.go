@@ -17,6 +17,7 @@ const (
 	exitSomeFailed  = 1 // the work ran but some devices failed
 	exitBadInput    = 2 // bad usage or invalid input; nothing was changed
 	exitUnreachable = 3 // a dependency (database, server) cannot be reached
+	exitTimeout     = 4 // --timeout passed before the work was settled; it goes on on the server
 )
 
 // exitError carries a specific exit code up to main.

@@ -156,6 +156,44 @@ type Error struct {
 	Plan *Plan
 	// MaxDeletions is the limit a 409 refusal broke.
 	MaxDeletions int
+	// foreign: the body is not the API's JSON error, so what answered may not be a
+	// vncfleet server at all.
+	foreign bool
+}
+
+// NotServerError means VNCFLEET_URL answers, but not as a vncfleet server does: the
+// simulator, VNC Cloud itself, or another web server. The CLI exits 3.
+type NotServerError struct {
+	URL string
+	// Simulator: it answers like `vncfleet sim`, the usual mix-up of two ports.
+	Simulator bool
+	// Answer is the error answer that gave it away.
+	Answer *Error
+}
+
+func (e *NotServerError) Error() string {
+	if e.Simulator {
+		return fmt.Sprintf("VNCFLEET_URL (%s) answers like a VNC Cloud simulator, not a vncfleet server: "+
+			"point it at `vncfleet serve` (VNCFLEET_LISTEN, default 127.0.0.1:8080)", e.URL)
+	}
+	return fmt.Sprintf("VNCFLEET_URL (%s) does not answer like a vncfleet server (HTTP %d: %s): check the address",
+		e.URL, e.Answer.Status, e.Answer.Message)
+}
+func (e *NotServerError) Unwrap() error { return e.Answer }
+
+// notServer explains an answer that is not the API's: one request tells the
+// simulator from anything else.
+func (c *Client) notServer(ctx context.Context, answer *Error) error {
+	e := &NotServerError{URL: c.base.Redacted(), Answer: answer}
+	u := *c.base
+	u.Path = strings.TrimRight(u.Path, "/") + "/sim/state"
+	if req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil); err == nil {
+		if resp, err := c.http.Do(req); err == nil {
+			e.Simulator = resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")
+			resp.Body.Close() // the state lists passwords: not read
+		}
+	}
+	return e
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
@@ -189,6 +227,8 @@ type Plan struct {
 	DeleteIDs []string `json:"deleteIds"`
 	// MaxDeletions is the replace guard's limit, when the server reports it.
 	MaxDeletions int `json:"maxDeletions,omitempty"`
+	// Warnings are what the upload may do but is likely not meant; never blocking.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PlanUpdate is one device whose desired state changes.
@@ -228,6 +268,17 @@ type Progress struct {
 	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
 	ByStatus map[string]int            `json:"byStatus"`
 	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+	// Cloud is what the cloud answered lately, while the manifest is not done.
+	Cloud *CloudState `json:"cloud,omitempty"`
+}
+
+// CloudState is the cloud behind a manifest's progress (GET /v1/manifests/{id}).
+type CloudState struct {
+	Touched          int            `json:"touched"`          // devices worked on in the last minute
+	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, last answered with this HTTP status
+	InBackoff        int            `json:"inBackoff"`        // devices waiting out a backoff
+	NextRetryAt      *time.Time     `json:"nextRetryAt"`
+	PausedUntil      *time.Time     `json:"pausedUntil"` // a Retry-After pauses every call until then
 }
 
 // Status is the fleet-wide view (GET /v1/status).
@@ -274,6 +325,9 @@ type UploadOptions struct {
 	// server can refuse an oversized manifest before it is sent; ≤ 0: unknown, the
 	// body is sent chunked.
 	ContentLength int64
+	// Separator and Encoding describe the file when it is not the contract's
+	// comma-separated UTF-8 (fleet.ParseSeparator, fleet.ParseEncoding); empty: the default.
+	Separator, Encoding string
 }
 
 // do sends one request. A non-2xx answer is read and returned as an error, so a
@@ -314,6 +368,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		// The server (or a proxy before it) is up but cannot serve: readyz-style.
 		return nil, &UnreachableError{URL: c.base.Redacted(), Err: apiErr}
 	}
+	if apiErr.foreign {
+		return nil, c.notServer(ctx, apiErr)
+	}
 	return nil, apiErr
 }
 
@@ -337,7 +394,7 @@ func readError(resp *http.Response) *Error {
 		Plan         *Plan    `json:"plan"`
 		MaxDeletions int      `json:"maxDeletions"`
 	}
-	if json.Unmarshal(data, &wire) == nil {
+	if json.Unmarshal(data, &wire) == nil && wire.Error != "" {
 		e.Message, e.Problems, e.Total, e.Plan, e.MaxDeletions = wire.Error, wire.Problems, wire.Total, wire.Plan, wire.MaxDeletions
 		if e.Total < len(e.Problems) {
 			e.Total = len(e.Problems)
@@ -345,9 +402,12 @@ func readError(resp *http.Response) *Error {
 		if e.Plan != nil && e.Plan.MaxDeletions == 0 {
 			e.Plan.MaxDeletions = e.MaxDeletions
 		}
-	} else if s := strings.TrimSpace(string(data)); s != "" && len(s) < 500 {
-		// Not our JSON (a proxy's page): its first words still help.
-		e.Message = s
+	} else {
+		e.foreign = true
+		if s := strings.TrimSpace(string(data)); s != "" && len(s) < 500 {
+			// Not our JSON (a proxy's page): its first words still help.
+			e.Message = s
+		}
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(resp.StatusCode)
@@ -382,6 +442,12 @@ func (c *Client) Upload(ctx context.Context, body io.Reader, o UploadOptions) (*
 	}
 	if o.MaxDeletions >= 0 {
 		q.Set("max_deletions", strconv.Itoa(o.MaxDeletions))
+	}
+	if o.Separator != "" && o.Separator != "," {
+		q.Set("separator", o.Separator)
+	}
+	if o.Encoding != "" && !strings.EqualFold(o.Encoding, "utf-8") {
+		q.Set("encoding", o.Encoding)
 	}
 	if o.ContentLength > 0 {
 		// NewRequest knows the length of in-memory readers only; a file's comes from here.
@@ -466,12 +532,31 @@ func (c *Client) Status(ctx context.Context, fleet string) (*Status, error) {
 // Export streams the export CSV (GET /v1/export) to w unchanged; fleet "" means
 // every fleet, secrets includes the cloud passwords (secrets role, audited).
 func (c *Client) Export(ctx context.Context, fleet string, secrets bool, w io.Writer) error {
+	return c.ExportWith(ctx, ExportOptions{Fleet: fleet, Secrets: secrets}, w)
+}
+
+// ExportOptions select an export's devices and columns.
+type ExportOptions struct {
+	Fleet    string   // "" for every fleet
+	Statuses []string // nil for every status
+	Secrets  bool     // the cloud passwords (secrets role, audited)
+	Metadata bool     // the manifests' metadata columns, after the contract's
+}
+
+// ExportWith streams the export CSV that o selects to w unchanged.
+func (c *Client) ExportWith(ctx context.Context, o ExportOptions, w io.Writer) error {
 	q := url.Values{}
-	if fleet != "" {
-		q.Set("fleet", fleet)
+	if o.Fleet != "" {
+		q.Set("fleet", o.Fleet)
 	}
-	if secrets {
+	if len(o.Statuses) > 0 {
+		q.Set("status", strings.Join(o.Statuses, ","))
+	}
+	if o.Secrets {
 		q.Set("secrets", "true")
+	}
+	if o.Metadata {
+		q.Set("metadata", "true")
 	}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/export", q, nil, "")
 	if err != nil {
@@ -498,10 +583,32 @@ func cutOff(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", ErrIncomplete, err)
 }
 
+// Manifests lists the stored manifests, newest first (GET /v1/manifests); fleet ""
+// means every fleet.
+func (c *Client) Manifests(ctx context.Context, fleet string) ([]Manifest, error) {
+	q := url.Values{}
+	if fleet != "" {
+		q.Set("fleet", fleet)
+	}
+	var ms []Manifest
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/manifests", q, &ms); err != nil {
+		return nil, err
+	}
+	return ms, nil
+}
+
 // Retry schedules the failed devices again (POST /v1/retry); fleet "" means every
 // fleet, manifest ≤ 0 every manifest.
 func (c *Client) Retry(ctx context.Context, fleet string, manifest int64) (*RetryResult, error) {
+	return c.RetryWith(ctx, fleet, manifest, false)
+}
+
+// RetryWith is Retry; with now, devices waiting out a backoff are due at once too.
+func (c *Client) RetryWith(ctx context.Context, fleet string, manifest int64, now bool) (*RetryResult, error) {
 	q := url.Values{}
+	if now {
+		q.Set("now", "true")
+	}
 	if fleet != "" {
 		q.Set("fleet", fleet)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/riverqueue/rivercontrib/otelriver"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/certfile"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/metrics"
@@ -77,6 +78,21 @@ func Keyring(cfg *config.Config) (*secretbox.Keyring, error) {
 	return secretbox.NewKeyring(primary, old...)
 }
 
+// newVNCCloud builds the VNC Cloud client from config.
+func newVNCCloud(cfg *config.Config, observe vnccloud.Observer) (*vnccloud.Client, error) {
+	c, err := vnccloud.New(vnccloud.Config{
+		BaseURL:   cfg.VNCCloud.APIURL,
+		APIKey:    cfg.VNCCloud.APIKey,
+		APISecret: cfg.VNCCloud.APISecret,
+		Timeout:   cfg.VNCCloud.Timeout,
+		Observe:   observe,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VNC Cloud client: %w", err)
+	}
+	return c, nil
+}
+
 // Worker is everything a `serve` process runs besides HTTP.
 type Worker struct {
 	Store   *store.Store
@@ -129,14 +145,8 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 
 	cloud := opts.Cloud
 	if cloud == nil {
-		if cloud, err = vnccloud.New(vnccloud.Config{
-			BaseURL:   cfg.VNCCloud.APIURL,
-			APIKey:    cfg.VNCCloud.APIKey,
-			APISecret: cfg.VNCCloud.APISecret,
-			Timeout:   cfg.VNCCloud.Timeout,
-			Observe:   met.ObserveCloud,
-		}); err != nil {
-			return nil, fmt.Errorf("VNC Cloud client: %w", err)
+		if cloud, err = newVNCCloud(cfg, met.ObserveCloud); err != nil {
+			return nil, err
 		}
 	}
 
@@ -206,6 +216,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			return jobs.EnqueueApply(ctx, rc, tx, manifestID)
 		},
 		MaxUploadBytes:       cfg.MaxUploadBytes,
+		ManifestLimits:       fleet.ReaderOptions{MaxCellBytes: cfg.MaxCellBytes, MaxColumns: cfg.MaxColumns},
 		MaxDeletionsPercent:  cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:      cfg.MaxDeletionsMin,
 		InlineApplyRows:      cfg.InlineApplyRows,

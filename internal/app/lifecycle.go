@@ -75,18 +75,35 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	}, nil
 }
 
-func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, met *metrics.Metrics) error {
+// newZenlayer builds the Zenlayer client from config, its requests counted in met (nil:
+// not counted); nil when it is not configured.
+func newZenlayer(cfg *config.Config, met *metrics.Metrics) (*zenlayer.Client, error) {
 	if cfg.Zenlayer.AccessKeyID == "" || cfg.Zenlayer.AccessKeyPassword == "" {
-		return nil
+		return nil, nil
 	}
 	zc, err := zenlayer.New(zenlayer.Config{
 		BaseURL:           cfg.Zenlayer.APIURL,
 		AccessKeyID:       cfg.Zenlayer.AccessKeyID,
 		AccessKeyPassword: cfg.Zenlayer.AccessKeyPassword,
-		Observe:           met.ObserveZenlayer,
+		Observe:           observeZenlayer(met),
 	})
 	if err != nil {
-		return fmt.Errorf("Zenlayer client: %w", err)
+		return nil, fmt.Errorf("Zenlayer client: %w", err)
+	}
+	return zc, nil
+}
+
+func observeZenlayer(met *metrics.Metrics) func(int) {
+	if met == nil {
+		return nil
+	}
+	return met.ObserveZenlayer
+}
+
+func wireZenlayer(pool *pgxpool.Pool, cfg *config.Config, opts Options, deps *jobs.Deps, met *metrics.Metrics) error {
+	zc, err := newZenlayer(cfg, met)
+	if zc == nil || err != nil {
+		return err
 	}
 	deps.Zenlayer = zc
 	limCfg := ratelimit.Config{Name: "zenlayer", Rate: cfg.Zenlayer.Rate}

@@ -30,6 +30,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/webhook"
@@ -77,6 +78,12 @@ type Config struct {
 	// MaxUploadBytes bounds one manifest upload (VNCFLEET_MAX_UPLOAD_BYTES). Default
 	// 256 MiB: about 3 million rows, more than any fleet, less than hurts the server.
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// MaxCellBytes and MaxColumns bound one manifest cell and the manifest's header
+	// (file only): a longer cell or a wider header is a problem of its line and
+	// column, found without buffering it. Defaults fleet.DefaultMaxCellBytes (64 KiB)
+	// and fleet.DefaultMaxColumns (256).
+	MaxCellBytes int `yaml:"max_cell_bytes"`
+	MaxColumns   int `yaml:"max_columns"`
 	// MaxDeletionsPercent and MaxDeletionsMin give the replace guard's default limit
 	// (--max-deletions overrides it): that share of the fleet's present devices, and
 	// at least that many. Defaults 10 and 1, the contract's: a replace upload that
@@ -299,6 +306,8 @@ func Defaults() *Config {
 		SimListen:           "127.0.0.1:8090",
 		MaxUploadBytes:      256 << 20,
 		ClaimTTL:            15 * time.Minute,
+		MaxCellBytes:        fleet.DefaultMaxCellBytes,
+		MaxColumns:          fleet.DefaultMaxColumns,
 		MaxDeletionsPercent: 10,
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
@@ -628,6 +637,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxUploadBytes < 1 {
 		bad("max_upload_bytes", "must be at least 1")
+	}
+	if c.MaxCellBytes < 1 {
+		bad("max_cell_bytes", "must be at least 1")
+	}
+	if c.MaxColumns < 2 {
+		bad("max_columns", "must be at least 2 (device_id and action)")
 	}
 	if c.MaxDeletionsPercent < 0 || c.MaxDeletionsPercent > 100 {
 		bad("max_deletions_percent", "must be 0..100")

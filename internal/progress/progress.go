@@ -165,18 +165,28 @@ func (r *Renderer) Rate() float64 {
 	return float64(last.settled-first.settled) / secs
 }
 
+// span is how long the rate's samples cover.
+func (r *Renderer) span() time.Duration {
+	if len(r.samples) < 2 {
+		return 0
+	}
+	return r.samples[len(r.samples)-1].at.Sub(r.samples[0].at)
+}
+
 func (r *Renderer) line(now time.Time, s Snapshot, tty bool) string {
 	pct := 100.0
 	if s.Total > 0 {
 		pct = 100 * float64(s.Settled) / float64(s.Total)
 	}
 	rate := r.Rate()
-	eta := "?"
+	// An ETA from a few seconds of samples (a first batch, a readiness delay) is
+	// off by an order of magnitude: none is shown before a third of the rate window.
+	eta := ""
 	switch {
 	case s.Settled >= s.Total:
-		eta = "0s"
-	case rate > 0:
-		eta = (time.Duration(float64(s.Total-s.Settled) / rate * float64(time.Second))).Round(time.Second).String()
+		eta = " ETA 0s"
+	case rate > 0 && r.span() >= r.cfg.RateWindow/3:
+		eta = " ETA " + (time.Duration(float64(s.Total-s.Settled) / rate * float64(time.Second))).Round(time.Second).String()
 	}
 	var b strings.Builder
 	if r.cfg.Label != "" {
@@ -192,7 +202,7 @@ func (r *Renderer) line(now time.Time, s Snapshot, tty bool) string {
 	if counts := FormatCounts(s.ByStatus, r.cfg.Order); counts != "" {
 		b.WriteString(" | " + counts)
 	}
-	fmt.Fprintf(&b, " | %.1f/s ETA %s", rate, eta)
+	fmt.Fprintf(&b, " | %.1f/s%s", rate, eta)
 	if !tty {
 		fmt.Fprintf(&b, " | %s elapsed", now.Sub(r.start).Round(time.Second))
 	}

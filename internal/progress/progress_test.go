@@ -35,7 +35,7 @@ func TestTTYRedrawsOneLine(t *testing.T) {
 	require.Equal(t, 0, strings.Count(out.String(), "\n"), "a TTY line is redrawn in place, never ended")
 	frames := strings.Split(out.String(), "\r")[1:]
 	require.Len(t, frames, 2)
-	require.Equal(t, "manifest #3 [..........] 0/100 settled (0%) | creating 100 | 0.0/s ETA ?\x1b[K", frames[0])
+	require.Equal(t, "manifest #3 [..........] 0/100 settled (0%) | creating 100 | 0.0/s\x1b[K", frames[0])
 	require.Equal(t, "manifest #3 [#####.....] 50/100 settled (50%) | creating 50, ready 50 | 5.0/s ETA 10s\x1b[K", frames[1])
 
 	clk.advance(10 * time.Second)
@@ -114,7 +114,7 @@ func TestPlainLineContent(t *testing.T) {
 	r.Finish(progress.Snapshot{Settled: 40, Total: 40, ByStatus: map[string]int{"ready": 39, "failed": 1}})
 	r.Finish(progress.Snapshot{Settled: 40, Total: 40, ByStatus: map[string]int{"ready": 39, "failed": 1}})
 	require.Equal(t, strings.Join([]string{
-		"work rot-1 0/40 settled (0%) | pending 40 | 0.0/s ETA ? | 0s elapsed",
+		"work rot-1 0/40 settled (0%) | pending 40 | 0.0/s | 0s elapsed",
 		"work rot-1 20/40 settled (50%) | pending 19, ready 19, failed 1, zombie 1 | 1.0/s ETA 20s | 20s elapsed",
 		"work rot-1 40/40 settled (100%) | ready 39, failed 1 | 1.0/s ETA 0s | 40s elapsed",
 	}, "\n")+"\n", out.String(), "Finish prints the last state once")
@@ -145,4 +145,22 @@ func TestOrderedAndFormatCounts(t *testing.T) {
 	require.Equal(t, "ready 5, failed 2, alpha 3, zeta 1", progress.FormatCounts(m, order))
 	require.Equal(t, "alpha 3, failed 2, ready 5, zeta 1", progress.FormatCounts(m, nil))
 	require.Empty(t, progress.FormatCounts(nil, order))
+}
+
+// TestNoETAFromAFewSeconds: a first batch settled in two seconds says nothing of the
+// hour ahead; the ETA shows only once a third of the rate window is covered.
+func TestNoETAFromAFewSeconds(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	clk := newClock()
+	r := progress.New(progress.Config{Out: &out, TTY: true, Label: "m", Now: clk.now, Order: order, Width: 10})
+	r.Update(snap(0, 1000))
+	clk.advance(2 * time.Second)
+	r.Update(snap(1, 1000))
+	clk.advance(8 * time.Second)
+	r.Update(snap(100, 1000))
+	frames := strings.Split(out.String(), "\r")[1:]
+	require.Len(t, frames, 3)
+	require.NotContains(t, frames[1], "ETA", "0.5/s over 2 s would say ETA 33m18s")
+	require.Contains(t, frames[2], "10.0/s ETA 1m30s")
 }

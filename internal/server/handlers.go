@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +68,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
+	readerOpts, err := s.readerOptions(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
 	body, err := manifestBody(w, r, s.cfg.MaxUploadBytes, s.cfg.UploadIdleTimeout)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
@@ -84,6 +91,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		MaxDeletionsPercent: s.cfg.MaxDeletionsPercent,
 		MaxDeletionsMin:     s.cfg.MaxDeletionsMin,
 		Body:                body,
+		Reader:              readerOpts,
 		Enqueue:             s.cfg.Enqueue,
 		EnqueueConsoleURLs:  s.cfg.EnqueueConsoleURLs,
 		EnqueueApply:        s.cfg.EnqueueApply,
@@ -114,10 +122,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		for _, p := range problems.List {
 			list = append(list, p.Error())
 		}
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("manifest rejected: %d problems", problems.Total),
+		writeError(w, http.StatusUnprocessableEntity, "manifest rejected: "+fleet.Plural(problems.Total, "problem"),
 			map[string]any{"problems": list, "total": problems.Total})
 	case errors.As(err, &guard):
-		writeError(w, http.StatusConflict, guard.Error()+"; pass max_deletions to allow it",
+		writeError(w, http.StatusConflict, guard.Error(),
 			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
 	case err != nil:
 		s.internalError(w, r, err)
@@ -140,6 +148,21 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusCreated, map[string]any{"manifest": res.Manifest, "plan": res.Plan})
 	}
+}
+
+// readerOptions are the manifest reader's options for an upload: the server's limits,
+// and the separator and encoding the query names (as `upload --separator ';'
+// --encoding windows-1252` sends them).
+func (s *Server) readerOptions(q url.Values) (fleet.ReaderOptions, error) {
+	opts := s.cfg.ManifestLimits
+	var err error
+	if opts.Separator, err = fleet.ParseSeparator(q.Get("separator")); err != nil {
+		return opts, err
+	}
+	if opts.Encoding, err = fleet.ParseEncoding(q.Get("encoding")); err != nil {
+		return opts, err
+	}
+	return opts, nil
 }
 
 // manifestBody is the CSV of an upload: the request body itself, or the first file
@@ -206,9 +229,28 @@ func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool
 	return id, true
 }
 
+// knownFleet answers 404 and returns false when the query names a fleet that does
+// not exist ("" names every fleet); every route that takes ?fleet= checks it, so
+// that a typo is an error rather than zero devices.
+func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request, name string) bool {
+	if name == "" {
+		return true
+	}
+	err := s.cfg.Store.CheckFleet(r.Context(), name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error(), nil)
+		return false
+	case err != nil:
+		s.internalError(w, r, err)
+		return false
+	}
+	return true
+}
+
 func (s *Server) listManifests(w http.ResponseWriter, r *http.Request) {
 	fleetName, ok := fleetScope(w, r)
-	if !ok {
+	if !ok || !s.knownFleet(w, r, fleetName) {
 		return
 	}
 	ms, err := s.cfg.Store.ListManifests(r.Context(), fleetName, 100)
@@ -271,7 +313,7 @@ func (s *Server) manifestReport(w http.ResponseWriter, r *http.Request) {
 		if row.VNCURL != "" {
 			revealed++
 		}
-		if cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, row.Error, row.VNCURL}) != nil {
+		if cw.Write([]string{row.DeviceID, row.Status, row.CloudAddress, fleet.SpreadsheetSafe(row.Error), row.VNCURL}) != nil {
 			s.auditEnd(r, ActionReportSecrets, secrets, store.OutcomeFailed, map[string]any{"manifest": id, "devices": revealed})
 			return // the client stopped reading: nobody is left to answer
 		}
@@ -314,7 +356,7 @@ func (s *Server) auditEnd(r *http.Request, action string, secrets bool, outcome 
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	fleetName, ok := fleetScope(w, r)
-	if !ok {
+	if !ok || !s.knownFleet(w, r, fleetName) {
 		return
 	}
 	st, err := s.cfg.Store.Status(r.Context(), fleetName)
@@ -334,6 +376,21 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	metadata, ok := queryBool(w, r, "metadata")
+	if !ok || !s.knownFleet(w, r, fleetName) {
+		return
+	}
+	query := store.ExportQuery{Fleet: fleetName, Secrets: secrets, Metadata: metadata}
+	if v := r.URL.Query().Get("status"); v != "" {
+		for _, name := range strings.Split(v, ",") {
+			st, err := fleet.ParseStatus(strings.TrimSpace(name))
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("status: %v; the statuses are %s", err, statusNames()), nil)
+				return
+			}
+			query.Statuses = append(query.Statuses, string(st))
+		}
+	}
 	what := map[string]any{"fleet": fleetName}
 	if secrets {
 		// Audited before the first secret leaves, so a reveal is never unrecorded; the
@@ -343,11 +400,20 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var metaCols []string
+	if metadata {
+		var err error
+		if metaCols, err = s.cfg.Store.ExportMetadataColumns(r.Context(), query); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	cw := csv.NewWriter(w)
-	_ = cw.Write(fleet.ExportHeader)
+	_ = cw.Write(exportHeader(metaCols))
+	record := make([]string, 0, len(fleet.ExportHeader)+len(metaCols))
 	revealed := 0
-	for row, err := range s.cfg.Store.Export(r.Context(), fleetName, secrets) {
+	for row, err := range s.cfg.Store.Export(r.Context(), query) {
 		if err != nil {
 			s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeFailed, map[string]any{"fleet": fleetName, "devices": revealed})
 			s.abortStream(w, r, fmt.Errorf("export: %w", err))
@@ -356,14 +422,42 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		if row.CloudPassword != "" || row.VNCURL != "" {
 			revealed++
 		}
-		if cw.Write([]string{row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
-			fleet.JoinList(row.Groups), fleet.JoinList(row.AllowGroups), fleet.JoinList(row.AllowDevices), row.VNCURL, row.LastError}) != nil {
+		// Cells from users or remote errors are defused for spreadsheets; device ids
+		// cannot begin like a formula, and addresses, passwords and URLs are machine-made.
+		record = append(record[:0], row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
+			fleet.SpreadsheetSafeList(row.Groups), fleet.SpreadsheetSafeList(row.AllowGroups), fleet.JoinList(row.AllowDevices),
+			row.VNCURL, fleet.SpreadsheetSafe(row.LastError))
+		for _, name := range metaCols {
+			record = append(record, fleet.SpreadsheetSafe(row.Metadata[name]))
+		}
+		if cw.Write(record) != nil {
 			s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeFailed, map[string]any{"fleet": fleetName, "devices": revealed})
 			return // the client stopped reading: nobody is left to answer
 		}
 	}
 	s.auditEnd(r, ActionExportSecrets, secrets, store.OutcomeOK, map[string]any{"fleet": fleetName, "devices": revealed})
 	s.endStream(w, r, cw)
+}
+
+// exportHeader is the contract's export header, then the metadata columns named as
+// in the manifests; one that would repeat a contract column is prefixed "metadata_".
+func exportHeader(metaCols []string) []string {
+	header := slices.Clone(fleet.ExportHeader)
+	for _, name := range metaCols {
+		if slices.Contains(fleet.ExportHeader, name) {
+			name = "metadata_" + name
+		}
+		header = append(header, fleet.SpreadsheetSafe(name))
+	}
+	return header
+}
+
+func statusNames() string {
+	names := make([]string, len(fleet.Statuses))
+	for i, st := range fleet.Statuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
@@ -403,12 +497,24 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "manifest must be a positive number", nil)
 			return
 		}
+		if _, err := s.cfg.Store.GetManifest(r.Context(), manifestID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				writeError(w, http.StatusNotFound, err.Error(), nil)
+				return
+			}
+			s.internalError(w, r, err)
+			return
+		}
 	}
-	fleetName, ok := fleetScope(w, r)
+	now, ok := queryBool(w, r, "now")
 	if !ok {
 		return
 	}
-	n, key, err := s.cfg.Store.RetryFailed(r.Context(), fleetName, manifestID, s.cfg.Enqueue)
+	fleetName, ok := fleetScope(w, r)
+	if !ok || !s.knownFleet(w, r, fleetName) {
+		return
+	}
+	n, key, err := s.cfg.Store.RetryFailed(r.Context(), fleetName, manifestID, now, s.cfg.Enqueue)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -426,7 +532,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fleetName, ok := fleetScope(w, r)
-	if !ok {
+	if !ok || !s.knownFleet(w, r, fleetName) {
 		return
 	}
 	// Rotating every fleet at once costs the whole account's API rate: admin only.

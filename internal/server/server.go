@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -36,6 +37,10 @@ type Config struct {
 	InlineApplyRows int
 	// MaxUploadBytes bounds a manifest upload; larger ones get 413. Defaults to 256 MiB.
 	MaxUploadBytes int64
+	// ManifestLimits gives the manifest reader's cell and column limits (MaxCellBytes,
+	// MaxColumns; zero: fleet's defaults). Separator and encoding come from each
+	// upload's query.
+	ManifestLimits fleet.ReaderOptions
 	// MaxDeletionsPercent and MaxDeletionsMin give the replace guard's default: that
 	// share of the fleet's present devices, and at least that many. Defaults 10 and 1.
 	MaxDeletionsPercent float64

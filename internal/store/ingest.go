@@ -30,6 +30,9 @@ type IngestRequest struct {
 	MaxDeletionsPercent float64
 	MaxDeletionsMin     int
 	Body                io.Reader
+	// Reader tunes the manifest reader: limits, separator, encoding (zero: the
+	// contract's format with the default limits).
+	Reader fleet.ReaderOptions
 	// Enqueue inserts the jobs that carry out the plan, in the upload's transaction, so
 	// that an upload is stored with its jobs or not at all.
 	Enqueue func(ctx context.Context, tx pgx.Tx, workKey string, devices int) error
@@ -58,6 +61,9 @@ type Plan struct {
 	DeleteIDs  []string     `json:"deleteIds"`
 	// MaxDeletions is the replace guard's limit for this upload (replace mode only).
 	MaxDeletions int `json:"maxDeletions,omitempty"`
+	// Warnings are what the upload may do but is likely not meant (warnings.go);
+	// they never block it.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PlanUpdate is a device whose desired spec changes, and which fields change.
@@ -102,7 +108,8 @@ type DeletionGuardError struct {
 }
 
 func (e *DeletionGuardError) Error() string {
-	return fmt.Sprintf("replace would delete %d devices, more than the allowed %d", e.Plan.Deletes, e.MaxDeletions)
+	return fmt.Sprintf("this replace would delete %s, more than the %d allowed; nothing was changed",
+		fleet.Plural(e.Plan.Deletes, "device"), e.MaxDeletions)
 }
 
 // WorkKeyForManifest names the work queue of a manifest's devices.
@@ -177,13 +184,13 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 	// 1. Stage, holding nothing but the upload's own table.
 	hash := sha256.New()
 	rejected := map[string]bool{}
-	reader, err := fleet.NewReader(io.TeeReader(req.Body, hash), fleet.ReaderOptions{
-		OnRejected: func(_ int, id string) {
-			if len(rejected) < maxRejectedIDs {
-				rejected[id] = true
-			}
-		},
-	})
+	readerOpts := req.Reader
+	readerOpts.OnRejected = func(_ int, id string) {
+		if len(rejected) < maxRejectedIDs {
+			rejected[id] = true
+		}
+	}
+	reader, err := fleet.NewReader(io.TeeReader(req.Body, hash), readerOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +244,9 @@ func (s *Store) ingestTx(ctx context.Context, tx pgx.Tx, req IngestRequest) (*In
 		// Nothing to compare with: every present row is a create.
 		plan = Plan{Creates: index.Present, Unchanged: index.Absent, CreateIDs: index.FirstPresent}
 	} else if plan, err = computePlan(ctx, tx, table, fleetID, req.Mode); err != nil {
+		return nil, err
+	}
+	if plan.Warnings, err = planWarnings(ctx, tx, table, fleetID, req.Mode); err != nil {
 		return nil, err
 	}
 	if req.Mode == fleet.ModeReplace {

@@ -23,7 +23,7 @@ func newKey(t *testing.T) []byte {
 func exported(t *testing.T, e *provisiontest.Env, st *store.Store) (passwords, urls map[string]string) {
 	t.Helper()
 	passwords, urls = map[string]string{}, map[string]string{}
-	for row, err := range st.Export(e.Ctx, "f", true) {
+	for row, err := range st.Export(e.Ctx, store.ExportQuery{Fleet: "f", Secrets: true}) {
 		require.NoError(t, err)
 		passwords[row.DeviceID], urls[row.DeviceID] = row.CloudPassword, row.VNCURL
 	}

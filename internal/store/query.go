@@ -27,6 +27,8 @@ type Progress struct {
 	Staged   int               `json:"staged,omitempty"`
 	ByStatus Counts            `json:"byStatus"`
 	ByGroup  map[string]Counts `json:"byGroup,omitempty"`
+	// Cloud is what the cloud answered lately and who waits for it (cloudstate.go).
+	Cloud *CloudState `json:"cloud,omitempty"`
 }
 
 // settledSQL is the set of statuses that end a device's work for --wait.
@@ -102,6 +104,11 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]
 	p.Done = p.Settled == p.Total
+	if !p.Done {
+		if p.Cloud, err = s.ManifestCloudState(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -287,14 +294,33 @@ type ExportRow struct {
 	AllowDevices  []string
 	VNCURL        string
 	LastError     string
+	Metadata      map[string]string // the manifest's metadata columns, only when asked for
 }
 
-// Export streams every device of a fleet (every fleet when fleetName is ""), in
-// fleet and device_id order, a page at a time (see paged). With secrets, each current
-// password and console URL is decrypted; one that cannot be ends the export with an
-// error.
-func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter.Seq2[ExportRow, error] {
-	if secrets && s.keys == nil {
+// ExportQuery selects the devices of an export and what it shows of them.
+type ExportQuery struct {
+	Fleet    string   // "" for every fleet
+	Statuses []string // nil for every status
+	Secrets  bool     // decrypt each current password
+	Metadata bool     // include the manifest's metadata columns
+}
+
+// exportWhere is the filter of an export; its arguments are $1 (fleet) and $2 (statuses).
+const exportWhere = `($1 = '' OR f.name = $1) AND ($2::text[] IS NULL OR d.status = ANY ($2))`
+
+// ExportMetadataColumns lists the metadata column names of the devices q selects, in
+// name order: the export's extra columns.
+func (s *Store) ExportMetadataColumns(ctx context.Context, q ExportQuery) ([]string, error) {
+	return column[string](ctx, s.pool, "export metadata columns", `
+		SELECT DISTINCT k FROM devices d JOIN fleets f ON f.id = d.fleet_id, jsonb_object_keys(d.metadata) AS k
+		WHERE d.metadata IS NOT NULL AND `+exportWhere+` ORDER BY k`, q.Fleet, q.Statuses)
+}
+
+// Export streams the devices q selects, in fleet and device_id order, a page at a time
+// (see paged). With secrets, each current password and console URL is decrypted; one
+// that cannot be ends the export with an error.
+func (s *Store) Export(ctx context.Context, q ExportQuery) iter.Seq2[ExportRow, error] {
+	if q.Secrets && s.keys == nil {
 		return func(yield func(ExportRow, error) bool) { yield(ExportRow{}, ErrNoKey) }
 	}
 	type fleetRef struct {
@@ -304,9 +330,9 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 	var fleets []fleetRef // in name order, read with the first page
 	var at int            // the fleet being read
 	var afterDevice string
-	return paged(ctx, s.pool, "export", func(q pagedQuerier) ([]ExportRow, bool, error) {
+	return paged(ctx, s.pool, "export", func(pq pagedQuerier) ([]ExportRow, bool, error) {
 		if fleets == nil {
-			rows, err := q.Query(ctx, `SELECT id, name FROM fleets WHERE $1 = '' OR name = $1 ORDER BY name`, fleetName)
+			rows, err := pq.Query(ctx, `SELECT id, name FROM fleets WHERE $1 = '' OR name = $1 ORDER BY name`, q.Fleet)
 			if err != nil {
 				return nil, false, err
 			}
@@ -319,33 +345,36 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 		}
 		f := fleets[at]
 		// One fleet's devices in device_id order: a range of its unique index.
-		rows, err := q.Query(ctx, `
+		rows, err := pq.Query(ctx, `
 			SELECT d.id, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
 			       d.password_ct, coalesce(d.password_key_id, ''), d.groups, d.allow_groups, d.allow_devices,
-			       `+consoleURLColumnsOf("d")+`, coalesce(d.last_error, '')
+			       `+consoleURLColumnsOf("d")+`, coalesce(d.last_error, ''), CASE WHEN $5 THEN d.metadata END
 			FROM devices d WHERE d.fleet_id = $1 AND d.device_id > $2
-			ORDER BY d.device_id LIMIT $3`, f.ID, afterDevice, pageRows)
+			  AND ($4::text[] IS NULL OR d.status = ANY ($4))
+			ORDER BY d.device_id LIMIT $3`, f.ID, afterDevice, pageRows, q.Statuses, q.Metadata)
 		if err != nil {
 			return nil, false, err
 		}
 		defer rows.Close()
 		var page []ExportRow
+		var scanned int
 		for rows.Next() {
+			scanned++
 			r := ExportRow{Fleet: f.Name}
 			var pk int64
 			var ct []byte
 			var keyID string
 			var url sealedURL
 			if err := rows.Scan(&pk, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
-				&r.Groups, &r.AllowGroups, &r.AllowDevices, &url.ct, &url.keyID, &url.legacy, &r.LastError); err != nil {
+				&r.Groups, &r.AllowGroups, &r.AllowDevices, &url.ct, &url.keyID, &url.legacy, &r.LastError, &r.Metadata); err != nil {
 				return page, false, err
 			}
-			if secrets && ct != nil && r.CloudAddress != "" {
+			if q.Secrets && ct != nil && r.CloudAddress != "" {
 				if r.CloudPassword, err = s.open(pk, ct, keyID); err != nil {
 					return page, false, err
 				}
 			}
-			if secrets {
+			if q.Secrets {
 				if r.VNCURL, err = s.openConsoleURL(pk, url); err != nil {
 					return page, false, err
 				}
@@ -356,7 +385,7 @@ func (s *Store) Export(ctx context.Context, fleetName string, secrets bool) iter
 		if err := rows.Err(); err != nil {
 			return page, false, err
 		}
-		if len(page) < pageRows {
+		if scanned < pageRows {
 			at, afterDevice = at+1, ""
 		}
 		return page, true, nil
@@ -401,8 +430,12 @@ func (s *Store) GetCredentials(ctx context.Context, fleetName, deviceID string) 
 }
 
 // RetryFailed schedules the failed devices of a fleet (or of one manifest) again, in
-// tx, under a new work key; enqueue inserts its jobs in the same transaction.
-func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID int64,
+// tx, under a new work key; enqueue inserts its jobs in the same transaction. With
+// now, the devices waiting out a backoff (an owed call after transient errors, or a
+// readiness poll) are due at once too: those owing a call move to the new key, whose
+// job is enqueued now, since their own job sleeps until the backoff ends. A device
+// claimed by a job is left to it.
+func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID int64, now bool,
 	enqueue func(ctx context.Context, tx pgx.Tx, key string, devices int) error) (int, string, error) {
 	var n int
 	var key string
@@ -419,6 +452,29 @@ func (s *Store) RetryFailed(ctx context.Context, fleetName string, manifestID in
 			return fmt.Errorf("retry: %w", err)
 		}
 		n = int(tag.RowsAffected())
+		if now {
+			tag, err := tx.Exec(ctx, `
+				UPDATE devices d SET next_attempt_at = NULL, work_key = $3
+				FROM fleets f
+				WHERE f.id = d.fleet_id AND d.op IS NOT NULL AND d.next_attempt_at > now()
+				  AND (d.claim_until IS NULL OR d.claim_until <= now())
+				  AND ($1 = '' OR f.name = $1) AND ($2 = 0 OR d.manifest_id = $2)`,
+				fleetName, manifestID, key)
+			if err != nil {
+				return fmt.Errorf("retry: %w", err)
+			}
+			n += int(tag.RowsAffected())
+			tag, err = tx.Exec(ctx, `
+				UPDATE devices d SET next_poll_at = now()
+				FROM fleets f
+				WHERE f.id = d.fleet_id AND d.status = 'awaiting_ready' AND d.next_poll_at > now()
+				  AND ($1 = '' OR f.name = $1) AND ($2 = 0 OR d.manifest_id = $2)`,
+				fleetName, manifestID)
+			if err != nil {
+				return fmt.Errorf("retry: %w", err)
+			}
+			n += int(tag.RowsAffected())
+		}
 		// A failed device with nothing owed (it failed waiting for readiness) polls again.
 		if _, err := tx.Exec(ctx, `
 			UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now(), polls = 0

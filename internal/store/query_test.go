@@ -28,7 +28,7 @@ func TestStreamedAnswersHoldNoConnectionBetweenPages(t *testing.T) {
 	require.NoError(t, err)
 
 	var exported []string
-	for row, err := range e.st.Export(ctx, "", false) {
+	for row, err := range e.st.Export(ctx, ExportQuery{}) {
 		require.NoError(t, err)
 		require.Zero(t, e.pool.Stat().AcquiredConns(), "a connection is held while a row is consumed")
 		exported = append(exported, row.DeviceID)

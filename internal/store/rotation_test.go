@@ -104,7 +104,7 @@ func TestRetryOfAFailedRotationRotatesAgain(t *testing.T) {
 	}
 
 	e.Cloud = normal
-	n, key, err := e.Store.RetryFailed(e.Ctx, "f", 0, nil)
+	n, key, err := e.Store.RetryFailed(e.Ctx, "f", 0, false, nil)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	require.Equal(t, store.OpRotate, e.Device("f", "v1").Op, "retry rotates again")
@@ -139,7 +139,7 @@ func TestRetryOfARefusedRotationRotatesAgain(t *testing.T) {
 	requireCloudsPassword(t, e, "v1") // unchanged, and still the cloud's
 
 	e.Cloud = normal
-	_, key, err := e.Store.RetryFailed(e.Ctx, "f", 0, nil)
+	_, key, err := e.Store.RetryFailed(e.Ctx, "f", 0, false, nil)
 	require.NoError(t, err)
 	require.Equal(t, store.OpRotate, e.Device("f", "v1").Op)
 	e.Drain(key)
