@@ -118,6 +118,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/manifests", s.auth(RoleRead, s.listManifests))
 	s.mux.Handle("GET /v1/manifests/{id}", s.auth(RoleRead, s.manifestProgress))
 	s.mux.Handle("GET /v1/manifests/{id}/report", s.auth(RoleRead, s.manifestReport))
+	s.mux.Handle("POST /v1/manifests/{id}/cancel", s.auth(RoleUpload, s.cancelManifest))
 	s.mux.Handle("GET /v1/status", s.auth(RoleRead, s.status))
 	s.mux.Handle("GET /v1/export", s.auth(RoleRead, s.export))
 	s.mux.Handle("POST /v1/retry", s.auth(RoleUpload, s.retry))
