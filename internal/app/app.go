@@ -17,6 +17,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/vncfleet/vncfleet/internal/config"
+	"github.com/vncfleet/vncfleet/internal/console"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -77,6 +78,8 @@ type Worker struct {
 	Limiter ratelimit.Limiter
 	Deps    *jobs.Deps
 	API     *server.Server
+	// Handler serves HTTP: the operator's console at / and, for every other path, the API.
+	Handler http.Handler
 }
 
 // Options are the parts a caller may supply instead of building them from config
@@ -186,12 +189,17 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		MaxDeletionsMin:     cfg.MaxDeletionsMin,
 		InlineApplyRows:     cfg.InlineApplyRows,
 		Logger:              logger,
+		Rate:                cfg.VNCCloud.Rate,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
 	}
 	api := server.New(apiCfg)
-	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api}, nil
+	ui, err := console.New(console.Config{API: api, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, Handler: ui}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -222,7 +230,8 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	if err := w.River.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
-	srv := &http.Server{Handler: w.API, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: w.Handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(w.API.StopStreams)
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- srv.Serve(ln) }()
 	logger.Info("vncfleet serving", "listen", ln.Addr().String())

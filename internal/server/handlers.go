@@ -71,11 +71,13 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", tooLarge.Limit), nil)
 	case errors.As(err, &problems):
 		list := make([]string, 0, len(problems.List))
+		details := make([]map[string]any, 0, len(problems.List))
 		for _, p := range problems.List {
 			list = append(list, p.Error())
+			details = append(details, map[string]any{"line": p.Line, "column": p.Column, "columnName": p.ColumnName, "reason": p.Reason})
 		}
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("manifest rejected: %d problems", problems.Total),
-			map[string]any{"problems": list, "total": problems.Total})
+			map[string]any{"problems": list, "details": details, "total": problems.Total})
 	case errors.As(err, &guard):
 		writeError(w, http.StatusConflict, guard.Error()+"; pass max_deletions to allow it",
 			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -63,6 +65,18 @@ type Config struct {
 	// Lifecycle handles rotation and reconciliation requests; nil answers 501.
 	Lifecycle Lifecycle
 	Logger    *slog.Logger
+	// Rate is VNCCLOUD_RATE, the budget a progress stream's ETA is computed from; 0
+	// means none (the ETA then follows the pace measured).
+	Rate float64
+	// MaxStreams bounds the event streams (SSE) open at once in this process; one
+	// more is answered 503. Defaults to DefaultMaxStreams.
+	MaxStreams int
+	// StreamInterval is how often a stream reads its state. Defaults to
+	// DefaultStreamInterval.
+	StreamInterval time.Duration
+	// StreamHeartbeat is the longest a stream stays silent (a comment line keeps
+	// proxies from closing it). Defaults to DefaultStreamHeartbeat.
+	StreamHeartbeat time.Duration
 }
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -73,9 +87,10 @@ type Lifecycle interface {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg    Config
-	tokens []hashedToken
-	mux    *http.ServeMux
+	cfg     Config
+	tokens  []hashedToken
+	mux     *http.ServeMux
+	streams *streams
 }
 
 // hashedToken keeps the SHA-256 of each token, so comparisons take the same time
@@ -99,7 +114,10 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	cfg.MaxStreams = cmp.Or(cfg.MaxStreams, DefaultMaxStreams)
+	cfg.StreamInterval = cmp.Or(cfg.StreamInterval, DefaultStreamInterval)
+	cfg.StreamHeartbeat = cmp.Or(cfg.StreamHeartbeat, DefaultStreamHeartbeat)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), streams: newStreams(cfg.MaxStreams)}
 	for _, t := range cfg.Tokens {
 		if t.Value != "" {
 			s.tokens = append(s.tokens, hashedToken{sum: sha256.Sum256([]byte(t.Value)), token: t})
@@ -119,6 +137,15 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/manifests/{id}", s.auth(RoleRead, s.manifestProgress))
 	s.mux.Handle("GET /v1/manifests/{id}/report", s.auth(RoleRead, s.manifestReport))
 	s.mux.Handle("POST /v1/manifests/{id}/cancel", s.auth(RoleUpload, s.cancelManifest))
+	s.mux.Handle("GET /v1/manifests/{id}/events", s.auth(RoleRead, s.manifestEvents))
+	s.mux.Handle("GET /v1/manifests/{id}/failures", s.auth(RoleRead, s.manifestFailures))
+	s.mux.Handle("GET /v1/manifests/{id}/fixup", s.auth(RoleRead, s.manifestFixup))
+	s.mux.Handle("GET /v1/status/events", s.auth(RoleRead, s.statusEvents))
+	s.mux.Handle("GET /v1/me", s.auth(anyRole, s.me))
+	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}", s.auth(RoleRead, s.device))
+	s.mux.Handle("GET /v1/webhooks", s.auth(RoleRead, s.webhooks))
+	s.mux.Handle("POST /v1/webhooks/events/{id}/redeliver", s.auth(RoleUpload, s.redeliverWebhook))
+	s.mux.HandleFunc("GET /v1/openapi.yaml", serveOpenAPI)
 	s.mux.Handle("GET /v1/status", s.auth(RoleRead, s.status))
 	s.mux.Handle("GET /v1/export", s.auth(RoleRead, s.export))
 	s.mux.Handle("POST /v1/retry", s.auth(RoleUpload, s.retry))
@@ -144,6 +171,9 @@ func caller(r *http.Request) Token {
 	return t
 }
 
+// anyRole admits every known token (auth).
+const anyRole = ""
+
 // auth admits requests bearing a known token that holds role.
 func (s *Server) auth(role string, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +195,7 @@ func (s *Server) auth(role string, next http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unknown bearer token", nil)
 			return
 		}
-		if !found.has(role) {
+		if role != anyRole && !found.has(role) {
 			writeError(w, http.StatusForbidden, "token "+found.Name+" lacks the "+role+" role", nil)
 			return
 		}

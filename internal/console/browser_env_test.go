@@ -1,0 +1,292 @@
+package console_test
+
+// The browser tests drive Debian's chromium (chromedp) against a real `serve`
+// stack: its own PostgreSQL database, the River workers, the simulator over real
+// HTTP, and the console in front of the API, on the default settings unless a test
+// says why not.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/app"
+	"github.com/vncfleet/vncfleet/internal/config"
+	"github.com/vncfleet/vncfleet/internal/dbtest"
+	"github.com/vncfleet/vncfleet/internal/sim"
+	"github.com/vncfleet/vncfleet/internal/syncbuf"
+)
+
+const (
+	adminToken  = "console-admin-token"
+	readerToken = "console-reader-token"
+	simKey      = "console-key"
+)
+
+// screenshotDir is where the browser tests save a screenshot of every page they
+// visit: CONSOLE_SCREENSHOTS, or screenshots/ next to this file (ignored by git).
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		dir = "screenshots"
+	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	return dir
+}
+
+type stack struct {
+	t    *testing.T
+	pool *pgxpool.Pool
+	sim  *sim.Server
+	url  string
+	logs *syncbuf.Buffer
+}
+
+// newStack starts the whole server; adjust may loosen settings, and says why.
+func newStack(t *testing.T, adjust func(*config.Config)) *stack {
+	t.Helper()
+	pool, dbURL := dbtest.New(t)
+	s, err := sim.New(sim.Config{Accounts: []sim.Account{{Key: simKey, Secret: "console-sim-secret"}}, ReadyDelay: 200 * time.Millisecond})
+	require.NoError(t, err)
+	simSrv := httptest.NewServer(s.Handler())
+	t.Cleanup(simSrv.Close)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	vars := map[string]string{
+		"DATABASE_URL":        dbURL,
+		"VNCFLEET_SECRET_KEY": base64.StdEncoding.EncodeToString(key),
+		"VNCFLEET_TOKEN":      adminToken,
+		"VNCCLOUD_API_URL":    simSrv.URL + "/cloud/1.1",
+		"VNCCLOUD_API_KEY":    simKey,
+		"VNCCLOUD_API_SECRET": "console-sim-secret",
+	}
+	cfg, err := config.Load("", func(k string) string { return vars[k] })
+	require.NoError(t, err)
+	cfg.Tokens = []config.Token{{Name: "reader", Token: readerToken, Roles: []string{"read"}}}
+	if adjust != nil {
+		adjust(cfg)
+	}
+	logs := &syncbuf.Buffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w, err := app.NewWorker(context.Background(), pool, cfg, app.Options{Logger: logger})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	require.NoError(t, w.River.Start(ctx))
+	srv := httptest.NewServer(w.Handler)
+	t.Cleanup(func() {
+		w.API.StopStreams()
+		srv.Close()
+		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stop()
+		_ = w.River.Stop(stopCtx)
+		cancel()
+		require.NotContains(t, logs.String(), "console-sim-secret", "the API secret reached the logs")
+		require.NotContains(t, logs.String(), readerToken, "a token reached the logs")
+	})
+	return &stack{t: t, pool: pool, sim: s, url: srv.URL, logs: logs}
+}
+
+// browser is one headless chromium tab that records what would make a person
+// frown: errors in the console, and requests to any other host.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	host string
+	shot string // screenshot directory
+
+	mu           sync.Mutex
+	problems     []string
+	expectStatus map[int]bool // HTTP error statuses this test provokes on purpose
+}
+
+func chromiumPath(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium is not installed: apt-get install -y chromium (.ci/run does it)")
+	return ""
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoSandbox, // the tests may run as root
+		chromedp.WindowSize(1280, 900),
+	)
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	b := &browser{t: t, host: u.Host, shot: screenshotDir(t), expectStatus: map[int]bool{}}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithListener(b.listen))
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	b.ctx = ctx
+	// The first run starts the browser; it must not have a timeout of its own.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		require.Empty(t, b.problems, "the browser saw problems")
+	})
+	return b
+}
+
+func (b *browser) listen(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch e := ev.(type) {
+	case *network.EventRequestWillBeSent:
+		u, err := url.Parse(e.Request.URL)
+		if err == nil && u.Scheme != "data" && u.Scheme != "about" && u.Host != b.host {
+			b.problems = append(b.problems, "request to another host: "+e.Request.URL)
+		}
+	case *runtime.EventConsoleAPICalled:
+		if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeWarning {
+			var parts []string
+			for _, a := range e.Args {
+				parts = append(parts, a.Description+fmt.Sprint(a.Value))
+			}
+			b.problems = append(b.problems, "console "+string(e.Type)+": "+strings.Join(parts, " "))
+		}
+	case *runtime.EventExceptionThrown:
+		msg := e.ExceptionDetails.Text
+		if e.ExceptionDetails.Exception != nil {
+			msg += " " + e.ExceptionDetails.Exception.Description
+		}
+		b.problems = append(b.problems, "exception: "+msg)
+	case *log.EventEntryAdded:
+		if e.Entry.Level != log.EntryLevelError && e.Entry.Level != log.EntryLevelWarning {
+			return
+		}
+		// An API answer the test provokes on purpose (a rejected manifest is 422) is
+		// logged by the browser as a failed load; anything else is a problem.
+		if e.Entry.Source == log.EntrySourceNetwork {
+			for status := range b.expectStatus {
+				if strings.Contains(e.Entry.Text, fmt.Sprintf("status of %d", status)) {
+					return
+				}
+			}
+		}
+		b.problems = append(b.problems, "log "+string(e.Entry.Level)+": "+e.Entry.Text+" "+e.Entry.URL)
+	}
+}
+
+// expectHTTPError lets the browser log failed loads with this status.
+func (b *browser) expectHTTPError(status int) {
+	b.mu.Lock()
+	b.expectStatus[status] = true
+	b.mu.Unlock()
+}
+
+// step runs actions, each with a bound: a page that never shows what is awaited
+// fails the test instead of hanging it.
+func (b *browser) step(actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
+	defer cancel()
+	require.NoError(b.t, chromedp.Do(ctx, actions...))
+}
+
+func eval[T any](b *browser, js string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	require.NoError(b.t, err, js)
+	return v
+}
+
+// text is the visible text of the first element matching sel, once it is visible.
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	b.step(chromedp.WaitVisible(chromedp.CSS(sel)))
+	return strings.TrimSpace(eval[string](b, fmt.Sprintf(`document.querySelector(%q).innerText`, sel)))
+}
+
+// texts are the visible texts of every element matching sel (none is fine).
+func (b *browser) texts(sel string) []string {
+	b.t.Helper()
+	return eval[[]string](b, fmt.Sprintf(`[...document.querySelectorAll(%q)].map(e => e.innerText.trim())`, sel))
+}
+
+func (b *browser) exists(sel string) bool {
+	b.t.Helper()
+	return eval[bool](b, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
+}
+
+// waitText waits until the element's visible text contains want. It asks again
+// and again rather than waiting inside the page, so a navigation on the way (an
+// Apply that opens the manifest's page) does not end the wait.
+func (b *browser) waitText(sel, want string) {
+	b.t.Helper()
+	js := fmt.Sprintf(`(document.querySelector(%q) || {innerText: ""}).innerText`, sel)
+	var got string
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		cancel()
+		if err == nil {
+			if got = v; strings.Contains(got, want) {
+				return
+			}
+		}
+	}
+	b.t.Fatalf("%s never said %q; it says %q", sel, want, got)
+}
+
+// screenshot saves the whole page as NAME.png in the screenshot directory.
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(b.t, err)
+	require.NoError(b.t, os.WriteFile(filepath.Join(b.shot, name+".png"), png, 0o644))
+}
+
+// pickFile chooses content as the manifest file of the upload form.
+func (b *browser) pickFile(content string) {
+	b.t.Helper()
+	path := filepath.Join(b.t.TempDir(), "manifest.csv")
+	require.NoError(b.t, os.WriteFile(path, []byte(content), 0o644))
+	b.step(chromedp.SetUploadFiles(chromedp.CSS("#file"), []string{path}))
+}
+
+func (b *browser) open(u string) {
+	b.t.Helper()
+	b.step(chromedp.Navigate(u), chromedp.WaitReady(chromedp.CSS("body")))
+}
+
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.step(chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+}
+
+// signIn signs in with token from the sign-in page.
+func (b *browser) signIn(base, token string) {
+	b.t.Helper()
+	b.open(base + "/signin")
+	b.step(chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Submit(chromedp.CSS("#token")))
+}
