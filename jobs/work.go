@@ -62,11 +62,20 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
-		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, it) })
+		cancelled, stopWatching := d.watchCancel(ctx, job.Args.Key)
+		results := fanOut(items, d.Config.Fanout, func(it store.WorkItem) store.Result { return d.runItem(ctx, cancelled, it) })
+		stopWatching()
 		if err := d.finishDurably(ctx, func(ctx context.Context) error {
 			return d.Store.Finish(ctx, results, d.retryPolicy())
 		}); err != nil {
 			return err
+		}
+		if cancelled.Err() != nil {
+			// The devices released unsent still owe their operation: drop it now, so
+			// they settle as cancelled whether or not the canceller asks again.
+			if _, err := d.Store.CancelManifest(ctx, manifestOfKey(job.Args.Key), "worker"); err != nil {
+				return err
+			}
 		}
 		if time.Now().After(stop) || ctx.Err() != nil {
 			return river.JobSnooze(0)
@@ -126,12 +135,17 @@ func fanOut[T, R any](items []T, n int, fn func(T) R) []R {
 // runItem performs one device's operation. No call starts once the claim is within
 // CallTimeout of ending, so no other process can claim the device while a call of
 // ours is still in flight.
-func (d *Deps) runItem(ctx context.Context, item store.WorkItem) store.Result {
+// Once cancelled is done (the manifest was cancelled), no further call starts; one
+// already sent is never cut off.
+func (d *Deps) runItem(ctx, cancelled context.Context, item store.WorkItem) store.Result {
 	res := store.Result{Item: item}
 	leaseCtx, cancel := context.WithDeadline(ctx, item.ClaimUntil.Add(-d.Config.CallTimeout))
 	defer cancel()
 	var sentAny bool
 	call := func(op string, fn func(ctx context.Context) error) error {
+		if cancelled.Err() != nil {
+			return errWorkCancelled
+		}
 		sent, err := d.call(leaseCtx, fn)
 		sentAny = sentAny || sent
 		if sent {
@@ -181,6 +195,54 @@ func (d *Deps) runItem(ctx context.Context, item store.WorkItem) store.Result {
 }
 
 type callFunc func(op string, fn func(ctx context.Context) error) error
+
+var errWorkCancelled = errors.New("the manifest was cancelled")
+
+// cancelCheckEvery is how often a running batch asks whether its manifest was
+// cancelled: the calls it would start meanwhile are what a cancel still lets through.
+const cancelCheckEvery = time.Second
+
+// watchCancel returns a context that is done once the work key's manifest is
+// cancelled (store.CancelManifest), checked at once and then every cancelCheckEvery
+// until stop is called. Keys other than a manifest's are never cancelled.
+func (d *Deps) watchCancel(ctx context.Context, key string) (cancelled context.Context, stop func()) {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	id := manifestOfKey(key)
+	if id == 0 {
+		return cctx, cancel
+	}
+	check := func() {
+		if yes, err := d.Store.ManifestCancelled(ctx, id); err != nil {
+			d.Logger.Warn("checking for a cancel failed", "manifest", id, "err", err)
+		} else if yes {
+			cancel()
+		}
+	}
+	check()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(cancelCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-cctx.Done():
+				return
+			case <-t.C:
+				check()
+			}
+		}
+	}()
+	var once sync.Once
+	return cctx, func() { once.Do(func() { close(done) }) }
+}
+
+// cancelledManifest is the manifest a work key belongs to, or 0.
+func manifestOfKey(key string) int64 {
+	id, _ := store.ManifestOfWorkKey(key)
+	return id
+}
 
 // permanentError fails a device without a request (a listen device whose named
 // connect devices have no address).

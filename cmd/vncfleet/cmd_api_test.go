@@ -616,7 +616,7 @@ func TestCancelAsksAgainUntilNoCallIsInFlight(t *testing.T) {
 	out, errOut, code := runCLI(t, srv.URL, nil, "cancel", "7")
 	require.Equal(t, exitOK, code, errOut)
 	require.Contains(t, errOut, "waiting for 2 calls in flight to finish")
-	require.Contains(t, out, "manifest 7 cancelled: 5 devices' owed work dropped")
+	require.Contains(t, out, "manifest 7 cancelled: 5 devices will not be provisioned")
 	require.Contains(t, out, "cancelled       5")
 	require.Len(t, fake.seen("POST /v1/manifests/7/cancel"), 2)
 

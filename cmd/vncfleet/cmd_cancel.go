@@ -49,38 +49,30 @@ say "cancelled". It ends with the manifest's devices by status: what was done.`,
 				return apiExit(err)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "manifest %d cancelled: %d devices' owed work dropped\n", id, res.cancelled)
-			statuses := make([]string, 0, len(res.last.ByStatus))
-			for s := range res.last.ByStatus {
+			fmt.Fprintf(out, "manifest %d cancelled: %d devices will not be provisioned\n", id, res.ByStatus["cancelled"])
+			statuses := make([]string, 0, len(res.ByStatus))
+			for s := range res.ByStatus {
 				statuses = append(statuses, s)
 			}
 			slices.Sort(statuses)
 			for _, s := range statuses {
-				fmt.Fprintf(out, "  %-15s %d\n", s, res.last.ByStatus[s])
+				fmt.Fprintf(out, "  %-15s %d\n", s, res.ByStatus[s])
 			}
 			return nil
 		},
 	}
 }
 
-type cancelOutcome struct {
-	cancelled int // summed over every call
-	last      *apiclient.CancelResult
-}
-
 // cancelUntilSettled cancels, then cancels again while calls are in flight, so that a
 // result that left work owed (a transient failure's retry) is dropped too.
-func cancelUntilSettled(ctx context.Context, client *apiclient.Client, id int64, waiting func(inFlight int)) (cancelOutcome, error) {
-	var out cancelOutcome
+func cancelUntilSettled(ctx context.Context, client *apiclient.Client, id int64, waiting func(inFlight int)) (*apiclient.CancelResult, error) {
 	for said := -1; ; {
 		res, err := client.Cancel(ctx, id)
 		if err != nil {
-			return out, err
+			return nil, err
 		}
-		out.cancelled += res.Cancelled
-		out.last = res
 		if res.InFlight == 0 {
-			return out, nil
+			return res, nil
 		}
 		if res.InFlight != said {
 			waiting(res.InFlight)
@@ -88,7 +80,7 @@ func cancelUntilSettled(ctx context.Context, client *apiclient.Client, id int64,
 		}
 		select {
 		case <-ctx.Done():
-			return out, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(cancelRecheck):
 		}
 	}

@@ -289,4 +289,37 @@ func (b *browser) signIn(base, token string) {
 	b.step(chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SendKeys(chromedp.CSS("#token"), token),
 		chromedp.Submit(chromedp.CSS("#token")))
+	b.waitFor(`document.readyState === "complete" && (document.querySelector("form.who") || document.querySelector("p.error"))`)
+}
+
+// waitFor waits until the JavaScript condition holds, asking again across navigations.
+func (b *browser) waitFor(cond string) {
+	b.t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!("+cond+")"))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+	}
+	b.t.Fatalf("never true: %s", cond)
+}
+
+// uploadThroughConsole plans and applies a manifest from the upload page, as an
+// operator does, and returns when the manifest's page shows.
+func (b *browser) uploadThroughConsole(base, fleetName, csv string) {
+	b.t.Helper()
+	b.open(base + "/upload")
+	b.step(chromedp.WaitVisible(chromedp.CSS("#fleet")), chromedp.SetValue(chromedp.CSS("#fleet"), fleetName))
+	b.pickFile(csv)
+	b.click("#plan-button")
+	b.waitText("#plan-h", "Plan (dry run")
+	b.click("#apply")
+	b.waitText("#progress", "Fleet "+fleetName)
+}
+
+// setSelect chooses value in a <select>.
+func setSelect(sel, value string) chromedp.Action[chromedp.Void] {
+	return chromedp.SetValue(chromedp.CSS(sel), value)
 }

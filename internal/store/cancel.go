@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,4 +76,28 @@ func (s *Store) CancelManifest(ctx context.Context, id int64, actor string) (*Ca
 		return nil, err
 	}
 	return res, nil
+}
+
+// ManifestOfWorkKey is the manifest whose work queue key is (WorkKeyForManifest).
+func ManifestOfWorkKey(key string) (int64, bool) {
+	rest, ok := strings.CutPrefix(key, "manifest:")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	return id, err == nil && id > 0
+}
+
+// ManifestCancelled reports whether the manifest was cancelled: running work checks
+// it so that no call starts after a cancel.
+func (s *Store) ManifestCancelled(ctx context.Context, id int64) (bool, error) {
+	var yes bool
+	err := s.pool.QueryRow(ctx, `SELECT cancelled_at IS NOT NULL FROM manifests WHERE id = $1`, id).Scan(&yes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("manifest %d: %w", id, err)
+	}
+	return yes, nil
 }

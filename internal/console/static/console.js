@@ -314,14 +314,12 @@ function manifest() {
       return;
     }
     cancel.disabled = true;
-    let dropped = 0;
     for (;;) {
       const { status, body } = await api("POST", `/v1/manifests/${id}/cancel`);
       if (status !== 200) { say(body.error); return; }
-      dropped += body.cancelled;
       if (body.inFlight === 0) {
         const now = STATUSES.filter((s) => body.byStatus[s]).map((s) => `${body.byStatus[s]} ${label(s)}`).join(", ");
-        say(`Cancelled: ${dropped} devices' owed work dropped. Now: ${now}.`);
+        say(`Cancelled: ${body.byStatus.cancelled || 0} devices will not be provisioned. Now: ${now}.`);
         break;
       }
       say(`Waiting for ${body.inFlight} calls in flight to finish…`);
