@@ -7,11 +7,7 @@ package console_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,17 +24,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/vncfleet/vncfleet/internal/app"
 	"github.com/vncfleet/vncfleet/internal/config"
-	"github.com/vncfleet/vncfleet/internal/dbtest"
+	"github.com/vncfleet/vncfleet/internal/servetest"
 	"github.com/vncfleet/vncfleet/internal/sim"
-	"github.com/vncfleet/vncfleet/internal/syncbuf"
 )
 
 const (
-	adminToken  = "console-admin-token"
-	readerToken = "console-reader-token"
-	simKey      = "console-key"
+	adminToken  = servetest.AdminToken
+	readerToken = servetest.ReaderToken
+	simKey      = servetest.SimKey
 )
 
 // screenshotDir is where the browser tests save a screenshot of every page they
@@ -52,56 +46,17 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
-type stack struct {
-	t    *testing.T
-	pool *pgxpool.Pool
-	sim  *sim.Server
-	url  string
-	logs *syncbuf.Buffer
-}
-
-// newStack starts the whole server; adjust may loosen settings, and says why.
 func newStack(t *testing.T, adjust func(*config.Config)) *stack {
 	t.Helper()
-	pool, dbURL := dbtest.New(t)
-	s, err := sim.New(sim.Config{Accounts: []sim.Account{{Key: simKey, Secret: "console-sim-secret"}}, ReadyDelay: 200 * time.Millisecond})
-	require.NoError(t, err)
-	simSrv := httptest.NewServer(s.Handler())
-	t.Cleanup(simSrv.Close)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	vars := map[string]string{
-		"DATABASE_URL":        dbURL,
-		"VNCFLEET_SECRET_KEY": base64.StdEncoding.EncodeToString(key),
-		"VNCFLEET_TOKEN":      adminToken,
-		"VNCCLOUD_API_URL":    simSrv.URL + "/cloud/1.1",
-		"VNCCLOUD_API_KEY":    simKey,
-		"VNCCLOUD_API_SECRET": "console-sim-secret",
-	}
-	cfg, err := config.Load("", func(k string) string { return vars[k] })
-	require.NoError(t, err)
-	cfg.Tokens = []config.Token{{Name: "reader", Token: readerToken, Roles: []string{"read"}}}
-	if adjust != nil {
-		adjust(cfg)
-	}
-	logs := &syncbuf.Buffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	w, err := app.NewWorker(context.Background(), pool, cfg, app.Options{Logger: logger})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, w.River.Start(ctx))
-	srv := httptest.NewServer(w.Handler)
-	t.Cleanup(func() {
-		w.API.StopStreams()
-		srv.Close()
-		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
-		defer stop()
-		_ = w.River.Stop(stopCtx)
-		cancel()
-		require.NotContains(t, logs.String(), "console-sim-secret", "the API secret reached the logs")
-		require.NotContains(t, logs.String(), readerToken, "a token reached the logs")
-	})
-	return &stack{t: t, pool: pool, sim: s, url: srv.URL, logs: logs}
+	s := servetest.Start(t, adjust)
+	return &stack{url: s.URL, pool: s.Pool, sim: s.Sim}
+}
+
+// stack names the parts of servetest.Stack the tests use.
+type stack struct {
+	url  string
+	pool *pgxpool.Pool
+	sim  *sim.Server
 }
 
 // browser is one headless chromium tab that records what would make a person
