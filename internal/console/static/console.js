@@ -320,6 +320,8 @@ function manifest() {
       if (body.inFlight === 0) {
         const now = STATUSES.filter((s) => body.byStatus[s]).map((s) => `${body.byStatus[s]} ${label(s)}`).join(", ");
         say(`Cancelled: ${body.byStatus.cancelled || 0} devices will not be provisioned. Now: ${now}.`);
+        cancel.textContent = "Cancelled";
+        cancel.classList.remove("danger");
         break;
       }
       say(`Waiting for ${body.inFlight} calls in flight to finish…`);
