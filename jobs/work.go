@@ -146,7 +146,11 @@ func (d *Deps) runItem(ctx, cancelled context.Context, item store.WorkItem) stor
 		if cancelled.Err() != nil {
 			return errWorkCancelled
 		}
-		sent, err := d.call(leaseCtx, fn)
+		// A cancel while waiting for a send slot ends the wait: nothing was sent.
+		waitCtx, stopWait := context.WithCancel(leaseCtx)
+		defer stopWait()
+		defer context.AfterFunc(cancelled, stopWait)()
+		sent, err := d.callAfterWait(waitCtx, leaseCtx, fn)
 		sentAny = sentAny || sent
 		if sent {
 			if err != nil {
