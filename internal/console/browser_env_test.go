@@ -209,9 +209,31 @@ func (b *browser) waitText(sel, want string) {
 	b.t.Fatalf("%s never said %q; it says %q", sel, want, got)
 }
 
-// screenshot saves the whole page as NAME.png in the screenshot directory.
+// accessibilityProblems finds what keeps a keyboard or screen-reader user out: a
+// form control without a label, a button or link without text, a drawing without a
+// text alternative, a page without its language or one main heading.
+const accessibilityProblems = `(() => {
+  const out = [];
+  if (!document.documentElement.lang) out.push("html without lang");
+  if (document.querySelectorAll("h1").length !== 1) out.push("not exactly one h1");
+  for (const e of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    const labelled = (e.id && document.querySelector('label[for="' + e.id + '"]')) || e.getAttribute("aria-label");
+    if (!labelled) out.push("unlabelled " + e.outerHTML.slice(0, 80));
+  }
+  for (const e of document.querySelectorAll("button, a[href]")) {
+    if (!(e.innerText.trim() || e.getAttribute("aria-label"))) out.push("no text: " + e.outerHTML.slice(0, 80));
+  }
+  for (const e of document.querySelectorAll("svg, img")) {
+    if (!(e.getAttribute("aria-label") || e.getAttribute("alt") !== null || e.getAttribute("aria-hidden") === "true")) out.push("no text alternative: " + e.outerHTML.slice(0, 80));
+  }
+  return out;
+})()`
+
+// screenshot checks the page's accessibility basics and saves the whole page as
+// NAME.png in the screenshot directory.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
+	require.Empty(b.t, eval[[]string](b, accessibilityProblems), "page %s", name)
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/internal/config"
@@ -130,6 +131,14 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	require.False(t, b.exists("#cancel"))
 	require.False(t, b.exists("#retry"))
 	b.screenshot("manifest-read-role")
+
+	// On a tablet held upright nothing needs scrolling sideways.
+	b.step(chromedp.EmulateViewport(768, 1024))
+	for _, page := range []string{"/", "/manifests/" + b.firstManifestID(st.url), "/fleets/default/devices/viewer-line-a-1", "/webhooks"} {
+		b.open(st.url + page)
+		require.LessOrEqual(t, eval[int](b, `document.documentElement.scrollWidth`), 768, "page %s is wider than a tablet", page)
+	}
+	b.screenshot("tablet-webhooks")
 }
 
 // revealedPassword reveals a device's password on its page and dismisses it.
