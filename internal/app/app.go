@@ -190,9 +190,13 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		InlineApplyRows:     cfg.InlineApplyRows,
 		Logger:              logger,
 		Rate:                cfg.VNCCloud.Rate,
+		RotationMaxAge:      cfg.Rotation.MaxAge,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
+		if deps.RotationSchedule != nil {
+			apiCfg.RotationSchedule = deps.RotationSchedule
+		}
 	}
 	api := server.New(apiCfg)
 	ui, err := console.New(console.Config{API: api, Logger: logger})

@@ -87,6 +87,9 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	// Rotation: rotate the fleet now and watch it finish.
 	b.open(st.url + "/rotation")
 	require.Equal(t, "Password rotation", b.text("h1"))
+	require.Contains(t, b.text("#sched-h + p"), "Passwords older than 30 days are due")
+	require.NotContains(t, b.text("#next-run"), "none", "the default schedule runs daily")
+	require.Equal(t, []string{"default", "10", "0"}, strings.Fields(b.text("#rotation-fleets tr"))[:3], "fleet, passwords, overdue")
 	b.step(setSelect("#rot-fleet", "default"))
 	b.click("#rot-all")
 	b.click(`form[action="/rotation"] button[type=submit]`)
@@ -120,7 +123,7 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 
 	// The read role: no reveal, no buttons that change anything.
 	b.click(`form.who button`)
-	require.Equal(t, "Sign in", b.text("h1"))
+	b.waitText("h1", "Sign in")
 	b.signIn(st.url, readerToken)
 	require.Contains(t, b.text("form.who"), "Signed in as reader")
 	require.False(t, b.exists(`nav a[href="/upload"]`))

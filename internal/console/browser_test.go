@@ -45,7 +45,7 @@ func TestConsoleSignInUploadAndWatch(t *testing.T) {
 
 	// A bad manifest: every problem, by line, next to its cells.
 	b.click(`nav a[href="/upload"]`)
-	require.Equal(t, "Upload a manifest", b.text("h1"))
+	b.waitText("h1", "Upload a manifest")
 	b.expectHTTPError(422)
 	b.pickFile(manifestHeader +
 		"ok-1,connect,line-a,,,,,plant-1\n" +

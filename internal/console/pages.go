@@ -15,6 +15,7 @@ import (
 
 	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
+	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -25,6 +26,7 @@ var funcs = template.FuncMap{
 	"label":      statusLabel,
 	"join":       func(list []string) string { return strings.Join(list, "; ") },
 	"when":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"days":       func(d time.Duration) string { return fmt.Sprintf("%g days", d.Hours()/24) },
 	"percent":    func(n, total int) string { return fmt.Sprintf("%.1f", 100*float64(n)/float64(max(total, 1))) },
 	"pathEscape": url.PathEscape,
 	// The scripts draw bars in the same order and count the same statuses as settled.
@@ -246,6 +248,14 @@ type fleetView struct {
 	Name      string
 	Bar       bar
 	Manifests []manifestRow
+	Rotation  *store.FleetRotation
+}
+
+// overviewView is the fleets page: each fleet, and when rotation runs next.
+type overviewView struct {
+	Fleets     []fleetView
+	NextRun    *time.Time
+	NoRotation bool // the API could not say
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
@@ -282,11 +292,21 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		row.State = manifestState(m, row.Bar)
 		f.Manifests = append(f.Manifests, row)
 	}
-	var list []fleetView
-	for _, name := range slices.Sorted(maps.Keys(fleets)) {
-		list = append(list, *fleets[name])
+	ov := overviewView{}
+	var rot server.RotationOverview
+	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rot); err != nil {
+		ov.NoRotation = true
 	}
-	v.Data = list
+	ov.NextRun = rot.NextRun
+	for _, fr := range rot.Fleets {
+		if f := fleets[fr.Fleet]; f != nil {
+			f.Rotation = &fr
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(fleets)) {
+		ov.Fleets = append(ov.Fleets, *fleets[name])
+	}
+	v.Data = ov
 	c.render(w, http.StatusOK, "overview", v)
 }
 
@@ -383,12 +403,22 @@ type rotationView struct {
 	Fleets    []string
 	Key       string
 	Scheduled string
+	Status    server.RotationOverview
+	MaxAge    time.Duration
 }
 
 func (c *Console) rotationPage(w http.ResponseWriter, r *http.Request, s *session) {
 	q := r.URL.Query()
-	c.render(w, http.StatusOK, "rotation", view{Title: "Password rotation", Page: "rotation", Session: s,
-		Data: rotationView{Fleets: c.fleetNames(r, s), Key: q.Get("key"), Scheduled: q.Get("scheduled")}})
+	v := view{Title: "Password rotation", Page: "rotation", Session: s}
+	rv := rotationView{Fleets: c.fleetNames(r, s), Key: q.Get("key"), Scheduled: q.Get("scheduled")}
+	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rv.Status); err != nil {
+		v.Data = rv
+		c.failPage(w, "rotation", v, err)
+		return
+	}
+	rv.MaxAge = time.Duration(rv.Status.MaxAgeSeconds * float64(time.Second))
+	v.Data = rv
+	c.render(w, http.StatusOK, "rotation", v)
 }
 
 func (c *Console) rotateNow(w http.ResponseWriter, r *http.Request, s *session) {

@@ -74,6 +74,10 @@ type Config struct {
 	// StreamInterval is how often a stream reads its state. Defaults to
 	// DefaultStreamInterval.
 	StreamInterval time.Duration
+	// RotationMaxAge is rotation.max_age, and RotationSchedule when rotation runs (nil:
+	// not scheduled), for GET /v1/rotation.
+	RotationMaxAge   time.Duration
+	RotationSchedule Schedule
 	// StreamHeartbeat is the longest a stream stays silent (a comment line keeps
 	// proxies from closing it). Defaults to DefaultStreamHeartbeat.
 	StreamHeartbeat time.Duration
@@ -144,6 +148,7 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/me", s.auth(anyRole, s.me))
 	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}", s.auth(RoleRead, s.device))
 	s.mux.Handle("GET /v1/webhooks", s.auth(RoleRead, s.webhooks))
+	s.mux.Handle("GET /v1/rotation", s.auth(RoleRead, s.rotationStatus))
 	s.mux.Handle("POST /v1/webhooks/events/{id}/redeliver", s.auth(RoleUpload, s.redeliverWebhook))
 	s.mux.HandleFunc("GET /v1/openapi.yaml", serveOpenAPI)
 	s.mux.Handle("GET /v1/status", s.auth(RoleRead, s.status))
