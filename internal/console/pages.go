@@ -218,6 +218,16 @@ type bar struct {
 	Segments []segment
 }
 
+// Count is how many of the bar's devices have status.
+func (b bar) Count(status string) int {
+	for _, s := range b.Segments {
+		if s.Status == status {
+			return s.Count
+		}
+	}
+	return 0
+}
+
 func newBar(counts map[string]int) bar {
 	var b bar
 	for _, st := range fleet.Statuses {
