@@ -1,10 +1,14 @@
 package console_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 )
 
@@ -89,10 +93,42 @@ func TestConsoleSignInUploadAndWatch(t *testing.T) {
 	require.Contains(t, b.text("#failures"), "No device has failed")
 	b.screenshot("manifest-progress")
 
+	// Printed, the report is the page without navigation or buttons.
+	b.step(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
+		return err
+	}))
+	require.Equal(t, []string{"none", "none", "block"}, eval[[]string](b,
+		`["header.top", ".actions", "#progress"].map(s => getComputedStyle(document.querySelector(s)).display)`))
+	b.step(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: ""})
+		return err
+	}))
+
 	b.open(st.url + "/")
 	require.Contains(t, b.text("section.fleet"), "10 of 10")
 	require.Contains(t, b.text("section.fleet table"), "done")
 	b.screenshot("fleets")
+
+	// A replace that deletes more than the guard allows needs the count typed in.
+	b.expectHTTPError(409)
+	b.open(st.url + "/upload")
+	b.step(chromedp.SetValue(chromedp.CSS("#mode"), "replace"))
+	b.pickFile(manifestHeader + "viewer-line-a-1,connect,line-a,,,,,plant-1\n")
+	b.click("#plan-button")
+	b.waitText("#plan-h", "Plan (dry run")
+	require.Contains(t, b.text("#result"), "Deletions: 9")
+	b.click("#apply")
+	b.waitText("#result", "Type 9 to confirm the deletions")
+	require.True(t, eval[bool](b, `document.querySelector("#apply").disabled`), "Apply waits for the confirmation")
+	b.step(chromedp.SendKeys(chromedp.CSS("#confirm-deletions"), "8"))
+	require.True(t, eval[bool](b, `document.querySelector("#apply").disabled`), "a wrong count does not confirm")
+	b.screenshot("upload-deletion-guard")
+	b.step(chromedp.SendKeys(chromedp.CSS("#confirm-deletions"), "\b9")) // backspace, then the right count
+	require.Equal(t, "9", eval[string](b, `document.querySelector("#confirm-deletions").value`))
+	b.click("#apply")
+	b.waitText("#progress", "replace of 1 rows")
+	b.waitText("#by-status", "deleted 9")
 }
 
 // squash drops the line breaks innerText puts between a count and its label.
