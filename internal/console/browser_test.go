@@ -106,6 +106,7 @@ func TestConsoleSignInUploadAndWatch(t *testing.T) {
 	}))
 
 	b.open(st.url + "/")
+	b.waitText("#live", "last update") // the fleet status stream is live
 	require.Contains(t, b.text("section.fleet"), "10 of 10")
 	require.Contains(t, b.text("section.fleet table"), "done")
 	b.screenshot("fleets")
