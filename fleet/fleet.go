@@ -31,15 +31,16 @@ const (
 	StatusDeleting      Status = "deleting"       // owed or doing a DELETE
 	StatusDeleted       Status = "deleted"        // absent by request; no cloud address
 	StatusFailed        Status = "failed"         // a permanent error, or too many transient ones
+	StatusCancelled     Status = "cancelled"      // its manifest was cancelled before this device's work was done
 )
 
 // Statuses lists every status in life order.
 var Statuses = []Status{StatusPending, StatusCreating, StatusAwaitingReady, StatusReady, StatusUpdating,
-	StatusRotating, StatusDeleting, StatusDeleted, StatusFailed}
+	StatusRotating, StatusDeleting, StatusDeleted, StatusFailed, StatusCancelled}
 
 // Settled reports whether the device needs no more work for `upload --wait`.
 func (s Status) Settled() bool {
-	return s == StatusReady || s == StatusDeleted || s == StatusFailed
+	return s == StatusReady || s == StatusDeleted || s == StatusFailed || s == StatusCancelled
 }
 
 // ParseStatus accepts the names of Statuses.

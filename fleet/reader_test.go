@@ -472,8 +472,8 @@ func TestListsAndParsers(t *testing.T) {
 	_, err := ParseMode("upsert")
 	require.Error(t, err)
 
-	settled := map[Status]bool{StatusReady: true, StatusDeleted: true, StatusFailed: true}
-	require.Len(t, Statuses, 9)
+	settled := map[Status]bool{StatusReady: true, StatusDeleted: true, StatusFailed: true, StatusCancelled: true}
+	require.Len(t, Statuses, 10)
 	for _, s := range Statuses {
 		got, err := ParseStatus(string(s))
 		require.NoError(t, err)

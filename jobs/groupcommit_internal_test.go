@@ -71,7 +71,7 @@ func TestAnswersAreRecordedWhileTheBatchRuns(t *testing.T) {
 		items[i] = store.WorkItem{PK: int64(i + 1), DeviceID: id, Op: store.OpCreate, Action: vnccloud.ActionConnect,
 			Groups: []string{id}, LeaseEnds: time.Now().Add(d.Config.ClaimLease)}
 	}
-	require.NoError(t, d.runBatch(context.Background(), items))
+	require.NoError(t, d.runBatch(context.Background(), context.Background(), items))
 
 	require.GreaterOrEqual(t, len(st.groups), 2, "recorded in more than one group")
 	seen := map[int64]bool{}
@@ -98,7 +98,7 @@ func TestGroupsAreBoundedByCount(t *testing.T) {
 		items[i] = store.WorkItem{PK: int64(i + 1), Op: store.OpCreate, Action: vnccloud.ActionConnect,
 			Groups: []string{"g"}, LeaseEnds: time.Now().Add(d.Config.ClaimLease)}
 	}
-	require.NoError(t, d.runBatch(context.Background(), items))
+	require.NoError(t, d.runBatch(context.Background(), context.Background(), items))
 	total := 0
 	for _, g := range st.groups {
 		require.LessOrEqual(t, len(g), commitCount)

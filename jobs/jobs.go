@@ -149,6 +149,8 @@ type Store interface {
 	StalledManifests(ctx context.Context, stalledFor time.Duration) ([]int64, error)
 	SetConsoleURL(ctx context.Context, devicePK int64, instanceID, url string) error
 	SetConsoleURLError(ctx context.Context, devicePK int64, instanceID, msg string) error
+	ManifestCancelled(ctx context.Context, id int64) (bool, error)
+	CancelManifest(ctx context.Context, id int64, by string) (*store.CancelResult, error)
 }
 
 // Deps are the collaborators of every job.
@@ -299,7 +301,13 @@ func nthBackoff(initial time.Duration, mult float64, maxInterval time.Duration, 
 // sent is false when the call never left (the limiter gave up waiting): such a call
 // is known to have had no effect.
 func (d *Deps) call(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
-	if err := d.Limiter.Wait(ctx); err != nil {
+	return d.callAfterWait(ctx, ctx, fn)
+}
+
+// callAfterWait is call whose wait for a send slot ends, unsent, when waitCtx does
+// (a cancelled manifest), while the call itself, once sent, runs under ctx alone.
+func (d *Deps) callAfterWait(waitCtx, ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	if err := d.Limiter.Wait(waitCtx); err != nil {
 		return false, err
 	}
 	callCtx, cancel := context.WithTimeout(ctx, d.Config.CallTimeout)

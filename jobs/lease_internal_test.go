@@ -39,13 +39,13 @@ func TestCallsEndBeforeTheLeaseByTheLocalClock(t *testing.T) {
 	d.Config.setDefaults()
 
 	leaseEnds := time.Now().Add(d.Config.ClaimLease)
-	res := d.runItem(context.Background(), store.WorkItem{Op: store.OpCreate, Action: vnccloud.ActionConnect, LeaseEnds: leaseEnds})
+	res := d.runItem(context.Background(), context.Background(), store.WorkItem{Op: store.OpCreate, Action: vnccloud.ActionConnect, LeaseEnds: leaseEnds})
 	require.Equal(t, fleet.Created, res.Report.Outcome)
 	require.Len(t, cloud.deadlines, 1)
 	require.False(t, cloud.deadlines[0].After(leaseEnds), "the call ends before the claim does")
 
 	short := time.Now().Add(d.Config.CallTimeout / 2)
-	res = d.runItem(context.Background(), store.WorkItem{Op: store.OpCreate, Action: vnccloud.ActionConnect, LeaseEnds: short})
+	res = d.runItem(context.Background(), context.Background(), store.WorkItem{Op: store.OpCreate, Action: vnccloud.ActionConnect, LeaseEnds: short})
 	require.Equal(t, fleet.NotSent, res.Report.Outcome, "a claim ending within a call's timeout sends nothing")
 	require.Len(t, cloud.deadlines, 1)
 }

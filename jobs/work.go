@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -63,12 +64,22 @@ func (w *WorkWorker) Work(ctx context.Context, job *river.Job[WorkArgs]) error {
 			wait := min(max(time.Until(next), 200*time.Millisecond), 30*time.Second)
 			return river.JobSnooze(wait)
 		}
+		cancelled, stopWatching := d.watchCancel(ctx, job.Args.Key)
 		batchCtx, span := startWorkBatch(claimCtx, job.Args.Key, len(items))
-		err = d.runBatch(batchCtx, items)
+		err = d.runBatch(batchCtx, cancelled, items)
 		span.End()
+		wasCancelled := cancelled.Err() != nil
+		stopWatching()
 		release()
 		if err != nil {
 			return err
+		}
+		if wasCancelled {
+			// The devices released unsent still owe their operation: drop it now, so
+			// they settle as cancelled whether or not the canceller asks again.
+			if _, err := d.Store.CancelManifest(ctx, manifestOfKey(job.Args.Key), "worker"); err != nil {
+				return err
+			}
 		}
 		if time.Now().After(stop) || ctx.Err() != nil {
 			return river.JobSnooze(0)
@@ -98,11 +109,11 @@ const (
 
 // runBatch performs the claimed items, at most Fanout at a time, and records their
 // results in groups (commitEvery, commitCount) as they come.
-func (d *Deps) runBatch(ctx context.Context, items []store.WorkItem) error {
+func (d *Deps) runBatch(ctx, cancelled context.Context, items []store.WorkItem) error {
 	results := make(chan store.Result, len(items)) // never blocks a sender
 	go func() {
 		fanOut(items, d.Config.Fanout, func(it store.WorkItem) struct{} {
-			results <- d.runItem(ctx, it)
+			results <- d.runItem(ctx, cancelled, it)
 			return struct{}{}
 		})
 		close(results)
@@ -191,9 +202,69 @@ func fanOut[T, R any](items []T, n int, fn func(T) R) []R {
 // runItem performs one device's operation. No call starts once the claim is within
 // CallTimeout of ending (measured on this process's clock from when the claim was
 // asked for), so no other process can claim the device while a call of ours is still
-// in flight.
-func (d *Deps) runItem(ctx context.Context, item store.WorkItem) store.Result {
+// in flight. Once cancelled is done (the manifest was cancelled), no further call
+// starts, and a call waiting for a send slot gives it back; one already sent is never
+// cut off.
+func (d *Deps) runItem(ctx, cancelled context.Context, item store.WorkItem) store.Result {
 	leaseCtx, cancel := context.WithDeadline(ctx, item.LeaseEnds.Add(-d.Config.CallTimeout))
 	defer cancel()
-	return store.Result{Item: item, Report: cloudop.Perform(leaseCtx, d.Cloud, d.call, item.Task())}
+	call := func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
+		if cancelled.Err() != nil {
+			return false, errWorkCancelled
+		}
+		waitCtx, stopWait := context.WithCancel(ctx)
+		defer stopWait()
+		defer context.AfterFunc(cancelled, stopWait)()
+		return d.callAfterWait(waitCtx, ctx, fn)
+	}
+	return store.Result{Item: item, Report: cloudop.Perform(leaseCtx, d.Cloud, call, item.Task())}
+}
+
+var errWorkCancelled = errors.New("the manifest was cancelled")
+
+// cancelCheckEvery is how often a running batch asks whether its manifest was
+// cancelled: the calls it would start meanwhile are what a cancel still lets through.
+const cancelCheckEvery = time.Second
+
+// watchCancel returns a context that is done once the work key's manifest is
+// cancelled (store.CancelManifest), checked at once and then every cancelCheckEvery
+// until stop is called (which ends it too: read it before). Keys other than a
+// manifest's are never cancelled.
+func (d *Deps) watchCancel(ctx context.Context, key string) (cancelled context.Context, stop func()) {
+	id := manifestOfKey(key)
+	if id == 0 {
+		return context.WithoutCancel(ctx), func() {} // only a manifest's work is cancelled
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	check := func() {
+		if yes, err := d.Store.ManifestCancelled(ctx, id); err != nil {
+			d.Logger.Warn("checking for a cancel failed", "manifest", id, "err", err)
+		} else if yes {
+			cancel()
+		}
+	}
+	check()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(cancelCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-cctx.Done():
+				return
+			case <-t.C:
+				check()
+			}
+		}
+	}()
+	var once sync.Once
+	return cctx, func() { once.Do(func() { close(done); cancel() }) }
+}
+
+// cancelledManifest is the manifest a work key belongs to, or 0.
+func manifestOfKey(key string) int64 {
+	id, _ := store.ManifestOfWorkKey(key)
+	return id
 }

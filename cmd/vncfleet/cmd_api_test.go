@@ -631,3 +631,22 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 	out, errOut, code = runCLI(t, srv.URL, nil, "retry", "--manifest", "7", "--wait")
 	require.Equal(t, exitUnreachable, code, "%s\n%s", out, errOut)
 }
+
+func TestCancelAsksAgainUntilNoCallIsInFlight(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("POST /v1/manifests/7/cancel",
+		fakeAnswer{200, map[string]any{"manifest": 7, "cancelled": 4, "inFlight": 2, "byStatus": map[string]int{"cancelled": 4, "creating": 2, "ready": 1}}},
+		fakeAnswer{200, map[string]any{"manifest": 7, "cancelled": 1, "inFlight": 0, "byStatus": map[string]int{"cancelled": 5, "awaiting_ready": 1, "ready": 1}}})
+
+	out, errOut, code := runCLI(t, srv.URL, nil, "cancel", "7")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, errOut, "waiting for 2 calls in flight to finish")
+	require.Contains(t, out, "manifest 7 cancelled: 5 devices will not be provisioned")
+	require.Contains(t, out, "cancelled       5")
+	require.Len(t, fake.seen("POST /v1/manifests/7/cancel"), 2)
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "cancel", "8")
+	require.Equal(t, exitBadInput, code, "an unknown manifest is not found: %s", errOut)
+	_, _, code = runCLI(t, srv.URL, nil, "cancel", "x")
+	require.Equal(t, exitBadInput, code)
+}

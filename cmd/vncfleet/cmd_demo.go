@@ -41,6 +41,7 @@ func newDemoCmd() *cobra.Command {
 		readyDelay   time.Duration
 		rate         float64
 		verbose      bool
+		keepConsole  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -126,7 +127,11 @@ simulator's. The database is DATABASE_URL's server.`,
 				<-served
 			}()
 			apiURL := "http://" + ln.Addr().String()
-			fmt.Fprintf(out, "server    %s (VNCCLOUD_RATE=%g)\n\n", apiURL, rate)
+			fmt.Fprintf(out, "server    %s (VNCCLOUD_RATE=%g)\n", apiURL, rate)
+			if keepConsole {
+				fmt.Fprintf(out, "console   %s/  sign in with the token %s\n", apiURL, cfg.Token)
+			}
+			fmt.Fprintln(out)
 			client, err := apiclient.New(apiURL, cfg.Token)
 			if err != nil {
 				return err
@@ -159,6 +164,11 @@ simulator's. The database is DATABASE_URL's server.`,
 			}
 			fmt.Fprintf(out, "\nnext: `vncfleet sim` serves this simulator on its own; `vncfleet serve` with DATABASE_URL,\n"+
 				"VNCFLEET_SECRET_KEY and VNCCLOUD_API_* runs the real thing; `vncfleet doctor` checks that setup first (README.md).\n")
+			if keepConsole {
+				fmt.Fprintf(out, "\nThe console stays open at %s/ (token %s) until Ctrl-C.\n", apiURL, cfg.Token)
+				<-ctx.Done()
+				return nil
+			}
 			return waitErr
 		},
 	}
@@ -167,6 +177,7 @@ simulator's. The database is DATABASE_URL's server.`,
 	f.DurationVar(&readyDelay, "ready-delay", time.Second, "the simulator's readiness delay")
 	f.Float64Var(&rate, "rate", 20, "VNCCLOUD_RATE for the demo")
 	f.BoolVar(&verbose, "verbose", false, "show the server's logs")
+	f.BoolVar(&keepConsole, "console", false, "keep the server running afterwards, with the operator's console, and print its URL and a token")
 	return cmd
 }
 

@@ -296,6 +296,16 @@ type ManifestCounts struct {
 	ByStatus map[string]int `json:"byStatus"`
 }
 
+// CancelResult is the answer of POST /v1/manifests/{id}/cancel.
+type CancelResult struct {
+	Manifest int64 `json:"manifest"`
+	// Cancelled counts the devices whose owed work this call dropped.
+	Cancelled int `json:"cancelled"`
+	// InFlight counts the devices whose call was being made: cancel again once it is 0.
+	InFlight int            `json:"inFlight"`
+	ByStatus map[string]int `json:"byStatus"`
+}
+
 // RetryResult is the answer of POST /v1/retry.
 type RetryResult struct {
 	Retried int `json:"retried"`
@@ -659,4 +669,13 @@ func (c *Client) Reconcile(ctx context.Context, dryRun bool) (json.RawMessage, e
 		return nil, err
 	}
 	return raw, nil
+}
+
+// Cancel stops manifest id's owed work (POST /v1/manifests/{id}/cancel).
+func (c *Client) Cancel(ctx context.Context, id int64) (*CancelResult, error) {
+	var res CancelResult
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/manifests/"+strconv.FormatInt(id, 10)+"/cancel", nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/certfile"
 	"github.com/vncfleet/vncfleet/internal/config"
+	"github.com/vncfleet/vncfleet/internal/console"
 	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
@@ -106,6 +107,8 @@ type Worker struct {
 	// while Serve runs.
 	Metrics *metrics.Metrics
 	Gauges  *metrics.DBGauges
+	// Handler serves HTTP: the operator's console at / and, for every other path, the API.
+	Handler http.Handler
 }
 
 // Options are the parts a caller may supply instead of building them from config
@@ -231,14 +234,24 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		ObserveUpload: func(p store.Plan, invalid int) {
 			met.ObserveUpload(p.Creates, p.Updates, p.Deletes, p.Unchanged, invalid)
 		},
+		Rate:           cfg.VNCCloud.Rate,
+		RotationMaxAge: cfg.Rotation.MaxAge,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
+		if deps.RotationSchedule != nil {
+			apiCfg.RotationSchedule = deps.RotationSchedule
+		}
 	}
 	api := server.New(apiCfg)
 	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
 		RotationMaxAge: cfg.Rotation.MaxAge, Logger: logger})
-	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, HTTP: cfg.HTTP, Metrics: met, Gauges: gauges}, nil
+	ui, err := console.New(console.Config{API: api, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, Handler: ui, HTTP: cfg.HTTP,
+		Metrics: met, Gauges: gauges}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -263,7 +276,7 @@ func jobsConfig(cfg *config.Config) jobs.Config {
 // start). Per-request bounds (upload idle, write per chunk) are the API's own.
 func (w *Worker) HTTPServer(logger *slog.Logger) (*http.Server, error) {
 	srv := &http.Server{
-		Handler:           w.API,
+		Handler:           w.Handler,
 		ReadHeaderTimeout: w.HTTP.ReadHeaderTimeout,
 		IdleTimeout:       w.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
@@ -275,6 +288,7 @@ func (w *Worker) HTTPServer(logger *slog.Logger) (*http.Server, error) {
 		}
 		srv.TLSConfig = certs.Config()
 	}
+	srv.RegisterOnShutdown(w.API.StopStreams)
 	return srv, nil
 }
 

@@ -119,11 +119,13 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			s.cfg.ObserveUpload(store.Plan{}, problems.Total)
 		}
 		list := make([]string, 0, len(problems.List))
+		details := make([]map[string]any, 0, len(problems.List))
 		for _, p := range problems.List {
 			list = append(list, p.Error())
+			details = append(details, map[string]any{"line": p.Line, "column": p.Column, "columnName": p.ColumnName, "reason": p.Reason})
 		}
 		writeError(w, http.StatusUnprocessableEntity, "manifest rejected: "+fleet.Plural(problems.Total, "problem"),
-			map[string]any{"problems": list, "total": problems.Total})
+			map[string]any{"problems": list, "details": details, "total": problems.Total})
 	case errors.As(err, &guard):
 		writeError(w, http.StatusConflict, guard.Error(),
 			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})

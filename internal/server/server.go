@@ -81,6 +81,22 @@ type Config struct {
 	// ObserveUpload, when set, is told of every upload that was not a dry run: the
 	// plan of a stored one, or the number of invalid rows of a rejected one.
 	ObserveUpload func(plan store.Plan, invalid int)
+	// Rate is VNCCLOUD_RATE, the budget a progress stream's ETA is computed from; 0
+	// means none (the ETA then follows the pace measured).
+	Rate float64
+	// MaxStreams bounds the event streams (SSE) open at once in this process; one
+	// more is answered 503. Defaults to DefaultMaxStreams.
+	MaxStreams int
+	// StreamInterval is how often a stream reads its state. Defaults to
+	// DefaultStreamInterval.
+	StreamInterval time.Duration
+	// RotationMaxAge is rotation.max_age, and RotationSchedule when rotation runs (nil:
+	// not scheduled), for GET /v1/rotation.
+	RotationMaxAge   time.Duration
+	RotationSchedule Schedule
+	// StreamHeartbeat is the longest a stream stays silent (a comment line keeps
+	// proxies from closing it). Defaults to DefaultStreamHeartbeat.
+	StreamHeartbeat time.Duration
 }
 
 // Defaults of Config.
@@ -105,6 +121,7 @@ type Server struct {
 	handler      http.Handler // mux behind wrap
 	// uploadSlots holds a token per upload in progress (Config.MaxConcurrentUploads).
 	uploadSlots chan struct{}
+	streams     *streams
 }
 
 // New builds the API.
@@ -127,8 +144,12 @@ func New(cfg Config) *Server {
 	cfg.AuthFailuresPerMinute = cmp.Or(cfg.AuthFailuresPerMinute, DefaultAuthFailuresPerMinute)
 	cfg.ClaimTTL = cmp.Or(cfg.ClaimTTL, DefaultClaimTTL)
 	cfg.MaxClaimTTL = cmp.Or(cfg.MaxClaimTTL, DefaultMaxClaimTTL)
+	cfg.MaxStreams = cmp.Or(cfg.MaxStreams, DefaultMaxStreams)
+	cfg.StreamInterval = cmp.Or(cfg.StreamInterval, DefaultStreamInterval)
+	cfg.StreamHeartbeat = cmp.Or(cfg.StreamHeartbeat, DefaultStreamHeartbeat)
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), uploadSlots: make(chan struct{}, cfg.MaxConcurrentUploads),
-		authFailures: newFailureLimiter(cfg.AuthFailuresPerMinute, cfg.AuthFailuresPerMinute)}
+		authFailures: newFailureLimiter(cfg.AuthFailuresPerMinute, cfg.AuthFailuresPerMinute),
+		streams:      newStreams(cfg.MaxStreams)}
 	for _, t := range cfg.Tokens {
 		if t.Value != "" {
 			s.tokens = append(s.tokens, hashedToken{sum: sha256.Sum256([]byte(t.Value)), token: t})
@@ -151,6 +172,17 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /v1/manifests", s.auth(s.listManifests, RoleRead))
 	s.mux.Handle("GET /v1/manifests/{id}", s.auth(s.manifestProgress, RoleRead))
 	s.mux.Handle("GET /v1/manifests/{id}/report", s.auth(s.manifestReport, RoleRead, RoleSecrets))
+	s.mux.Handle("POST /v1/manifests/{id}/cancel", s.auth(s.cancelManifest, RoleUpload))
+	s.mux.Handle("GET /v1/manifests/{id}/events", s.auth(s.manifestEvents, RoleRead))
+	s.mux.Handle("GET /v1/manifests/{id}/failures", s.auth(s.manifestFailures, RoleRead))
+	s.mux.Handle("GET /v1/manifests/{id}/fixup", s.auth(s.manifestFixup, RoleRead))
+	s.mux.Handle("GET /v1/status/events", s.auth(s.statusEvents, RoleRead))
+	s.mux.Handle("GET /v1/me", s.auth(s.me, RoleRead, RoleUpload, RoleSecrets, RoleAdmin))
+	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}", s.auth(s.device, RoleRead))
+	s.mux.Handle("GET /v1/webhooks", s.auth(s.webhooks, RoleRead))
+	s.mux.Handle("GET /v1/rotation", s.auth(s.rotationStatus, RoleRead))
+	s.mux.Handle("POST /v1/webhooks/events/{id}/redeliver", s.auth(s.redeliverWebhook, RoleUpload))
+	s.mux.HandleFunc("GET /v1/openapi.yaml", serveOpenAPI)
 	s.mux.Handle("GET /v1/status", s.auth(s.status, RoleRead))
 	s.mux.Handle("GET /v1/export", s.auth(s.export, RoleRead, RoleSecrets))
 	s.mux.Handle("POST /v1/retry", s.auth(s.retry, RoleUpload))

@@ -88,6 +88,8 @@ type Manifest struct {
 	SHA256     string    `json:"sha256"`
 	Uploader   string    `json:"uploader"`
 	UploadedAt time.Time `json:"uploadedAt"`
+	// CancelledAt is when the manifest was cancelled (CancelManifest); nil if it was not.
+	CancelledAt *time.Time `json:"cancelledAt,omitempty"`
 }
 
 // IngestResult is the outcome of a valid upload.

@@ -32,16 +32,16 @@ type Progress struct {
 }
 
 // settledSQL is the set of statuses that end a device's work for --wait.
-const settledSQL = `('ready', 'deleted', 'failed')`
+const settledSQL = `('ready', 'deleted', 'failed', 'cancelled')`
 
 // GetManifest reads one manifest.
 func (s *Store) GetManifest(ctx context.Context, id int64) (Manifest, error) {
 	var m Manifest
 	var sum []byte
 	err := s.pool.QueryRow(ctx, `
-		SELECT m.id, f.name, m.mode, m.row_count, m.sha256, m.uploader, m.uploaded_at
+		SELECT m.id, f.name, m.mode, m.row_count, m.sha256, m.uploader, m.uploaded_at, m.cancelled_at
 		FROM manifests m JOIN fleets f ON f.id = m.fleet_id WHERE m.id = $1`, id).
-		Scan(&m.ID, &m.Fleet, &m.Mode, &m.Rows, &sum, &m.Uploader, &m.UploadedAt)
+		Scan(&m.ID, &m.Fleet, &m.Mode, &m.Rows, &sum, &m.Uploader, &m.UploadedAt, &m.CancelledAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, fmt.Errorf("manifest %d: %w", id, ErrNotFound)
 	}
@@ -55,7 +55,7 @@ func (s *Store) GetManifest(ctx context.Context, id int64) (Manifest, error) {
 // ListManifests returns a fleet's newest manifests (every fleet's when fleet is "").
 func (s *Store) ListManifests(ctx context.Context, fleetName string, limit int) ([]Manifest, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT m.id, f.name, m.mode, m.row_count, m.sha256, m.uploader, m.uploaded_at
+		SELECT m.id, f.name, m.mode, m.row_count, m.sha256, m.uploader, m.uploaded_at, m.cancelled_at
 		FROM manifests m JOIN fleets f ON f.id = m.fleet_id
 		WHERE $1 = '' OR f.name = $1 ORDER BY m.id DESC LIMIT $2`, fleetName, limit)
 	if err != nil {
@@ -64,7 +64,7 @@ func (s *Store) ListManifests(ctx context.Context, fleetName string, limit int) 
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Manifest, error) {
 		var m Manifest
 		var sum []byte
-		err := row.Scan(&m.ID, &m.Fleet, &m.Mode, &m.Rows, &sum, &m.Uploader, &m.UploadedAt)
+		err := row.Scan(&m.ID, &m.Fleet, &m.Mode, &m.Rows, &sum, &m.Uploader, &m.UploadedAt, &m.CancelledAt)
 		m.SHA256 = hex.EncodeToString(sum)
 		return m, err
 	})
@@ -97,7 +97,7 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	for status, n := range p.ByStatus {
 		p.Total += n
 		switch status {
-		case "ready", "deleted", "failed":
+		case "ready", "deleted", "failed", "cancelled":
 			p.Settled += n
 		}
 	}

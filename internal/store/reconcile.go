@@ -319,14 +319,14 @@ func (s *Store) MarkChecked(ctx context.Context, devicePK int64, specVersion int
 	return nil
 }
 
-// Reschedule recomputes the owed operation of every device that is neither failed nor
+// Reschedule recomputes the owed operation of every device that is neither failed, cancelled nor
 // claimed and owes nothing according to its row, under key. It is the level-triggered
 // backstop: whatever was lost, the rows say what must happen. It returns how many
 // devices now owe an operation they did not before.
 func (s *Store) Reschedule(ctx context.Context, key string) (int, error) {
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE devices d SET `+scheduleOpSQL+`, work_key = $1
-		WHERE d.op IS NULL AND d.status NOT IN ('failed', 'awaiting_ready')
+		WHERE d.op IS NULL AND d.status NOT IN ('failed', 'awaiting_ready', 'cancelled')
 		  AND (d.claim_until IS NULL OR d.claim_until < now())
 		  AND ((d.desired_state = 'absent' AND d.cloud_address IS NOT NULL)
 		    OR (d.desired_state = 'present' AND (d.cloud_address IS NULL OR d.applied_version < d.spec_version

@@ -1,0 +1,521 @@
+package console
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"html/template"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/reconcile"
+	"github.com/vncfleet/vncfleet/internal/server"
+	"github.com/vncfleet/vncfleet/internal/store"
+)
+
+// pageNames are the templates/NAME.html pages, each rendered inside layout.html.
+var pageNames = []string{"signin", "overview", "upload", "manifest", "device", "rotation", "reconcile", "webhooks"}
+
+var funcs = template.FuncMap{
+	"label":      statusLabel,
+	"join":       func(list []string) string { return strings.Join(list, "; ") },
+	"when":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"days":       func(d time.Duration) string { return fmt.Sprintf("%g days", d.Hours()/24) },
+	"percent":    func(n, total int) string { return fmt.Sprintf("%.1f", 100*float64(n)/float64(max(total, 1))) },
+	"pathEscape": url.PathEscape,
+	// The scripts draw bars in the same order and count the same statuses as settled.
+	"statuses":        func() string { return joinStatuses(func(fleet.Status) bool { return true }) },
+	"settledStatuses": func() string { return joinStatuses(fleet.Status.Settled) },
+}
+
+func joinStatuses(keep func(fleet.Status) bool) string {
+	var list []string
+	for _, s := range fleet.Statuses {
+		if keep(s) {
+			list = append(list, string(s))
+		}
+	}
+	return strings.Join(list, ",")
+}
+
+func parsePages() (map[string]*template.Template, error) {
+	pages := map[string]*template.Template{}
+	for _, name := range pageNames {
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console template %s: %w", name, err)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+// statusLabel is how a status reads to a person.
+func statusLabel(status string) string { return strings.ReplaceAll(status, "_", " ") }
+
+// view is what every page gets.
+type view struct {
+	Title   string
+	Page    string // the nav entry to mark current
+	Session *session
+	Flash   string
+	Error   string
+	Data    any
+}
+
+func (v view) Can(role string) bool { return v.Session != nil && v.Session.has(role) }
+
+func (c *Console) render(w http.ResponseWriter, status int, name string, v view) {
+	securityHeaders(w)
+	// Pages hold fleet data and the CSRF token: never stored by the browser or a proxy.
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := c.pages[name].ExecuteTemplate(w, "layout", v); err != nil {
+		c.cfg.Logger.Error("console page failed", "page", name, "err", err)
+	}
+}
+
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session)
+
+// withSession serves h to a signed-in operator, and sends anyone else to sign in.
+func (c *Console) withSession(h sessionHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := c.sessions.get(r)
+		if s == nil {
+			c.toSignin(w, r)
+			return
+		}
+		h(w, r, s)
+	}
+}
+
+func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
+	q := url.Values{"next": {r.URL.RequestURI()}}
+	if _, err := r.Cookie(sessionCookie); err == nil {
+		q.Set("expired", "1")
+	}
+	http.Redirect(w, r, "/signin?"+q.Encode(), http.StatusSeeOther)
+}
+
+// withForm serves a state-changing form post: signed in, same origin, and carrying
+// the session's CSRF token.
+func (c *Console) withForm(h sessionHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := c.sessions.get(r)
+		if s == nil {
+			c.toSignin(w, r)
+			return
+		}
+		if !sameOrigin(r) || !s.csrfOK(r.PostFormValue("csrf")) {
+			http.Error(w, "This form has expired or came from another site: reload the page and try again.", http.StatusForbidden)
+			return
+		}
+		h(w, r, s)
+	}
+}
+
+// sameOrigin rejects a request whose Origin header names another site (browsers send
+// it with every POST).
+func sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host == r.Host
+}
+
+// safeNext keeps a post-sign-in redirect on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+type signinData struct{ Next string }
+
+func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
+	v := view{Title: "Sign in", Data: signinData{Next: safeNext(r.URL.Query().Get("next"))}}
+	if r.URL.Query().Get("expired") != "" {
+		v.Flash = "Your session has ended. Sign in again to go on."
+	}
+	c.render(w, http.StatusOK, "signin", v)
+}
+
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+	next := safeNext(r.PostFormValue("next"))
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	fail := func(status int, msg string) {
+		c.render(w, status, "signin", view{Title: "Sign in", Error: msg, Data: signinData{Next: next}})
+	}
+	if !sameOrigin(r) {
+		fail(http.StatusForbidden, "This sign-in form came from another site.")
+		return
+	}
+	if token == "" {
+		fail(http.StatusBadRequest, "Enter your access token.")
+		return
+	}
+	var me struct {
+		Name  string   `json:"name"`
+		Roles []string `json:"roles"`
+	}
+	err := c.call(r, &session{token: token}, http.MethodGet, "/v1/me", nil, &me)
+	var apiErr *apiError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
+		fail(http.StatusUnauthorized, "That token is not known. Check it and try again.")
+		return
+	case err != nil:
+		c.cfg.Logger.Error("console sign-in failed", "err", err)
+		fail(http.StatusServiceUnavailable, "The server cannot sign you in right now. Try again shortly.")
+		return
+	}
+	c.sessions.start(w, r, token, me.Name, me.Roles)
+	c.cfg.Logger.Info("console sign-in", "name", me.Name, "remote", r.RemoteAddr)
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ *session) {
+	c.sessions.end(w, r)
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// failPage renders an API failure as a page.
+func (c *Console) failPage(w http.ResponseWriter, name string, v view, err error) {
+	status := http.StatusBadGateway
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		status = apiErr.Status
+		v.Error = apiErr.Message
+	} else {
+		v.Error = "The server could not answer: " + err.Error()
+	}
+	c.render(w, status, name, v)
+}
+
+// --- fleets overview ---
+
+// segment is one status's part of a stacked bar.
+type segment struct {
+	Status string
+	Count  int
+	X, W   float64 // where the segment starts and how wide it is, of a bar 1000 wide
+}
+
+// bar is a stacked bar of counts by status, in life order.
+type bar struct {
+	Total    int
+	Settled  int
+	Segments []segment
+}
+
+// Count is how many of the bar's devices have status.
+func (b bar) Count(status string) int {
+	for _, s := range b.Segments {
+		if s.Status == status {
+			return s.Count
+		}
+	}
+	return 0
+}
+
+func newBar(counts map[string]int) bar {
+	var b bar
+	for _, st := range fleet.Statuses {
+		if n := counts[string(st)]; n > 0 {
+			b.Segments = append(b.Segments, segment{Status: string(st), Count: n})
+			b.Total += n
+			if st.Settled() {
+				b.Settled += n
+			}
+		}
+	}
+	x := 0.0
+	for i := range b.Segments {
+		b.Segments[i].X = x
+		b.Segments[i].W = 1000 * float64(b.Segments[i].Count) / float64(b.Total)
+		x += b.Segments[i].W
+	}
+	return b
+}
+
+type manifestRow struct {
+	store.Manifest
+	State string
+	Bar   bar
+}
+
+type fleetView struct {
+	Name      string
+	Bar       bar
+	Manifests []manifestRow
+	Rotation  *store.FleetRotation
+}
+
+// overviewView is the fleets page: each fleet, and when rotation runs next.
+type overviewView struct {
+	Fleets     []fleetView
+	NextRun    *time.Time
+	NoRotation bool // the API could not say
+}
+
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
+	v := view{Title: "Fleets", Page: "fleets", Session: s}
+	var ms []store.Manifest
+	var st store.FleetStatus
+	if err := c.call(r, s, http.MethodGet, "/v1/manifests", nil, &ms); err != nil {
+		c.failPage(w, "overview", v, err)
+		return
+	}
+	if err := c.call(r, s, http.MethodGet, "/v1/status", nil, &st); err != nil {
+		c.failPage(w, "overview", v, err)
+		return
+	}
+	byFleet := map[string]map[string]int{}
+	byManifest := map[int64]map[string]int{}
+	for _, m := range st.ByManifest {
+		if byFleet[m.Fleet] == nil {
+			byFleet[m.Fleet] = map[string]int{}
+		}
+		for k, n := range m.ByStatus {
+			byFleet[m.Fleet][k] += n
+		}
+		byManifest[m.Manifest] = m.ByStatus
+	}
+	fleets := map[string]*fleetView{}
+	for _, m := range ms {
+		f := fleets[m.Fleet]
+		if f == nil {
+			f = &fleetView{Name: m.Fleet, Bar: newBar(byFleet[m.Fleet])}
+			fleets[m.Fleet] = f
+		}
+		row := manifestRow{Manifest: m, Bar: newBar(byManifest[m.ID])}
+		row.State = manifestState(m, row.Bar)
+		f.Manifests = append(f.Manifests, row)
+	}
+	ov := overviewView{}
+	var rot server.RotationOverview
+	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rot); err != nil {
+		ov.NoRotation = true
+	}
+	ov.NextRun = rot.NextRun
+	for _, fr := range rot.Fleets {
+		if f := fleets[fr.Fleet]; f != nil {
+			f.Rotation = &fr
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(fleets)) {
+		ov.Fleets = append(ov.Fleets, *fleets[name])
+	}
+	v.Data = ov
+	c.render(w, http.StatusOK, "overview", v)
+}
+
+// manifestState is a manifest's state in words. (It says "superseded" when later
+// manifests took over all its devices.)
+func manifestState(m store.Manifest, b bar) string {
+	switch {
+	case m.CancelledAt != nil:
+		return "cancelled"
+	case b.Total == 0:
+		return "superseded"
+	case b.Settled == b.Total:
+		return "done"
+	}
+	return "in progress"
+}
+
+// fleetNames lists the fleets that have manifests, for pickers.
+func (c *Console) fleetNames(r *http.Request, s *session) []string {
+	var ms []store.Manifest
+	if c.call(r, s, http.MethodGet, "/v1/manifests", nil, &ms) != nil {
+		return nil
+	}
+	set := map[string]bool{}
+	for _, m := range ms {
+		set[m.Fleet] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// --- upload ---
+
+func (c *Console) uploadPage(w http.ResponseWriter, r *http.Request, s *session) {
+	c.render(w, http.StatusOK, "upload", view{Title: "Upload a manifest", Page: "upload", Session: s, Data: c.fleetNames(r, s)})
+}
+
+// --- manifest progress ---
+
+type groupBar struct {
+	Name string
+	Bar  bar
+}
+
+type manifestView struct {
+	P        store.Progress
+	State    string
+	Bar      bar
+	Groups   []groupBar
+	Failures []store.Failure
+}
+
+func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PathValue("id")
+	v := view{Title: "Manifest #" + id, Page: "fleets", Session: s}
+	var mv manifestView
+	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id), nil, &mv.P); err != nil {
+		c.failPage(w, "manifest", v, err)
+		return
+	}
+	var f struct {
+		Failures []store.Failure `json:"failures"`
+	}
+	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id)+"/failures", nil, &f); err != nil {
+		c.failPage(w, "manifest", v, err)
+		return
+	}
+	mv.Failures = f.Failures
+	mv.Bar = newBar(mv.P.ByStatus)
+	mv.State = manifestState(mv.P.Manifest, mv.Bar)
+	for _, g := range slices.Sorted(maps.Keys(mv.P.ByGroup)) {
+		mv.Groups = append(mv.Groups, groupBar{Name: cmp.Or(g, "(no group)"), Bar: newBar(mv.P.ByGroup[g])})
+	}
+	v.Data = mv
+	c.render(w, http.StatusOK, "manifest", v)
+}
+
+// --- device detail ---
+
+func (c *Console) devicePage(w http.ResponseWriter, r *http.Request, s *session) {
+	fleetName, deviceID := r.PathValue("fleet"), r.PathValue("device")
+	v := view{Title: "Device " + deviceID, Page: "fleets", Session: s}
+	var d store.DeviceDetail
+	if err := c.call(r, s, http.MethodGet, "/v1/fleets/"+url.PathEscape(fleetName)+"/devices/"+url.PathEscape(deviceID), nil, &d); err != nil {
+		c.failPage(w, "device", v, err)
+		return
+	}
+	v.Data = d
+	c.render(w, http.StatusOK, "device", v)
+}
+
+// --- rotation ---
+
+type rotationView struct {
+	Fleets    []string
+	Key       string
+	Scheduled string
+	Status    server.RotationOverview
+	MaxAge    time.Duration
+}
+
+func (c *Console) rotationPage(w http.ResponseWriter, r *http.Request, s *session) {
+	q := r.URL.Query()
+	v := view{Title: "Password rotation", Page: "rotation", Session: s}
+	rv := rotationView{Fleets: c.fleetNames(r, s), Key: q.Get("key"), Scheduled: q.Get("scheduled")}
+	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rv.Status); err != nil {
+		v.Data = rv
+		c.failPage(w, "rotation", v, err)
+		return
+	}
+	rv.MaxAge = time.Duration(rv.Status.MaxAgeSeconds * float64(time.Second))
+	v.Data = rv
+	c.render(w, http.StatusOK, "rotation", v)
+}
+
+func (c *Console) rotateNow(w http.ResponseWriter, r *http.Request, s *session) {
+	q := url.Values{}
+	if f := r.PostFormValue("fleet"); f != "" {
+		q.Set("fleet", f)
+	}
+	if r.PostFormValue("all") != "" {
+		q.Set("all", "true")
+	}
+	var res struct {
+		Scheduled int    `json:"scheduled"`
+		Key       string `json:"key"`
+	}
+	if err := c.call(r, s, http.MethodPost, "/v1/rotate?"+q.Encode(), nil, &res); err != nil {
+		c.failPage(w, "rotation", view{Title: "Password rotation", Page: "rotation", Session: s,
+			Data: rotationView{Fleets: c.fleetNames(r, s)}}, err)
+		return
+	}
+	http.Redirect(w, r, "/rotation?"+url.Values{"key": {res.Key}, "scheduled": {strconv.Itoa(res.Scheduled)}}.Encode(), http.StatusSeeOther)
+}
+
+// --- reconcile ---
+
+// reconcileReport is the API's reconcile report, as the page shows it.
+type reconcileReport struct{ reconcile.Report }
+
+// Sections lists the report's findings with what each means, in the order an
+// operator reads them.
+func (rep reconcileReport) Sections() []reportSection {
+	return []reportSection{
+		{"Vanished", "addresses gone from the cloud: created again", rep.Vanished},
+		{"Drifted", "specs changed outside vncfleet: put back", rep.Drifted},
+		{"Adopted", "addresses of lost creates, given to their device", rep.Adopted},
+		{"Orphans deleted", "addresses of lost creates no device needed", rep.DeletedOrphans},
+		{"Creates in flight", "unknown addresses a recent create may have made: settled by a later run", rep.InFlight},
+		{"Foreign", "addresses vncfleet did not create", rep.Foreign},
+		{"Foreign deleted", "foreign addresses deleted by policy", rep.DeletedForeign},
+		{"Errors", "what could not be settled", rep.Errors},
+	}
+}
+
+type reportSection struct {
+	Name, Meaning string
+	Items         []string
+}
+
+func (c *Console) reconcilePage(w http.ResponseWriter, _ *http.Request, s *session) {
+	c.render(w, http.StatusOK, "reconcile", view{Title: "Reconcile", Page: "reconcile", Session: s})
+}
+
+func (c *Console) reconcileNow(w http.ResponseWriter, r *http.Request, s *session) {
+	v := view{Title: "Reconcile", Page: "reconcile", Session: s}
+	path := "/v1/reconcile"
+	if r.PostFormValue("dry_run") != "" {
+		path += "?dry_run=true"
+	}
+	var rep reconcileReport
+	if err := c.call(r, s, http.MethodPost, path, nil, &rep); err != nil {
+		c.failPage(w, "reconcile", v, err)
+		return
+	}
+	v.Data = rep
+	c.render(w, http.StatusOK, "reconcile", v)
+}
+
+// --- webhooks ---
+
+func (c *Console) webhooksPage(w http.ResponseWriter, r *http.Request, s *session) {
+	v := view{Title: "Webhooks", Page: "webhooks", Session: s}
+	if id := r.URL.Query().Get("redelivered"); id != "" {
+		v.Flash = "Event " + id + " will be delivered again."
+	}
+	var wv store.WebhookOverview
+	if err := c.call(r, s, http.MethodGet, "/v1/webhooks", nil, &wv); err != nil {
+		c.failPage(w, "webhooks", v, err)
+		return
+	}
+	v.Data = wv
+	c.render(w, http.StatusOK, "webhooks", v)
+}
+
+func (c *Console) redeliver(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PathValue("id")
+	if err := c.call(r, s, http.MethodPost, "/v1/webhooks/events/"+url.PathEscape(id)+"/redeliver", nil, nil); err != nil {
+		c.failPage(w, "webhooks", view{Title: "Webhooks", Page: "webhooks", Session: s}, err)
+		return
+	}
+	http.Redirect(w, r, "/webhooks?redelivered="+url.QueryEscape(id), http.StatusSeeOther)
+}

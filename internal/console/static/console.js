@@ -1,0 +1,375 @@
+// vncfleet console: the little script the pages need. Every request goes to the JSON
+// API under /ui/api (the session cookie stands for the bearer token); state-changing
+// ones carry the CSRF token of the page. Text reaches the page as textContent only.
+"use strict";
+
+const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
+const STATUSES = meta("statuses").split(",");
+const SETTLED = new Set(meta("settled-statuses").split(","));
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+const label = (s) => s.replaceAll("_", " ");
+
+// api calls /ui/api + path and answers {status, body} (body parsed when JSON).
+async function api(method, path, body, headers = {}) {
+  const h = { ...headers };
+  if (method !== "GET") h["X-CSRF-Token"] = meta("csrf-token");
+  const resp = await fetch("/ui/api" + path, { method, body, headers: h, cache: "no-store", credentials: "same-origin" });
+  const type = resp.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await resp.json() : await resp.text();
+  if (resp.status === 401) location.assign("/signin?expired=1&next=" + encodeURIComponent(location.pathname));
+  return { status: resp.status, body: data };
+}
+
+// bar draws counts by status as the server's bar template does: an SVG stacked bar
+// and a legend with the counts in words.
+function bar(counts) {
+  const segs = STATUSES.filter((s) => (counts[s] || 0) > 0).map((s) => [s, counts[s]]);
+  const total = segs.reduce((n, [, c]) => n + c, 0);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "bar");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("viewBox", "0 0 1000 20");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("aria-label", segs.length ? segs.map(([s, c]) => `${c} ${label(s)}`).join(", ") : "no devices");
+  let x = 0;
+  for (const [s, c] of segs) {
+    const r = document.createElementNS(SVG, "rect");
+    const w = (1000 * c) / total;
+    r.setAttribute("class", "st-" + s);
+    r.setAttribute("x", x);
+    r.setAttribute("width", w);
+    r.setAttribute("height", 20);
+    const t = document.createElementNS(SVG, "title");
+    t.textContent = `${c} ${label(s)}`;
+    r.append(t);
+    svg.append(r);
+    x += w;
+  }
+  const legend = el("ul", { class: "legend" },
+    segs.map(([s, c]) => el("li", {}, el("span", { class: "key st-" + s, "aria-hidden": "true" }), label(s) + " ", el("strong", {}, c))));
+  const frag = document.createDocumentFragment();
+  frag.append(svg, legend);
+  return frag;
+}
+
+function settledOf(counts) {
+  let settled = 0, total = 0;
+  for (const [s, n] of Object.entries(counts || {})) {
+    total += n;
+    if (SETTLED.has(s)) settled += n;
+  }
+  return { settled, total };
+}
+
+function duration(seconds) {
+  if (seconds === undefined || seconds === null) return "–";
+  if (seconds < 1) return "under a second";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h} h ${m} min` : m ? `${m} min ${r} s` : `${r} s`;
+}
+
+// --- fleets overview: live counts ---
+function overview() {
+  const live = $("#live");
+  if (!live) return;
+  const es = new EventSource(live.dataset.stream);
+  es.addEventListener("status", (ev) => {
+    const st = JSON.parse(ev.data);
+    const byFleet = {};
+    for (const m of st.byManifest || []) {
+      const f = (byFleet[m.fleet] ||= {});
+      for (const [s, n] of Object.entries(m.byStatus)) f[s] = (f[s] || 0) + n;
+    }
+    for (const card of document.querySelectorAll("section.fleet")) {
+      const counts = byFleet[card.dataset.fleet] || {};
+      const { settled, total } = settledOf(counts);
+      $("[data-total]", card).textContent = `${settled} of ${total}`;
+      $(".fleet-bar", card).replaceChildren(bar(counts));
+    }
+    live.textContent = "Counts refresh live; last update " + new Date().toLocaleTimeString() + ".";
+  });
+  es.onerror = () => { live.textContent = "Live updates interrupted; reconnecting…"; };
+}
+
+// --- upload: plan first, then apply ---
+
+// parseCSV splits text into records (RFC 4180 quoting), keeping each record's line.
+function parseCSV(text) {
+  const rows = [];
+  let row = [], field = "", quoted = false, line = 1, start = 1;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
+      else if (ch === '"') quoted = false;
+      else { if (ch === "\n") line++; field += ch; }
+    } else if (ch === '"') quoted = true;
+    else if (ch === ",") { row.push(field); field = ""; }
+    else if (ch === "\n" || ch === "\r") {
+      if (ch === "\r" && text[i + 1] === "\n") i++;
+      row.push(field); rows.push({ line: start, cells: row }); row = []; field = ""; line++; start = line;
+    } else field += ch;
+  }
+  if (field !== "" || row.length) { row.push(field); rows.push({ line: start, cells: row }); }
+  return rows;
+}
+
+function upload() {
+  const form = $("#upload");
+  if (!form) return;
+  const result = $("#result");
+  const drop = $("#drop"), file = $("#file");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { file.files = e.dataTransfer.files; }
+  });
+
+  const send = async (dryRun, maxDeletions) => {
+    const q = new URLSearchParams({ fleet: form.fleet.value.trim(), mode: form.mode.value });
+    if (dryRun) q.set("dry_run", "true");
+    if (maxDeletions !== undefined) q.set("max_deletions", String(maxDeletions));
+    return api("POST", "/v1/manifests?" + q, file.files[0], { "Content-Type": "text/csv" });
+  };
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!file.files.length) {
+      result.replaceChildren(el("p", { class: "error", role: "alert" }, "Choose a CSV file first."));
+      return;
+    }
+    result.replaceChildren(el("p", { role: "status" }, "Checking the manifest…"));
+    const { status, body } = await send(true);
+    if (status === 422) return showProblems(body, await file.files[0].text());
+    if (status !== 200) return showError(body);
+    showPlan(body.plan);
+  });
+
+  const showError = (body) =>
+    result.replaceChildren(el("p", { class: "error", role: "alert" }, (body && body.error) || String(body)));
+
+  function showProblems(body, text) {
+    const rows = parseCSV(text.replace(/^\uFEFF/, ""));
+    const header = rows[0] ? rows[0].cells : [];
+    const byLine = new Map(rows.map((r) => [r.line, r.cells]));
+    const problems = new Map();
+    for (const p of body.details || []) {
+      if (!problems.has(p.line)) problems.set(p.line, []);
+      problems.get(p.line).push(p);
+    }
+    const items = [...problems.entries()].sort((a, b) => a[0] - b[0]).map(([line, list]) => {
+      const cells = byLine.get(line) || [];
+      const bad = new Set(list.map((p) => p.column));
+      const preview = el("table", { class: "preview" },
+        el("thead", {}, el("tr", {}, el("th", { class: "ln", scope: "col" }, "line"), header.map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, el("tr", {}, el("td", { class: "ln" }, line),
+          cells.map((c, i) => bad.has(i + 1)
+            ? el("td", { class: "bad", "aria-invalid": "true" }, el("span", { class: "mark" }, "✗ "), c)
+            : el("td", {}, c)))));
+      return el("article", { class: "problem", "aria-label": `Line ${line}` },
+        el("h3", {}, `Line ${line}`),
+        el("ul", {}, list.map((p) => el("li", {}, `column ${p.column}${p.columnName ? ` (${p.columnName})` : ""}: ${p.reason}`))),
+        el("div", { class: "table-wrap" }, preview));
+    });
+    const more = body.total > (body.details || []).length ? ` (the first ${body.details.length} are shown)` : "";
+    result.replaceChildren(el("section", { class: "card", "aria-labelledby": "problems-h" },
+      el("h2", { id: "problems-h" }, `Rejected: ${body.total} problem${body.total === 1 ? "" : "s"}${more}`),
+      el("p", {}, "Nothing was stored. Correct the file and check it again."),
+      el("div", { class: "problems" }, items)));
+    $("#problems-h").focus?.();
+  }
+
+  function idList(title, ids, total) {
+    if (!total) return [];
+    const capped = total > ids.length ? ` (first ${ids.length} listed)` : "";
+    return [el("h3", {}, `${title}: ${total}${capped}`), el("ul", { class: "items" }, ids.map((i) => el("li", {}, el("code", {}, i))))];
+  }
+
+  function showPlan(plan, guard) {
+    const apply = el("button", { type: "button", id: "apply" }, "Apply");
+    const out = el("p", { role: "status", "aria-live": "polite" });
+    const card = el("section", { class: "card", "aria-labelledby": "plan-h" },
+      el("h2", { id: "plan-h" }, "Plan (dry run: nothing changed yet)"),
+      el("ul", { class: "plan-counts" },
+        el("li", {}, el("strong", {}, plan.creates), "to create"),
+        el("li", {}, el("strong", {}, plan.updates), "to update"),
+        el("li", {}, el("strong", {}, plan.deletes), "to delete"),
+        el("li", {}, el("strong", {}, plan.unchanged), "unchanged")),
+      idList("Creates", plan.createIds || [], plan.creates),
+      plan.updates ? [el("h3", {}, `Updates: ${plan.updates}`), el("ul", { class: "items" },
+        (plan.updateList || []).map((u) => el("li", {}, el("code", {}, u.deviceId), " changes " + u.fields.join(", "))))] : [],
+      idList("Deletions", plan.deleteIds || [], plan.deletes));
+    let confirmInput;
+    if (guard) {
+      confirmInput = el("input", { id: "confirm-deletions", inputmode: "numeric", autocomplete: "off" });
+      card.append(el("div", { class: "error", role: "alert" },
+        el("p", {}, `This replace would delete ${plan.deletes} devices, more than the ${guard.maxDeletions} allowed without confirmation.`),
+        el("label", { for: "confirm-deletions" }, `Type ${plan.deletes} to confirm the deletions`), confirmInput));
+      apply.disabled = true;
+      confirmInput.addEventListener("input", () => { apply.disabled = confirmInput.value.trim() !== String(plan.deletes); });
+    }
+    card.append(el("div", { class: "actions" }, apply), out);
+    apply.addEventListener("click", async () => {
+      apply.disabled = true;
+      out.textContent = "Applying…";
+      const { status, body } = await send(false, guard ? plan.deletes : undefined);
+      if (status === 409 && body.plan) return showPlan(body.plan, body);
+      if (status === 201) { location.assign("/manifests/" + body.manifest.id); return; }
+      if (status === 200 && body.unchanged) {
+        out.replaceChildren("Identical to the fleet's latest manifest: nothing to do. ", el("a", { href: "/manifests/" + body.manifest.id }, `See manifest #${body.manifest.id}`));
+        return;
+      }
+      apply.disabled = false;
+      out.textContent = (body && body.error) || "The upload failed.";
+    });
+    result.replaceChildren(card);
+  }
+}
+
+// --- manifest: live progress by SSE, retry, cancel ---
+function manifest() {
+  const root = $("#progress");
+  if (!root) return;
+  const id = root.dataset.id;
+  const streamState = $("#stream-state");
+  let es;
+  const connect = () => {
+    es?.close();
+    es = new EventSource(root.dataset.stream);
+    es.onopen = () => { streamState.textContent = "live"; };
+    es.onerror = () => { streamState.textContent = "reconnecting…"; };
+    es.addEventListener("progress", (ev) => draw(JSON.parse(ev.data)));
+    es.addEventListener("done", () => { es.close(); streamState.textContent = "finished"; refreshFailures(); });
+  };
+  function draw(p) {
+    const pct = p.total ? ((100 * p.settled) / p.total).toFixed(1) : "100.0";
+    $("#settled").textContent = p.settled;
+    $("#total").textContent = p.total;
+    $("#pct").textContent = pct;
+    const meter = $("#meter");
+    meter.max = Math.max(p.total, 1);
+    meter.value = p.settled;
+    meter.textContent = pct + "%";
+    $("#rate").textContent = (p.devicesPerSecond || 0).toFixed(1);
+    $("#eta").textContent = p.done ? "done" : duration(p.etaSeconds);
+    $("#by-status").replaceChildren(bar(p.byStatus));
+    const groups = Object.keys(p.byGroup || {}).sort();
+    $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
+      const { settled, total } = settledOf(p.byGroup[g]);
+      return el("div", { class: "group" }, el("h3", {}, g || "(no group)"), el("p", {}, `${settled} of ${total} settled`), bar(p.byGroup[g]));
+    }) : [el("p", {}, "No groups.")]));
+    const state = $("#state");
+    const st = p.manifest.cancelledAt ? "cancelled" : p.done ? "done" : "in progress";
+    state.textContent = st;
+    state.className = "state state-" + st;
+    const cancel = $("#cancel");
+    if (cancel) cancel.disabled = p.done || !!p.manifest.cancelledAt;
+    if (p.failed) refreshFailures();
+  }
+  let lastFailures = -1;
+  async function refreshFailures() {
+    const { status, body } = await api("GET", `/v1/manifests/${id}/failures`);
+    if (status !== 200 || body.failures.length === lastFailures) return;
+    lastFailures = body.failures.length;
+    const fleet = $("#progress").querySelector("strong").textContent;
+    $("#failures").replaceChildren(body.failures.length ? el("table", {},
+      el("thead", {}, el("tr", {}, ["Line", "Device", "HTTP status", "Code", "Message"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, body.failures.map((f) => el("tr", {},
+        el("td", {}, f.line),
+        el("td", {}, el("a", { href: `/fleets/${encodeURIComponent(fleet)}/devices/${encodeURIComponent(f.deviceId)}` }, f.deviceId)),
+        el("td", {}, f.httpStatus || ""), el("td", {}, f.errorCode || ""), el("td", {}, f.message)))))
+      : el("p", {}, "No device has failed."));
+    const retry = $("#retry");
+    if (retry) retry.disabled = body.failures.length === 0;
+  }
+  const say = (msg) => { $("#action-result").textContent = msg; };
+  $("#print")?.addEventListener("click", () => window.print());
+  $("#retry")?.addEventListener("click", async () => {
+    const { status, body } = await api("POST", `/v1/retry?manifest=${id}`);
+    say(status === 200 ? `${body.retried} failed devices scheduled again.` : body.error);
+    lastFailures = -1;
+    connect();
+  });
+  const cancel = $("#cancel");
+  cancel?.addEventListener("click", async () => {
+    if (!cancel.dataset.armed) {
+      cancel.dataset.armed = "1";
+      cancel.textContent = "Yes, cancel its owed work";
+      cancel.classList.add("danger");
+      say("Calls in flight will finish; devices not started will say cancelled. Press again to confirm.");
+      return;
+    }
+    cancel.disabled = true;
+    for (;;) {
+      const { status, body } = await api("POST", `/v1/manifests/${id}/cancel`);
+      if (status !== 200) { say(body.error); return; }
+      if (body.inFlight === 0) {
+        const now = STATUSES.filter((s) => body.byStatus[s]).map((s) => `${body.byStatus[s]} ${label(s)}`).join(", ");
+        say(`Cancelled: ${body.byStatus.cancelled || 0} devices will not be provisioned. Now: ${now}.`);
+        cancel.textContent = "Cancelled";
+        cancel.classList.remove("danger");
+        break;
+      }
+      say(`Waiting for ${body.inFlight} calls in flight to finish…`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    connect();
+  });
+  connect();
+}
+
+// --- device: reveal a password, never kept ---
+function device() {
+  const reveal = $("#reveal");
+  if (!reveal) return;
+  const box = $("#secret"), value = $("#secret-value");
+  reveal.addEventListener("click", async () => {
+    const { status, body } = await api("GET", `/v1/fleets/${encodeURIComponent(reveal.dataset.fleet)}/devices/${encodeURIComponent(reveal.dataset.device)}/credentials`);
+    if (status !== 200) { value.textContent = body.error; box.hidden = false; return; }
+    value.textContent = body.cloudPassword;
+    box.hidden = false;
+    reveal.disabled = true;
+    $("#dismiss").focus();
+  });
+  $("#dismiss").addEventListener("click", () => {
+    value.textContent = "";
+    box.hidden = true;
+    reveal.disabled = false;
+    reveal.focus();
+  });
+}
+
+// --- rotation run: follows the work's progress ---
+function rotation() {
+  const work = $("#work");
+  if (!work) return;
+  const tick = async () => {
+    const { status, body } = await api("GET", "/v1/work/" + encodeURIComponent(work.dataset.key));
+    if (status !== 200) { $("#work-state").textContent = body.error; return; }
+    $("#work-settled").textContent = body.settled;
+    $("#work-total").textContent = body.total;
+    const meter = $("#work-meter");
+    meter.max = Math.max(body.total, 1);
+    meter.value = body.settled;
+    if (body.done) { $("#work-state").textContent = `Done: ${body.failed || 0} failed.`; return; }
+    $("#work-state").textContent = "Rotating…";
+    setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+document.addEventListener("DOMContentLoaded", () => { overview(); upload(); manifest(); device(); rotation(); });

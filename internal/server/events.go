@@ -1,0 +1,227 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vncfleet/vncfleet/internal/store"
+)
+
+// Server-Sent Events: a stream sends the whole state (a snapshot) whenever it
+// changes, so a client that reconnects with Last-Event-ID misses nothing by
+// construction: the first event it gets is the current state. Event ids go on from
+// the one the client last saw.
+
+// Stream defaults; see Config.
+const (
+	DefaultMaxStreams      = 64
+	DefaultStreamInterval  = time.Second
+	DefaultStreamHeartbeat = 15 * time.Second
+)
+
+// streamRetryMillis is the reconnect delay the stream asks browsers for.
+const streamRetryMillis = 2000
+
+// streams bounds the open streams of this process and ends them all on shutdown.
+type streams struct {
+	slots chan struct{}
+	mu    sync.Mutex
+	done  chan struct{} // closed by stop
+}
+
+func newStreams(max int) *streams {
+	return &streams{slots: make(chan struct{}, max), done: make(chan struct{})}
+}
+
+func (st *streams) stop() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	select {
+	case <-st.done:
+	default:
+		close(st.done)
+	}
+}
+
+// StopStreams ends every open event stream (for http.Server.RegisterOnShutdown: a
+// stream never goes idle, so a graceful shutdown would otherwise wait it out).
+func (s *Server) StopStreams() { s.streams.stop() }
+
+// snapshotFunc reads the state a stream sends, and whether it is final.
+type snapshotFunc func(ctx context.Context) (state any, final bool, err error)
+
+// stream serves snapshots of one state as text/event-stream until the state is final,
+// the client goes, or the server shuts down.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, snapshot snapshotFunc) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming is not supported here", nil)
+		return
+	}
+	select {
+	case s.streams.slots <- struct{}{}:
+		defer func() { <-s.streams.slots }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many event streams open (%d); try again shortly", cap(s.streams.slots)), nil)
+		return
+	}
+	// The first snapshot before the headers: a missing manifest is still a 404.
+	state, final, err := snapshot(r.Context())
+	if !s.found(w, r, err) {
+		return
+	}
+	seq, _ := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "retry: %d\n\n", streamRetryMillis)
+
+	tick := time.NewTicker(s.cfg.StreamInterval)
+	defer tick.Stop()
+	heartbeat := time.NewTicker(s.cfg.StreamHeartbeat)
+	defer heartbeat.Stop()
+	var last []byte
+	for {
+		if err == nil {
+			data, _ := json.Marshal(state)
+			if !bytes.Equal(data, last) {
+				seq++
+				fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", seq, event, data)
+				last = data
+			}
+			if final {
+				fmt.Fprintf(w, "id: %d\nevent: done\ndata: {}\n\n", seq)
+				flusher.Flush()
+				return
+			}
+		} else {
+			// A failed read (database restarting) is said, not fatal: the next tick tries again.
+			s.cfg.Logger.Warn("event stream read failed", "path", r.URL.Path, "err", err)
+			fmt.Fprint(w, ": read failed, retrying\n\n")
+		}
+		flusher.Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.streams.done:
+			return
+		case <-heartbeat.C:
+			fmt.Fprint(w, ": heartbeat\n\n")
+			flusher.Flush()
+			continue
+		case <-tick.C:
+		}
+		state, final, err = snapshot(r.Context())
+	}
+}
+
+// ProgressEvent is a manifest's progress with its pace: what a progress stream sends.
+type ProgressEvent struct {
+	*store.Progress
+	// DevicesPerSecond is how fast devices settled over the stream's last RateWindow.
+	DevicesPerSecond float64 `json:"devicesPerSecond"`
+	// CallsOwed estimates the VNC Cloud calls still to make (callsOwed).
+	CallsOwed int `json:"callsOwed"`
+	// Rate is the cluster's budget, VNCCLOUD_RATE (0: none).
+	Rate float64 `json:"rate"`
+	// ETASeconds estimates the time left; absent when nothing allows an estimate yet.
+	ETASeconds *float64 `json:"etaSeconds,omitempty"`
+}
+
+// callsPerStatus is how many calls a device in a status still needs at the least:
+// a create then a readiness poll; a poll; a GET for the ETag, the change, a poll; a
+// GET and a DELETE. More polls are needed when the cloud is slow to be ready, so an
+// ETA from these is a floor.
+var callsPerStatus = map[string]int{
+	"pending": 2, "creating": 2, "awaiting_ready": 1, "updating": 3, "rotating": 3, "deleting": 2,
+}
+
+func callsOwed(p *store.Progress) int {
+	n := 2 * p.Staged // staged rows are creates or updates yet to be scheduled
+	for status, count := range p.ByStatus {
+		n += callsPerStatus[status] * count
+	}
+	return n
+}
+
+// rateWindow is how far back a progress stream measures devices/s.
+const rateWindow = 30 * time.Second
+
+type settledSample struct {
+	at      time.Time
+	settled int
+}
+
+// pace measures devices/s over a sliding window and estimates the time left.
+type pace struct {
+	rate    float64
+	samples []settledSample
+}
+
+// observe records a progress reading taken at now and returns its event.
+func (pc *pace) observe(p *store.Progress, now time.Time) ProgressEvent {
+	ev := ProgressEvent{Progress: p, CallsOwed: callsOwed(p), Rate: pc.rate}
+	pc.samples = append(pc.samples, settledSample{now, p.Settled})
+	for len(pc.samples) > 2 && now.Sub(pc.samples[1].at) > rateWindow {
+		pc.samples = pc.samples[1:]
+	}
+	first := pc.samples[0]
+	if elapsed := now.Sub(first.at).Seconds(); elapsed > 0 && p.Settled > first.settled {
+		ev.DevicesPerSecond = float64(p.Settled-first.settled) / elapsed
+	}
+	ev.ETASeconds = eta(p.Total-p.Settled, ev.CallsOwed, pc.rate, ev.DevicesPerSecond)
+	return ev
+}
+
+// eta is the longer of two estimates: the calls owed at the rate budget (the cluster
+// can go no faster), and the devices left at the pace measured (it has gone no
+// faster). Nil when neither is known, or nothing is left (0).
+func eta(devicesLeft, calls int, rate, devicesPerSecond float64) *float64 {
+	if devicesLeft <= 0 {
+		zero := 0.0
+		return &zero
+	}
+	var best float64
+	if rate > 0 {
+		best = float64(calls) / rate
+	}
+	if devicesPerSecond > 0 {
+		best = max(best, float64(devicesLeft)/devicesPerSecond)
+	}
+	if best == 0 {
+		return nil
+	}
+	return &best
+}
+
+func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.manifestID(w, r)
+	if !ok {
+		return
+	}
+	pc := &pace{rate: s.cfg.Rate}
+	s.stream(w, r, "progress", func(ctx context.Context) (any, bool, error) {
+		p, err := s.cfg.Store.ManifestProgress(ctx, id, true)
+		if err != nil {
+			return nil, false, err
+		}
+		return pc.observe(p, time.Now()), p.Done, nil
+	})
+}
+
+func (s *Server) statusEvents(w http.ResponseWriter, r *http.Request) {
+	fleetName := r.URL.Query().Get("fleet")
+	s.stream(w, r, "status", func(ctx context.Context) (any, bool, error) {
+		st, err := s.cfg.Store.Status(ctx, fleetName)
+		return st, false, err
+	})
+}

@@ -1,0 +1,68 @@
+package store_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/store"
+)
+
+// Cancelling a manifest drops the work no call is making, leaves a call in flight to
+// finish and be recorded, and keeps what was done; nothing reschedules what it dropped.
+func TestCancelManifestStopsOwedWorkButNoCallInFlight(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"a1,connect,a,,,\na2,connect,a,,,\na3,connect,a,,,\na4,connect,a,,,\na5,connect,a,,,\n")
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, "manifest:"), 10, 64)
+	require.NoError(t, err)
+
+	require.Equal(t, 2, e.Step(key, 2, provisiontest.RetryNow), "two devices created")
+	inFlight, err := e.Store.ClaimWork(e.Ctx, key, 1, time.Minute, 0)
+	require.NoError(t, err)
+	require.Len(t, inFlight, 1)
+	result := e.Perform(inFlight[0]) // the call is made; its result not yet recorded
+
+	res, err := e.Store.CancelManifest(e.Ctx, id, "operator")
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Cancelled)
+	require.Equal(t, 1, res.InFlight)
+	require.Equal(t, store.Counts{"awaiting_ready": 2, "creating": 1, "cancelled": 2}, res.ByStatus)
+
+	e.Finish(result)
+	require.Equal(t, "awaiting_ready", e.Device("f", inFlight[0].DeviceID).Status, "the in-flight call's result is recorded")
+	again, err := e.Store.CancelManifest(e.Ctx, id, "someone else")
+	require.NoError(t, err)
+	require.Zero(t, again.Cancelled)
+	require.Zero(t, again.InFlight)
+	require.Equal(t, res.CancelledAt, again.CancelledAt, "the first cancel's time stays")
+
+	n, err := e.Store.Reschedule(e.Ctx, "sweep:1")
+	require.NoError(t, err)
+	require.Zero(t, n, "the backstop does not bring cancelled work back")
+	require.Zero(t, e.Step(key, 10, provisiontest.RetryNow))
+	for e.Poll() > 0 {
+	}
+	require.Equal(t, int64(3), e.Counts()["create"], "three creates were sent, no more")
+	require.Len(t, e.Addresses(), 3)
+
+	p, err := e.Store.ManifestProgress(e.Ctx, id, true)
+	require.NoError(t, err)
+	require.True(t, p.Done, "cancelled devices are settled")
+	require.Equal(t, store.Counts{"ready": 3, "cancelled": 2}, p.ByStatus)
+	require.NotNil(t, p.Manifest.CancelledAt)
+	var by string
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT cancelled_by FROM manifests WHERE id = $1`, id).Scan(&by))
+	require.Equal(t, "operator", by)
+}
+
+func TestCancelUnknownManifestIsNotFound(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	_, err := e.Store.CancelManifest(e.Ctx, 999, "operator")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
