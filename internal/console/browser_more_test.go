@@ -78,7 +78,7 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	b.screenshot("device-reveal")
 	var audited int
 	require.NoError(t, st.pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM audit_log WHERE action = 'reveal_password' AND actor = 'admin' AND detail->>'device' = 'viewer-line-a-1'`).Scan(&audited))
+		`SELECT count(*) FROM audit_log WHERE action = 'reveal_credentials' AND actor = 'admin' AND detail->>'device' = 'viewer-line-a-1'`).Scan(&audited))
 	require.Equal(t, 1, audited, "the reveal is audited")
 	b.click("#dismiss")
 	require.False(t, eval[bool](b, `!document.querySelector("#secret").hidden`), "dismissed")
