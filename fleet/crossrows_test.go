@@ -81,7 +81,7 @@ func TestCheckCrossRows(t *testing.T) {
 
 func TestCheckCrossRowsHandBuilt(t *testing.T) {
 	t.Parallel()
-	// Devices without Columns count as laid out in CONTRACT.md's order.
+	// Devices without Columns count as laid out in docs/contract.md's order.
 	got := CheckCrossRows([]Device{
 		{Line: 2, DeviceID: "a", Action: "connect", State: StatePresent},
 		{Line: 3, DeviceID: "a", Action: "listen", State: StatePresent, AllowDevices: []string{"x"}},

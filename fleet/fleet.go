@@ -97,7 +97,7 @@ type Device struct {
 	// as ColDeviceID) to their 1-based positions, for problems found after reading
 	// (CheckCrossRows, the server's SQL checks). Every Device of one Reader shares the
 	// same map, so it costs nothing per row; it must not be modified. Nil for a Device
-	// built by hand, which then counts as laid out in CONTRACT.md's column order.
+	// built by hand, which then counts as laid out in docs/contract.md's column order.
 	Columns map[string]int
 }
 
@@ -178,7 +178,7 @@ func appendStr(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// ExportHeader is the export CSV's header (CONTRACT.md).
+// ExportHeader is the export CSV's header (docs/contract.md).
 var ExportHeader = []string{"device_id", "action", "status", "cloud_address", "cloud_password", "groups",
 	"allow_groups", "allow_devices", "vnc_url", "last_error"}
 

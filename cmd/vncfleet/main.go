@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit codes of the outside contract (CONTRACT.md).
+// Exit codes of the outside contract (docs/contract.md).
 const (
 	exitOK          = 0
 	exitSomeFailed  = 1 // the work ran but some devices failed

@@ -1,5 +1,5 @@
 // Package metrics is vncfleet's Prometheus instrumentation: the metrics that
-// dashboards and alerts rely on (CONTRACT.md and configs/), registered once, and the
+// dashboards and alerts rely on (docs/contract.md and configs/), registered once, and the
 // hooks that the measured packages call (vnccloud's Observe, the limiter, River's
 // middleware, the lifecycle's Observer...). The measured packages know nothing of
 // Prometheus; this is the one place that does.

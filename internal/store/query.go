@@ -281,7 +281,7 @@ func (q *ctxQuerier) Query(_ context.Context, sql string, args ...any) (pgx.Rows
 	return q.conn.Query(q.ctx, sql, args...)
 }
 
-// ExportRow is one device in the export format of CONTRACT.md.
+// ExportRow is one device in the export format of docs/contract.md.
 type ExportRow struct {
 	Fleet         string
 	DeviceID      string
