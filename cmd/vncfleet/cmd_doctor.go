@@ -39,7 +39,7 @@ secret key or the VNC Cloud credentials cannot work.`,
 			if pool != nil {
 				defer pool.Close()
 			}
-			results := app.SelfCheck(cmd.Context(), cfg, pool, poolErr)
+			results := app.SelfCheck(cmd.Context(), cfg, pool, poolErr, nil)
 			for _, r := range results {
 				fmt.Fprintln(cmd.OutOrStdout(), r)
 			}

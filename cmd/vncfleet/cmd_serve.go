@@ -15,6 +15,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/app"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/doctor"
+	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/tracing"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
@@ -48,7 +49,8 @@ OpenTelemetry traces are exported by OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT 
 				return exitFor(err)
 			}
 			defer pool.Close()
-			if err := selfCheck(ctx, cfg, pool, logger); err != nil {
+			met := metrics.New()
+			if err := selfCheck(ctx, cfg, pool, logger, met); err != nil {
 				return err
 			}
 			stopTracing, err := tracing.Start(ctx, vnccloud.Version)
@@ -56,7 +58,7 @@ OpenTelemetry traces are exported by OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT 
 				return withExit(exitBadInput, err)
 			}
 			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }() // flushes the last spans
-			w, err := app.NewWorker(ctx, pool, cfg, app.Options{Logger: logger})
+			w, err := app.NewWorker(ctx, pool, cfg, app.Options{Logger: logger, Metrics: met})
 			if err != nil {
 				return withExit(exitBadInput, err)
 			}
@@ -74,8 +76,8 @@ OpenTelemetry traces are exported by OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT 
 
 // selfCheck runs doctor's checks, logs one line each, and refuses to start when a
 // fatal one fails: exit 3 when it is the database, 2 (configuration) otherwise.
-func selfCheck(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, logger *slog.Logger) error {
-	results := app.SelfCheck(ctx, cfg, pool, nil)
+func selfCheck(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, logger *slog.Logger, met *metrics.Metrics) error {
+	results := app.SelfCheck(ctx, cfg, pool, nil, met)
 	var fatal []string
 	code := exitBadInput
 	for _, r := range results {

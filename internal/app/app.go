@@ -119,6 +119,9 @@ type Options struct {
 	Cloud jobs.Cloud
 	// LocalLimiter uses an in-process limiter instead of the cluster-wide one.
 	LocalLimiter bool
+	// Metrics is the registry to fill (nil: a new one). `serve` makes it before its
+	// self-check, so that the self-check's VNC Cloud call is counted too.
+	Metrics *metrics.Metrics
 }
 
 // NewWorker wires the store, the rate-limited VNC Cloud client, River and the API.
@@ -136,7 +139,10 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	st := store.New(pool, keys)
 
-	met := metrics.New()
+	met := opts.Metrics
+	if met == nil {
+		met = metrics.New()
+	}
 	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, Logger: logger}
 	var bare ratelimit.Limiter
 	if opts.LocalLimiter {

@@ -292,11 +292,14 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, acct *acco
 	drop := !lost && s.roll(s.faults.DropRate)
 	s.mu.Unlock()
 	if drop {
+		// Counted before the connection closes: whoever sees the close then sees it
+		// counted in /sim/state.
+		s.count(func(in *Injected) { in.Dropped++ })
 		if dropConnection(w) {
-			s.count(func(in *Injected) { in.Dropped++ })
 			s.cfg.Logger.Debug("sim: create committed, connection dropped", "api_key", acct.key, "cloud_address", resp.CloudAddress)
 			return
 		}
+		s.count(func(in *Injected) { in.Dropped-- })
 		lost = true
 	}
 	if lost {
