@@ -650,3 +650,16 @@ func TestCancelAsksAgainUntilNoCallIsInFlight(t *testing.T) {
 	_, _, code = runCLI(t, srv.URL, nil, "cancel", "x")
 	require.Equal(t, exitBadInput, code)
 }
+
+// TestReconcileWaitsForARunInProgress: a run already in progress elsewhere (the
+// schedule's) is waited for, saying so, not reported as a failure of this command.
+func TestReconcileWaitsForARunInProgress(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("POST /v1/reconcile",
+		fakeAnswer{http.StatusConflict, map[string]string{"error": "reconciliation is already running"}},
+		fakeAnswer{200, json.RawMessage(`{"converged":true,"errors":null}`)})
+	out, errOut, code := runCLI(t, srv.URL, nil, "reconcile")
+	require.Equal(t, exitOK, code, "%s\n%s", out, errOut)
+	require.Contains(t, errOut, "another reconciliation is running")
+	require.Len(t, fake.seen("POST /v1/reconcile"), 2, "asked again once the other run ended")
+}

@@ -2,17 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vncfleet/vncfleet/internal/apiclient"
 )
 
 func init() { register(newReconcileCmd) }
@@ -29,6 +34,9 @@ addresses vncfleet does not know. Creates that may still be in flight are waited
 within the run. It prints the server's report as readable text, or with --json as the
 server wrote it. --dry-run only reports what it would do (without waiting).
 
+A run already in progress elsewhere (the schedule's, or another process's) is waited
+for, up to 10 minutes, saying so on stderr.
+
 Exit status 0: the account holds exactly one address per present device (once the work
 the run started is done). 1: something could not be settled or checked; the report lists
 it under errors, inFlight, createsInFlight or ambiguous.`,
@@ -42,7 +50,7 @@ it under errors, inFlight, createsInFlight or ambiguous.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			raw, err := client.Reconcile(ctx, dryRun)
+			raw, err := reconcileWhenFree(ctx, client, dryRun, cmd.ErrOrStderr())
 			if err != nil {
 				return apiExit(err)
 			}
@@ -191,4 +199,33 @@ func humanize(key string) string {
 		}
 	}
 	return oneLine(b.String())
+}
+
+// waitForOtherRun bounds how long reconcile waits for a run already in progress
+// elsewhere (a scheduled one, say) before it gives up: a run waits at most a claim
+// lease and a call's timeout for creates in flight, then lists the account.
+const waitForOtherRun = 10 * time.Minute
+
+// reconcileWhenFree asks for a run, waiting (and saying so) while another one holds
+// the reconciliation lock: that is not a failure of this command, and the run it
+// starts afterwards sees everything the other one did.
+func reconcileWhenFree(ctx context.Context, client *apiclient.Client, dryRun bool, status io.Writer) (json.RawMessage, error) {
+	deadline := time.Now().Add(waitForOtherRun)
+	said := false
+	for {
+		raw, err := client.Reconcile(ctx, dryRun)
+		var apiErr *apiclient.Error
+		if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || time.Now().After(deadline) {
+			return raw, err
+		}
+		if !said {
+			fmt.Fprintln(status, "another reconciliation is running (a scheduled one, or another process's); waiting for it to end")
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
