@@ -28,7 +28,7 @@ func newSimCmd() *cobra.Command {
 		readyDelay, latency               time.Duration
 		failRate, lostRate                float64
 		dropRate, garbleRate              float64
-		rate                              int
+		rate, requestLog                  int
 		seed                              int64
 	)
 	cmd := &cobra.Command{
@@ -49,6 +49,8 @@ Outside the API, unauthenticated (it is a simulator):
   GET  /sim/faults, POST /sim/faults               e.g. {"failRate":0.1,"lostRate":0,"dropRate":0.02,
                                                    "garbleRate":0.02,"rate":50,"latency":"20ms"};
                                                    fields left out keep their value
+  GET  /sim/requests[?since=RFC3339]               arrival time and operation of each API request
+                                                   (the last --request-log of them)
   POST /sim/accounts/KEY/addresses/ADDR/force      body an API spec: change an address (drift)
   DELETE /sim/accounts/KEY/addresses/ADDR          delete an address behind vncfleet's back
   POST /sim/accounts/KEY/addresses                 body an API spec: a foreign address
@@ -73,7 +75,8 @@ Outside the API, unauthenticated (it is a simulator):
 			}
 			// sim.New checks the knobs' ranges and the keys' shape: one place for the rules.
 			s, err := sim.New(sim.Config{Accounts: accts, ReadyDelay: readyDelay, FailRate: failRate, LostRate: lostRate,
-				DropRate: dropRate, GarbleRate: garbleRate, Rate: rate, Latency: latency, Seed: seed, Zenlayer: zl, Logger: logger})
+				DropRate: dropRate, GarbleRate: garbleRate, Rate: rate, Latency: latency, Seed: seed, Zenlayer: zl, Logger: logger,
+				RequestLog: requestLog})
 			if err != nil {
 				return withExit(exitBadInput, err)
 			}
@@ -121,6 +124,7 @@ Outside the API, unauthenticated (it is a simulator):
 	f.IntVar(&rate, "rate", 0, "requests per second per account; over it 503 + Retry-After (0: no cap)")
 	f.DurationVar(&latency, "latency", 0, "delay added to every API answer")
 	f.Int64Var(&seed, "seed", 0, "seed of the fault dice (0: random)")
+	f.IntVar(&requestLog, "request-log", 0, "keep the arrival time and operation of the last N API requests for GET /sim/requests (0: none)")
 	f.StringArrayVar(&zlAccounts, "zenlayer-account", nil, "a Zenlayer access key ID:PASSWORD (repeatable)")
 	f.StringArrayVar(&zlInstances, "zenlayer-instance", nil, "a Zenlayer instance ID=STATUS (repeatable)")
 	f.StringVar(&zlFile, "zenlayer-instances", "", "JSON file of Zenlayer instances")

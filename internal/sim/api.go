@@ -26,6 +26,7 @@ func (s *Server) routes() {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	s.mux.HandleFunc("GET /sim/state", s.serveState)
+	s.mux.HandleFunc("GET /sim/requests", s.serveRequests)
 	s.mux.HandleFunc("GET /sim/faults", s.serveGetFaults)
 	s.mux.HandleFunc("POST /sim/faults", s.serveSetFaults)
 	s.mux.HandleFunc("POST /sim/accounts/{key}/addresses", s.serveForeignCreate)
@@ -116,6 +117,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	_, t := s.tick()
 	s.requests++
 	s.global.add(t)
+	s.log.add(t, rt.op)
 	acct := s.authenticate(key, secret)
 	overRate := false
 	if acct != nil {

@@ -4,7 +4,8 @@
 // against it (`vncfleet sim`) and every test of vncfleet uses it as the test double of
 // VNC Cloud. It adds fault knobs (503s, lost and dropped create answers, cut-off reset
 // answers, a rate cap, latency) and
-// inspection endpoints outside the API prefix: GET /sim/state, POST /sim/faults, and
+// inspection endpoints outside the API prefix: GET /sim/state, POST /sim/faults,
+// GET /sim/requests (the arrival of each request, when Config.RequestLog is set), and
 // the drift helpers under /sim/accounts/.
 //
 // Where the reference is silent, the simulator does what a strict server would, and
@@ -118,6 +119,10 @@ type Config struct {
 	Rate int
 	// Latency is waited before answering each API request. Default 0.
 	Latency time.Duration
+	// RequestLog is how many of the latest API requests GET /sim/requests keeps, with
+	// their arrival times and operations (16 bytes each). Default 0: none, so a
+	// simulator that runs for weeks does not grow.
+	RequestLog int
 	// Seed makes the fault dice repeatable for a given order of requests. Default 0
 	// seeds from crypto/rand.
 	Seed int64
@@ -189,6 +194,7 @@ type Server struct {
 	byAddr   map[string]*address
 	seq      int64 // last sequence number given to an address, all accounts
 	global   window
+	log      requestLog
 	requests int64
 	injected Injected
 }
@@ -227,6 +233,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReadyDelay < 0 {
 		return nil, errors.New("sim: ReadyDelay must not be negative")
 	}
+	if cfg.RequestLog < 0 {
+		return nil, errors.New("sim: RequestLog must not be negative")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -246,6 +255,7 @@ func New(cfg Config) (*Server, error) {
 		dice:     mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		accounts: map[string]*account{},
 		byAddr:   map[string]*address{},
+		log:      requestLog{cap: cfg.RequestLog},
 	}
 	for _, a := range cfg.Accounts {
 		if !wellFormedKey(a.Key) {
