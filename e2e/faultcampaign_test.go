@@ -3,12 +3,10 @@ package e2e
 import (
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -271,26 +269,15 @@ func (k *campaign) cli(url string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
 
 // exitCode is the exit code of a process that has exited; -1 when killed.
 func (p *proc) exitCode() int {
-	<-p.done
-	var exitErr *exec.ExitError
-	if errors.As(p.err, &exitErr) {
-		return exitErr.ExitCode()
-	}
-	if p.err != nil {
+	code, err := p.ExitCode()
+	if err != nil {
 		return -1
 	}
-	return 0
+	return code
 }
 
 // state is the simulator's state; every password in it is remembered for the log check.

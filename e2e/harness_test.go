@@ -13,19 +13,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/internal/dbtest"
+	"github.com/vncfleet/vncfleet/internal/procrun"
 	"github.com/vncfleet/vncfleet/internal/syncbuf"
 )
 
@@ -37,11 +36,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "vncfleet")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/vncfleet")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build vncfleet:", err)
+	binary, err = procrun.Build(dir, "../cmd/vncfleet")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -58,32 +55,28 @@ const (
 // freeAddr finds a loopback port nobody listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := procrun.FreeAddr()
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
 	return addr
 }
 
-// proc is a running vncfleet process whose output is kept for failure reports.
+// proc is a running vncfleet process (package procrun, shared with the benchmarks)
+// whose output is kept for failure reports. The short names are the tests' own.
 type proc struct {
+	*procrun.Proc
 	name string
 	cmd  *exec.Cmd
 	out  *syncbuf.Buffer
 	done chan struct{}
-	err  error
 }
 
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	require.NoError(t, p.cmd.Start())
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	pp, err := procrun.Start(name, binary, env, args...)
+	require.NoError(t, err)
+	p := &proc{Proc: pp, name: pp.Name, cmd: pp.Cmd, out: pp.Out, done: pp.Done}
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
 			t.Logf("--- output of %s ---\n%s", p.name, tail(p.out.String(), 4000))
 		}
@@ -91,38 +84,17 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) kill() { p.Kill() }
 
 // terminate sends SIGTERM and waits for the exit code.
 func (p *proc) terminate(t *testing.T, within time.Duration) int {
 	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		t.Fatalf("%s did not exit within %s of SIGTERM", p.name, within)
-	}
-	var exitErr *exec.ExitError
-	if errors.As(p.err, &exitErr) {
-		return exitErr.ExitCode()
-	}
-	require.NoError(t, p.err)
-	return 0
+	code, err := p.Terminate(within)
+	require.NoError(t, err)
+	return code
 }
 
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
-}
+func tail(s string, n int) string { return procrun.Tail(s, n) }
 
 func waitHealthy(t *testing.T, p *proc, url string) {
 	t.Helper()
@@ -132,23 +104,9 @@ func waitHealthy(t *testing.T, p *proc, url string) {
 // waitHealthyWith is waitHealthy through client (one that trusts a test CA, say).
 func waitHealthyWith(t *testing.T, p *proc, url string, client *http.Client) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited during start-up: %v\n%s", p.name, p.err, p.out.String())
-		default:
-		}
-		resp, err := client.Get(url + "/healthz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := p.WaitHealthy(url, client, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s not healthy at %s", p.name, url)
 }
 
 // cluster is a simulator, a database and the serve processes sharing it.
