@@ -18,22 +18,32 @@ import (
 // run at once on one server (by several people) do not drop each other's databases.
 func ownName(name string) string { return fmt.Sprintf("%s_%d", name, os.Getpid()) }
 
-// freshDatabase drops and creates database name on the server of baseURL, migrates
-// it, and returns its URL and a pool.
-func freshDatabase(ctx context.Context, baseURL, name string) (string, *pgxpool.Pool, error) {
+// emptyDatabase drops and creates database name on the server of baseURL and returns
+// its URL; nothing is migrated (a scenario running another build migrates with it).
+func emptyDatabase(ctx context.Context, baseURL, name string) (string, error) {
 	name = ownName(name)
 	admin, err := pgx.Connect(ctx, baseURL)
 	if err != nil {
-		return "", nil, fmt.Errorf("connect: %w", err)
+		return "", fmt.Errorf("connect: %w", err)
 	}
 	defer admin.Close(ctx)
 	ident := pgx.Identifier{name}.Sanitize()
 	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return "", nil, err
+		return "", err
 	}
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return "", err
+	}
+	return withDatabase(baseURL, name), nil
+}
+
+// freshDatabase drops and creates database name on the server of baseURL, migrates
+// it, and returns its URL and a pool.
+func freshDatabase(ctx context.Context, baseURL, name string) (string, *pgxpool.Pool, error) {
+	if _, err := emptyDatabase(ctx, baseURL, name); err != nil {
 		return "", nil, err
 	}
+	name = ownName(name)
 	cfg, err := pgxpool.ParseConfig(baseURL)
 	if err != nil {
 		return "", nil, err

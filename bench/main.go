@@ -6,6 +6,7 @@
 //	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
+//	go run ./bench rate       --devices 10000 --rate 200 # share of VNCCLOUD_RATE used: sim and two serve as processes
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"time"
 )
 
 func main() {
@@ -83,6 +85,15 @@ func main() {
 		if begin() {
 			err = benchRotation(*base, *devices, *rate)
 		}
+	case "rate":
+		devices := fs.Int("devices", 10_000, "devices to provision, then rotate")
+		rate := fs.Float64("rate", 200, "VNCCLOUD_RATE for the run")
+		delay := fs.Duration("ready-delay", time.Second, "simulator readiness delay")
+		binary := fs.String("binary", "", "run serve and the CLI from this vncfleet binary (default: build this tree)")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchRate(*base, *devices, *rate, *delay, *binary)
+		}
 	case "scrape":
 		devices := fs.Int("devices", 1_000_000, "devices in the database")
 		fleets := fs.Int("fleets", 10, "fleets they belong to")
@@ -97,7 +108,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|rate|scrape [flags]")
 	os.Exit(2)
 }
 

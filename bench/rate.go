@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vncfleet/vncfleet/internal/procrun"
+	"github.com/vncfleet/vncfleet/internal/sim"
+)
+
+// The rate scenario runs vncfleet as it is deployed: the simulator (1 s readiness
+// delay, no cap of its own) and two `serve` processes as separate processes, sharing
+// VNCCLOUD_RATE through the database, with `vncfleet upload --wait` and `vncfleet
+// rotate --all --wait` as an operator types them. Its baseline is the cap itself:
+// the share of rate × duration the simulator received. Settings are the defaults but
+// for the rate and the two schedules (scheduled rotation and reconciliation are off,
+// so that a cron tick in the middle of a run does not spend budget that is measured).
+
+// rateRun is what one phase of the scenario (provisioning, rotation) measured, from
+// the simulator's own arrival times.
+type rateRun struct {
+	devices  int
+	requests []sim.Request // the phase's API requests, in arrival order
+	stored   time.Time     // when the work was stored (manifest committed, rotation scheduled)
+	workOp   string        // the operation that starts each device's work: create, reset
+	took     time.Duration // from the CLI's start to its exit
+}
+
+// busiest is the most requests in any sliding second (t-1s, t], the simulator's own
+// window.
+func busiest(reqs []sim.Request) int {
+	most, head := 0, 0
+	for i, r := range reqs {
+		for !reqs[head].At.After(r.At.Add(-time.Second)) {
+			head++
+		}
+		most = max(most, i-head+1)
+	}
+	return most
+}
+
+func (r rateRun) print(name string, rate float64) {
+	if len(r.requests) == 0 {
+		fmt.Printf("%s: no API requests\n", name)
+		return
+	}
+	first, last := r.requests[0].At, r.requests[len(r.requests)-1].At
+	span := last.Sub(first)
+	var firstWork, lastWork time.Time
+	counts := map[string]int{}
+	for _, q := range r.requests {
+		counts[q.Op]++
+		if q.Op == r.workOp {
+			if firstWork.IsZero() {
+				firstWork = q.At
+			}
+			lastWork = q.At
+		}
+	}
+	share := float64(len(r.requests)) / (rate * span.Seconds())
+	ideal := time.Duration(float64(len(r.requests)) / rate * float64(time.Second))
+	fmt.Printf("%s: %d devices, %d API calls = %.2f per device %v, in %.1fs from the first request to the last (at the cap: %.1fs)\n",
+		name, r.devices, len(r.requests), float64(len(r.requests))/float64(r.devices), counts, span.Seconds(), ideal.Seconds())
+	fmt.Printf("  share of the cap: %.1f%% of VNCCLOUD_RATE=%g; busiest sliding second: %d requests (cap %d)\n",
+		100*share, rate, busiest(r.requests), int(rate))
+	if !r.stored.IsZero() && !firstWork.IsZero() {
+		fmt.Printf("  stored → first %s: %dms; first request → first %s: %dms\n",
+			r.workOp, firstWork.Sub(r.stored).Milliseconds(), r.workOp, firstWork.Sub(first).Milliseconds())
+	}
+	if !lastWork.IsZero() {
+		fmt.Printf("  tail, last %s → last request: %dms; the CLI took %.1fs\n", r.workOp, last.Sub(lastWork).Milliseconds(), r.took.Seconds())
+	}
+	tenths := perSecond(r.requests, first)
+	fmt.Printf("  requests per second, second by second: %s\n", tenths)
+}
+
+// perSecond is the count of requests in each whole second from first, for seeing
+// where a run left budget unspent.
+func perSecond(reqs []sim.Request, first time.Time) string {
+	var counts []int
+	for _, q := range reqs {
+		i := int(q.At.Sub(first) / time.Second)
+		for len(counts) <= i {
+			counts = append(counts, 0)
+		}
+		counts[i]++
+	}
+	parts := make([]string, len(counts))
+	for i, n := range counts {
+		parts[i] = fmt.Sprint(n)
+	}
+	return strings.Join(parts, " ")
+}
+
+// rateRig is the processes of the scenario.
+type rateRig struct {
+	binary string
+	simURL string
+	env    []string
+	serves []*procrun.Proc
+	urls   []string
+	procs  []*procrun.Proc
+}
+
+func (rr *rateRig) close() {
+	for _, p := range rr.procs {
+		_, _ = p.Terminate(15 * time.Second)
+		p.Kill()
+	}
+}
+
+func (rr *rateRig) start(name string, env []string, args ...string) (*procrun.Proc, error) {
+	p, err := procrun.Start(name, rr.binary, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	rr.procs = append(rr.procs, p)
+	return p, nil
+}
+
+// cli runs a CLI command against the first serve to its end; onLine sees each line of
+// its output as it comes (with when it came).
+func (rr *rateRig) cli(args []string, onLine func(string, time.Time)) (time.Duration, error) {
+	env := slices.Clone(rr.env)
+	if len(rr.urls) > 0 {
+		env = append(env, "VNCFLEET_URL="+rr.urls[0])
+	}
+	p, err := procrun.Start(args[0], rr.binary, env, args...)
+	if err != nil {
+		return 0, err
+	}
+	started := time.Now()
+	seen := 0
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-p.Done:
+			done = true
+		case <-tick.C:
+		}
+		out := p.Out.String()
+		for {
+			nl := strings.IndexByte(out[seen:], '\n')
+			if nl < 0 {
+				break
+			}
+			if onLine != nil {
+				onLine(out[seen:seen+nl], time.Now())
+			}
+			seen += nl + 1
+		}
+	}
+	took := time.Since(started)
+	if code, err := p.ExitCode(); err != nil || code != 0 {
+		return took, fmt.Errorf("%s exited %d (%v):\n%s", strings.Join(args, " "), code, err, procrun.Tail(p.Out.String(), 2000))
+	}
+	return took, nil
+}
+
+func (rr *rateRig) requests(since time.Time) ([]sim.Request, error) {
+	u := rr.simURL + "/sim/requests"
+	if !since.IsZero() {
+		u += "?since=" + url.QueryEscape(since.Format(time.RFC3339Nano))
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var l sim.RequestLog
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		return nil, err
+	}
+	if l.Dropped > 0 {
+		return nil, fmt.Errorf("the simulator's request log forgot %d requests", l.Dropped)
+	}
+	return l.Requests, nil
+}
+
+// storedAt finds when a serve logged "manifest stored" (JSON logs), the moment the
+// upload's transaction committed.
+func storedAt(serves []*procrun.Proc) time.Time {
+	for _, p := range serves {
+		sc := bufio.NewScanner(strings.NewReader(p.Out.String()))
+		sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+		for sc.Scan() {
+			var line struct {
+				Time time.Time `json:"time"`
+				Msg  string    `json:"msg"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "manifest stored" {
+				return line.Time
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// benchRate provisions devices with two serve processes under VNCCLOUD_RATE=rate and a
+// 1 s readiness delay, then rotates them all, and prints the share of the cap each
+// phase used. serveBinary, when set, runs serve and the CLI from that binary (another
+// build, such as main's, for a before-and-after in one sitting); the simulator is
+// always this tree's.
+func benchRate(baseURL string, devices int, rate float64, readyDelay time.Duration, serveBinary string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "vncfleet-bench-rate-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	simBinary, err := procrun.Build(dir, "./cmd/vncfleet")
+	if err != nil {
+		return err
+	}
+	if serveBinary == "" {
+		serveBinary = simBinary
+	}
+	const name = "vncfleet_bench_rate"
+	dbURL, err := emptyDatabase(ctx, baseURL, name)
+	if err != nil {
+		return err
+	}
+	defer dropDatabase(ctx, baseURL, name)
+
+	rr := &rateRig{binary: serveBinary}
+	defer rr.close()
+	simAddr, err := procrun.FreeAddr()
+	if err != nil {
+		return err
+	}
+	rr.simURL = "http://" + simAddr
+	simProc, err := procrun.Start("sim", simBinary, []string{"VNCFLEET_SIM_LISTEN=" + simAddr}, "sim",
+		"--account", benchKey+":"+benchSecret, "--ready-delay", readyDelay.String(), "--request-log", fmt.Sprint(8*devices+10_000))
+	if err != nil {
+		return err
+	}
+	rr.procs = append(rr.procs, simProc)
+	if err := simProc.WaitHealthy(rr.simURL, http.DefaultClient, 30*time.Second); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	config := filepath.Join(dir, "vncfleet.yaml")
+	if err := os.WriteFile(config, []byte("rotation:\n  schedule: \"\"\nreconcile:\n  schedule: \"\"\n"), 0o600); err != nil {
+		return err
+	}
+	rr.env = []string{
+		"DATABASE_URL=" + dbURL,
+		"VNCFLEET_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
+		"VNCFLEET_TOKEN=" + benchToken,
+		"VNCCLOUD_API_URL=" + rr.simURL + "/cloud/1.1",
+		"VNCCLOUD_API_KEY=" + benchKey,
+		"VNCCLOUD_API_SECRET=" + benchSecret,
+		fmt.Sprintf("VNCCLOUD_RATE=%g", rate),
+		"VNCFLEET_LOG_FORMAT=json",
+	}
+	if _, err := rr.cli([]string{"migrate"}, nil); err != nil {
+		return err
+	}
+	for i := range 2 {
+		addr, err := procrun.FreeAddr()
+		if err != nil {
+			return err
+		}
+		p, err := rr.start(fmt.Sprintf("serve-%d", i+1), append(slices.Clone(rr.env), "VNCFLEET_LISTEN="+addr), "serve", "--config", config)
+		if err != nil {
+			return err
+		}
+		if err := p.WaitHealthy("http://"+addr, http.DefaultClient, 60*time.Second); err != nil {
+			return err
+		}
+		rr.serves = append(rr.serves, p)
+		rr.urls = append(rr.urls, "http://"+addr)
+	}
+	// Start-up calls (the doctor's credential check) are not part of the run.
+	time.Sleep(time.Second)
+	startUp, err := rr.requests(time.Time{})
+	if err != nil {
+		return err
+	}
+	var since time.Time
+	if len(startUp) > 0 {
+		since = startUp[len(startUp)-1].At
+	}
+
+	manifest := filepath.Join(dir, "manifest.csv")
+	var b strings.Builder
+	b.WriteString("device_id,action,groups,allow_groups\n")
+	for i := range devices {
+		if i%2 == 0 {
+			fmt.Fprintf(&b, "dev-%07d,connect,line-%04d,\n", i, i/20)
+		} else {
+			fmt.Fprintf(&b, "dev-%07d,listen,,line-%04d\n", i, i/20)
+		}
+	}
+	if err := os.WriteFile(manifest, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	took, err := rr.cli([]string{"upload", "--wait", "--fleet", "bench", manifest}, nil)
+	if err != nil {
+		return err
+	}
+	reqs, err := rr.requests(since)
+	if err != nil {
+		return err
+	}
+	rateRun{devices: devices, requests: reqs, stored: storedAt(rr.serves), workOp: "create", took: took}.print("provision", rate)
+	if len(reqs) > 0 {
+		since = reqs[len(reqs)-1].At
+	}
+
+	var scheduled time.Time
+	took, err = rr.cli([]string{"rotate", "--all", "--wait"}, func(line string, at time.Time) {
+		if scheduled.IsZero() && strings.Contains(line, "rotations scheduled") {
+			scheduled = at
+		}
+	})
+	if err != nil {
+		return err
+	}
+	reqs, err = rr.requests(since)
+	if err != nil {
+		return err
+	}
+	rateRun{devices: devices, requests: reqs, stored: scheduled, workOp: "reset", took: took}.print("rotate --all", rate)
+	return nil
+}
