@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -250,22 +248,12 @@ func benchRate(baseURL string, devices int, rate float64, readyDelay time.Durati
 	if err := simProc.WaitHealthy(rr.simURL, http.DefaultClient, 30*time.Second); err != nil {
 		return err
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
 	config := filepath.Join(dir, "vncfleet.yaml")
 	if err := os.WriteFile(config, []byte("rotation:\n  schedule: \"\"\nreconcile:\n  schedule: \"\"\n"), 0o600); err != nil {
 		return err
 	}
-	rr.env = []string{
-		"DATABASE_URL=" + dbURL,
-		"VNCFLEET_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
-		"VNCFLEET_TOKEN=" + benchToken,
-		"VNCCLOUD_API_URL=" + rr.simURL + "/cloud/1.1",
-		"VNCCLOUD_API_KEY=" + benchKey,
-		"VNCCLOUD_API_SECRET=" + benchSecret,
-		fmt.Sprintf("VNCCLOUD_RATE=%g", rate),
-		"VNCFLEET_LOG_FORMAT=json",
-	}
+	rr.env = append(procrun.Env{DatabaseURL: dbURL, SimURL: rr.simURL, APIKey: benchKey, APISecret: benchSecret,
+		AdminToken: benchToken, Rate: rate}.Vars(), "VNCFLEET_LOG_FORMAT=json")
 	if _, err := rr.cli([]string{"migrate"}, nil); err != nil {
 		return err
 	}

@@ -6,8 +6,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -143,21 +141,12 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 		append([]string{"sim", "--account", apiKey + ":" + apiSecret}, o.simArgs...)...)
 	waitHealthy(t, c.sim, c.simURL)
 
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
 	rate := o.rate
 	if rate == 0 {
 		rate = 20
 	}
-	c.env = append([]string{
-		"DATABASE_URL=" + dbURL,
-		"VNCFLEET_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
-		"VNCFLEET_TOKEN=" + adminTok,
-		"VNCCLOUD_API_URL=" + c.simURL + "/cloud/1.1",
-		"VNCCLOUD_API_KEY=" + apiKey,
-		"VNCCLOUD_API_SECRET=" + apiSecret,
-		fmt.Sprintf("VNCCLOUD_RATE=%d", rate),
-	}, o.extra...)
+	c.env = append(procrun.Env{DatabaseURL: dbURL, SimURL: c.simURL, APIKey: apiKey, APISecret: apiSecret,
+		AdminToken: adminTok, Rate: float64(rate)}.Vars(), o.extra...)
 	if o.config != "" {
 		path := filepath.Join(t.TempDir(), "vncfleet.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(o.config), 0o600))

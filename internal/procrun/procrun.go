@@ -5,6 +5,8 @@ package procrun
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -141,4 +143,29 @@ func Tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// Env is what `vncfleet serve` and the CLI need to run against a simulator.
+type Env struct {
+	DatabaseURL string
+	SimURL      string // the simulator's base URL; the API is under /cloud/1.1
+	APIKey      string
+	APISecret   string
+	AdminToken  string
+	Rate        float64 // VNCCLOUD_RATE
+}
+
+// Vars is env as environment variables, with a fresh random secret key.
+func (e Env) Vars() []string {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return []string{
+		"DATABASE_URL=" + e.DatabaseURL,
+		"VNCFLEET_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
+		"VNCFLEET_TOKEN=" + e.AdminToken,
+		"VNCCLOUD_API_URL=" + e.SimURL + "/cloud/1.1",
+		"VNCCLOUD_API_KEY=" + e.APIKey,
+		"VNCCLOUD_API_SECRET=" + e.APISecret,
+		fmt.Sprintf("VNCCLOUD_RATE=%g", e.Rate),
+	}
 }
