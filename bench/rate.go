@@ -79,24 +79,31 @@ func (r rateRun) print(name string, rate float64) {
 	if !lastWork.IsZero() {
 		fmt.Printf("  tail, last %s → last request: %dms; the CLI took %.1fs\n", r.workOp, last.Sub(lastWork).Milliseconds(), r.took.Seconds())
 	}
-	tenths := perSecond(r.requests, first)
-	fmt.Printf("  requests per second, second by second: %s\n", tenths)
+	fmt.Printf("  requests per second, second by second (%s+others where under 95%% of the cap): %s\n",
+		r.workOp, perSecond(r.requests, first, r.workOp, int(0.95*rate)))
 }
 
 // perSecond is the count of requests in each whole second from first, for seeing
-// where a run left budget unspent.
-func perSecond(reqs []sim.Request, first time.Time) string {
-	var counts []int
+// where a run left budget unspent; a second under low is split into the work
+// operation and the rest (polls, GETs).
+func perSecond(reqs []sim.Request, first time.Time, workOp string, low int) string {
+	var counts, work []int
 	for _, q := range reqs {
 		i := int(q.At.Sub(first) / time.Second)
 		for len(counts) <= i {
-			counts = append(counts, 0)
+			counts, work = append(counts, 0), append(work, 0)
 		}
 		counts[i]++
+		if q.Op == workOp {
+			work[i]++
+		}
 	}
 	parts := make([]string, len(counts))
 	for i, n := range counts {
 		parts[i] = fmt.Sprint(n)
+		if n < low {
+			parts[i] = fmt.Sprintf("%d(%d+%d)", n, work[i], n-work[i])
+		}
 	}
 	return strings.Join(parts, " ")
 }
