@@ -110,7 +110,7 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 }
 
 func (d *Deps) pollOne(ctx context.Context, item store.PollItem, claimedAt time.Time) store.PollResult {
-	rep := cloudop.Perform(ctx, d.Cloud, d.call, item.Task())
+	rep := cloudop.Perform(pollClass(ctx, item), d.Cloud, d.call, item.Task())
 	waited := item.AwaitingFor + time.Since(claimedAt)
 	return store.PollResult{Item: item, Report: rep, NextPoll: d.Config.pollInterval(item.Polls + 1),
 		MayWait: waited < d.Config.ReadyMaxElapsed}

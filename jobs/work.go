@@ -206,7 +206,7 @@ func fanOut[T, R any](items []T, n int, fn func(T) R) []R {
 // starts, and a call waiting for a send slot gives it back; one already sent is never
 // cut off.
 func (d *Deps) runItem(ctx, cancelled context.Context, item store.WorkItem) store.Result {
-	leaseCtx, cancel := context.WithDeadline(ctx, item.LeaseEnds.Add(-d.Config.CallTimeout))
+	leaseCtx, cancel := context.WithDeadline(workClass(ctx, item), item.LeaseEnds.Add(-d.Config.CallTimeout))
 	defer cancel()
 	call := func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		if cancelled.Err() != nil {

@@ -62,13 +62,28 @@ func TestSpacing(t *testing.T) {
 		rate float64
 		want time.Duration
 	}{
-		{10, 108 * time.Millisecond},
-		{10.9, 108 * time.Millisecond}, // at most 10 whole requests in a second
-		{0.5, 2160 * time.Millisecond},
-		{50_000, 21600 * time.Nanosecond},
+		{10, 102 * time.Millisecond},
+		{10.9, 102 * time.Millisecond}, // at most 10 whole requests in a second
+		{0.5, 2040 * time.Millisecond},
+		{50_000, 20400 * time.Nanosecond},
 	} {
 		c := Config{Rate: tc.rate}
 		c.setDefaults()
 		require.Equal(t, tc.want, c.spacing(), "rate %v", tc.rate)
 	}
+}
+
+// TestClockUncertainty: the mapping is as uncertain as half its sample's round trip,
+// more as the sample ages, and entirely before any sample.
+func TestClockUncertainty(t *testing.T) {
+	t.Parallel()
+	var m clockMap
+	local := time.Now()
+	require.Equal(t, time.Hour, m.uncertainty(local))
+	m.sample(local, local.Add(4*time.Millisecond), time.Unix(1e9, 0))
+	require.Equal(t, 2*time.Millisecond, m.uncertainty(local.Add(2*time.Millisecond)))
+	require.Equal(t, 3*time.Millisecond, m.uncertainty(local.Add(1002*time.Millisecond)), "aged by 1ms a second")
+	c := Config{Rate: 10}
+	c.setDefaults()
+	require.Equal(t, 5*time.Millisecond, (&Cluster{cfg: c}).maxClockError(), "a quarter of the 20ms margin")
 }

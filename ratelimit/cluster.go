@@ -22,14 +22,23 @@ type Cluster struct {
 	aimd *aimd
 
 	mu          sync.Mutex
-	slots       []time.Time   // leased slot times on the local monotonic clock, in order
-	needy       int           // goroutines in Wait without a slot
+	slots       []time.Time // leased slot times on the local monotonic clock, in order
+	queue       [numClasses][]*waiter
+	shares      shares
 	leasing     chan struct{} // closed when the lease in progress ends; nil when none
 	retryAt     time.Time     // no lease can succeed before this (the schedule is booked)
 	pausedUntil time.Time     // the latest pause this process knows of
 	clock       clockMap
 	demand      ewma // grants per second in this process
 	stats       Stats
+}
+
+// waiter is a goroutine in Wait without a slot. Slots are handed to waiters, in
+// class order (shares) and first come first served within a class, by whoever
+// holds mu when both a slot and a waiter are there.
+type waiter struct {
+	class Class
+	slot  chan time.Time // receives the waiter's slot; buffered, so handing out never blocks
 }
 
 var _ Limiter = (*Cluster)(nil)
@@ -39,6 +48,11 @@ type Stats struct {
 	Grants int64 // Wait calls that returned nil
 	Leases int64 // lease statements sent to the database
 	Slots  int64 // slots leased (more than Grants: unused slots are dropped)
+	// ByClass is Grants by Class.
+	ByClass [numClasses]int64
+	// UncertainClock counts the leases whose slots were dropped because the mapping of
+	// the database's clock to this process's was not known to within the jitter budget.
+	UncertainClock int64
 }
 
 // setupTimeout bounds NewCluster's one statement, which has no context of its own.
@@ -49,7 +63,7 @@ const setupTimeout = 10 * time.Second
 // a missing table fails here rather than at the first request.
 func NewCluster(pool *pgxpool.Pool, cfg Config) (*Cluster, error) {
 	cfg.setDefaults()
-	c := &Cluster{cfg: cfg, pool: pool}
+	c := &Cluster{cfg: cfg, pool: pool, shares: newShares(cfg.OnboardingShare)}
 	if cfg.Rate <= 0 {
 		return c, nil
 	}
@@ -98,7 +112,8 @@ func (c *Cluster) Report(o Outcome) {
 	}
 }
 
-// Wait blocks until this process may send one request.
+// Wait blocks until this process may send one request. ctx's class (WithClass)
+// decides its place among the process's waiters.
 func (c *Cluster) Wait(ctx context.Context) error {
 	if c.cfg.Rate <= 0 {
 		return ctx.Err()
@@ -106,42 +121,42 @@ func (c *Cluster) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	w := &waiter{class: ClassOf(ctx), slot: make(chan time.Time, 1)}
 	c.mu.Lock()
-	c.needy++
+	c.enqueue(w)
 	for {
-		now := time.Now()
-		c.dropUnusable(now)
-		if len(c.slots) > 0 {
-			slot := c.slots[0]
-			c.slots = c.slots[1:]
-			c.needy--
+		c.dispatch(time.Now())
+		select {
+		case slot := <-w.slot:
 			c.mu.Unlock()
 			if err := sleepUntil(ctx, slot); err != nil {
 				c.giveBack(slot)
 				return err
 			}
 			c.mu.Lock()
-			now = time.Now()
+			now := time.Now()
 			if now.Before(c.pausedUntil) || now.Sub(slot) > c.cfg.MaxLate {
 				// A pause began while this goroutine slept, or it woke too late (a busy
 				// machine): its slot is void.
-				c.needy++
+				c.enqueue(w)
 				continue
 			}
 			c.stats.Grants++
+			c.stats.ByClass[w.class]++
 			c.demand.add(now)
 			c.mu.Unlock()
 			return nil
+		default:
 		}
 		if c.leasing != nil {
 			done := c.leasing
 			c.mu.Unlock()
 			select {
 			case <-done:
+			case slot := <-w.slot:
+				w.slot <- slot // handed out meanwhile: take it at the top of the loop
 			case <-ctx.Done():
-				c.mu.Lock()
-				c.needy--
-				c.mu.Unlock()
+				c.leave(w)
 				return ctx.Err()
 			}
 			c.mu.Lock()
@@ -160,13 +175,55 @@ func (c *Cluster) Wait(ctx context.Context) error {
 		c.leasing = nil
 		close(done)
 		if err != nil {
-			c.needy--
 			c.mu.Unlock()
+			c.leave(w)
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return ctxErr
 			}
 			return err
 		}
+	}
+}
+
+// enqueue adds w to its class's queue. c.mu is held.
+func (c *Cluster) enqueue(w *waiter) { c.queue[w.class] = append(c.queue[w.class], w) }
+
+// waiting is how many goroutines of each class wait without a slot. c.mu is held.
+func (c *Cluster) waiting() (n [numClasses]int) {
+	for k := range numClasses {
+		n[k] = len(c.queue[k])
+	}
+	return n
+}
+
+// dispatch hands the usable slots to waiters, by class share. c.mu is held.
+func (c *Cluster) dispatch(now time.Time) {
+	c.dropUnusable(now)
+	for len(c.slots) > 0 {
+		k := c.shares.pick(c.waiting())
+		if k < 0 {
+			return
+		}
+		w := c.queue[k][0]
+		c.queue[k] = c.queue[k][1:]
+		w.slot <- c.slots[0]
+		c.slots = c.slots[1:]
+	}
+}
+
+// leave takes a cancelled waiter out of its queue, or gives back the slot it was
+// handed meanwhile.
+func (c *Cluster) leave(w *waiter) {
+	c.mu.Lock()
+	q := c.queue[w.class]
+	if i := slices.Index(q, w); i >= 0 {
+		c.queue[w.class] = slices.Delete(q, i, i+1)
+	}
+	c.mu.Unlock()
+	select {
+	case slot := <-w.slot:
+		c.giveBack(slot)
+	default:
 	}
 }
 
@@ -186,6 +243,7 @@ func (c *Cluster) giveBack(slot time.Time) {
 	defer c.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(c.slots, slot, time.Time.Compare)
 	c.slots = slices.Insert(c.slots, i, slot)
+	c.dispatch(time.Now())
 }
 
 // leaseSQL takes up to $2 slots spaced $3 seconds apart from the schedule, reaching at
@@ -222,7 +280,11 @@ func (c *Cluster) lease(ctx context.Context) error {
 	c.mu.Lock()
 	// Enough for everyone waiting now, or for what this process used in the last half
 	// lease if that is more: waiters that come later find a slot without a round trip.
-	want := max(c.needy, int(math.Ceil(c.demand.rate(time.Now())*(horizon/2).Seconds())))
+	waiting := 0
+	for _, n := range c.waiting() {
+		waiting += n
+	}
+	want := max(waiting, int(math.Ceil(c.demand.rate(time.Now())*(horizon/2).Seconds())))
 	c.mu.Unlock()
 	want = max(1, min(want, fit))
 
@@ -249,6 +311,16 @@ func (c *Cluster) lease(ctx context.Context) error {
 		c.pausedUntil = p
 	}
 	first := c.clock.local(start)
+	if c.clock.uncertainty(received) > c.maxClockError() {
+		// Slots placed this roughly could land within another process's by more than
+		// the jitter budget: drop them (unused slots are safe) and sample the clock
+		// until the mapping is good enough (a loaded machine's first round trips).
+		c.stats.UncertainClock++
+		n = 0
+		c.mu.Unlock()
+		c.sampleClock(ctx)
+		c.mu.Lock()
+	}
 	for i := range n {
 		c.slots = append(c.slots, first.Add(time.Duration(i)*spacing))
 	}
@@ -263,6 +335,35 @@ func (c *Cluster) lease(ctx context.Context) error {
 		c.retryAt = received.Add(time.Millisecond)
 	}
 	return nil
+}
+
+// maxClockError is the most uncertainty of the clock mapping a lease's slots may
+// carry.
+func (c *Cluster) maxClockError() time.Duration {
+	return time.Duration(c.cfg.Margin * clockBudget * float64(time.Second))
+}
+
+// clockSamples bounds the round trips sampleClock spends on one attempt.
+const clockSamples = 5
+
+// sampleClock takes clock samples, cheap round trips, until the mapping is certain
+// enough or clockSamples have been taken.
+func (c *Cluster) sampleClock(ctx context.Context) {
+	for range clockSamples {
+		var dbNow time.Time
+		sent := time.Now()
+		if err := c.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&dbNow); err != nil {
+			return
+		}
+		received := time.Now()
+		c.mu.Lock()
+		c.clock.sample(sent, received, dbNow)
+		good := c.clock.uncertainty(received) <= c.maxClockError()
+		c.mu.Unlock()
+		if good {
+			return
+		}
+	}
 }
 
 // Pause holds every process back for d: the pause is written to the shared row, so no
@@ -326,6 +427,15 @@ func (m *clockMap) sample(sent, received, db time.Time) {
 		}
 	}
 	m.local0, m.db0, m.rtt = sent.Add(rtt/2), db, rtt
+}
+
+// uncertainty is how far, at most, the mapping may be off at now: half the round trip
+// of its sample, aged.
+func (m *clockMap) uncertainty(now time.Time) time.Duration {
+	if m.local0.IsZero() {
+		return time.Hour
+	}
+	return m.rtt/2 + time.Duration(now.Sub(m.local0).Seconds()*float64(driftPerSecond))
 }
 
 // local maps a database time to the local monotonic clock.

@@ -35,6 +35,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/webhook"
 	"github.com/vncfleet/vncfleet/jobs"
+	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
@@ -170,6 +171,13 @@ type VNCCloud struct {
 	// (VNCCLOUD_RATE). Default 10, the contract's. 0 means no limit (benchmarks
 	// against the simulator only).
 	Rate float64 `yaml:"rate"`
+	// OnboardingShare is the share of the rate that onboarding (manifests' creates,
+	// updates and deletes, readiness polls of new devices) gets while a rotation also
+	// waits for it (VNCCLOUD_ONBOARDING_SHARE); rotation gets the rest, and either gets
+	// all of it while the other has nothing to send. Default 0.9: onboarding first,
+	// and a rotation still advances during a long onboarding. 1 puts onboarding
+	// strictly first. Within (0, 1].
+	OnboardingShare float64 `yaml:"onboarding_share"`
 	// Timeout bounds one HTTP request. Default 30s: long enough for a slow answer,
 	// short enough that a hung connection does not hold a device.
 	Timeout time.Duration `yaml:"timeout"`
@@ -312,7 +320,7 @@ func Defaults() *Config {
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
 		MetricsInterval:     20 * time.Second,
-		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: vnccloud.DefaultTimeout},
+		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, OnboardingShare: ratelimit.DefaultOnboardingShare, Timeout: vnccloud.DefaultTimeout},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
 		Workers: Workers{Concurrency: jobs.DefaultMaxWorkers, BatchSize: jobs.DefaultBatchSize, Chains: jobs.DefaultChains,
 			Fanout: jobs.DefaultFanout, ClaimLease: jobs.DefaultClaimLease, CallTimeout: jobs.DefaultCallTimeout,
@@ -534,6 +542,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.VNCCloud.Rate = f
 	}
+	if v := getenv("VNCCLOUD_ONBOARDING_SHARE"); v != "" {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("config: VNCCLOUD_ONBOARDING_SHARE: %q is not a number", v)
+		}
+		c.VNCCloud.OnboardingShare = f
+	}
 	if v := getenv("VNCFLEET_UPLOAD_IDLE_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
@@ -658,6 +673,12 @@ func (c *Config) Validate() error {
 		if r < 0 {
 			bad(key, "must be at least 0 (0: no limit)")
 		}
+	}
+	if s := c.VNCCloud.OnboardingShare; !(s > 0 && s <= 1) {
+		bad("vnccloud.onboarding_share", "must be within (0, 1]: the share of the rate onboarding gets while a rotation waits too")
+	}
+	if s := c.VNCCloud.OnboardingShare; !(s > 0 && s <= 1) {
+		bad("vnccloud.onboarding_share", "must be within (0, 1]: the share of the rate onboarding gets while a rotation waits too")
 	}
 	positive := map[string]time.Duration{
 		"vnccloud.timeout":           c.VNCCloud.Timeout,

@@ -1,0 +1,30 @@
+package jobs
+
+import (
+	"context"
+
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/ratelimit"
+)
+
+// Provisioning and rotation share the rate budget (issue 12): every call says whose
+// it is, and the limiter splits the slots by vnccloud.onboarding_share while both
+// wait. The class follows the operation, not the queue, so a rotation's readiness
+// polls count as rotation and a manifest's as onboarding.
+
+// workClass is the budget class of a work item's calls.
+func workClass(ctx context.Context, item store.WorkItem) context.Context {
+	if fleet.Op(item.Op) == fleet.OpRotate {
+		return ratelimit.WithClass(ctx, ratelimit.Rotation)
+	}
+	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
+}
+
+// pollClass is the budget class of a readiness poll.
+func pollClass(ctx context.Context, item store.PollItem) context.Context {
+	if item.Rotation {
+		return ratelimit.WithClass(ctx, ratelimit.Rotation)
+	}
+	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
+}

@@ -1,0 +1,79 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/ratelimit"
+)
+
+// TestClassesShareTheBudget: while onboarding and rotation both wait on two
+// processes, onboarding gets its share of the grants and rotation the rest; the
+// cluster stays under the cap whatever the mix; and once onboarding stops waiting,
+// rotation gets every slot (counted, not timed: the share of grants, and grants
+// while alone compared with grants before).
+func TestClassesShareTheBudget(t *testing.T) {
+	t.Parallel()
+	for _, share := range []float64{0.9, 1, 0.5} {
+		t.Run(fmt.Sprint(share), func(t *testing.T) {
+			t.Parallel()
+			ls := processes(t, schema(t), 2, ratelimit.Config{Rate: 100, OnboardingShare: share})
+			ctx, cancel := context.WithCancel(context.Background())
+			onboardingCtx, stopOnboarding := context.WithCancel(ctx)
+			var mu sync.Mutex
+			var all []grant
+			var both, alone [2]int // grants per class while both classes waited, and after
+			onboardingDone := false
+			var wg sync.WaitGroup
+			for proc, l := range ls {
+				for _, class := range []ratelimit.Class{ratelimit.Onboarding, ratelimit.Rotation} {
+					for range 20 {
+						wg.Go(func() {
+							cctx := ratelimit.WithClass(ctx, class)
+							if class == ratelimit.Onboarding {
+								cctx = ratelimit.WithClass(onboardingCtx, class)
+							}
+							for {
+								if l.Wait(cctx) != nil {
+									return
+								}
+								mu.Lock()
+								all = append(all, grant{time.Now(), proc})
+								if onboardingDone {
+									alone[class]++
+								} else {
+									both[class]++
+								}
+								mu.Unlock()
+							}
+						})
+					}
+				}
+			}
+			time.Sleep(2 * time.Second)
+			mu.Lock()
+			onboardingDone = true
+			stopOnboarding() // its waiters leave the queues at once, a slot in hand or not
+			mu.Unlock()
+			time.Sleep(2 * time.Second)
+			cancel()
+			wg.Wait()
+
+			require.LessOrEqual(t, peak(all, time.Second), 100, "share %v: the most grants in a sliding second", share)
+			got := float64(both[ratelimit.Onboarding]) / float64(both[ratelimit.Onboarding]+both[ratelimit.Rotation])
+			t.Logf("share %v: while both waited onboarding got %.3f of %d grants; after, rotation %d and onboarding %d",
+				share, got, both[0]+both[1], alone[ratelimit.Rotation], alone[ratelimit.Onboarding])
+			require.InDelta(t, share, got, 0.05, "onboarding's share of the grants while both classes waited")
+			require.Zero(t, alone[ratelimit.Onboarding])
+			// Alone, rotation gets the whole rate: at least nine tenths of what both
+			// classes got together over as long.
+			require.Greater(t, float64(alone[ratelimit.Rotation]), 0.9*float64(both[0]+both[1]),
+				"rotation alone takes the slots onboarding left")
+		})
+	}
+}
