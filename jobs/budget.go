@@ -21,8 +21,10 @@ func workClass(ctx context.Context, item store.WorkItem) context.Context {
 	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
 }
 
-// pollClass is the budget class of a readiness poll.
+// pollClass is the budget class of a readiness poll: finishing work, served before
+// the new work of its class.
 func pollClass(ctx context.Context, item store.PollItem) context.Context {
+	ctx = ratelimit.Finishing(ctx)
 	if item.Rotation {
 		return ratelimit.WithClass(ctx, ratelimit.Rotation)
 	}

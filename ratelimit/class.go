@@ -30,6 +30,22 @@ func (c Class) String() string {
 
 type classKey struct{}
 
+type finishingKey struct{}
+
+// Finishing returns a context whose Waits finish work already begun (a readiness poll
+// after a create): they are served before the new work of their class. Polls are due
+// only as fast as creates were sent a readiness delay earlier, so they cannot starve
+// new work; and polls that never wait behind creates never pile up into a tail of
+// polls alone at the end of a run (issue 12).
+func Finishing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, finishingKey{}, true)
+}
+
+func isFinishing(ctx context.Context) bool {
+	v, _ := ctx.Value(finishingKey{}).(bool)
+	return v
+}
+
 // WithClass returns a context whose Waits are for class c.
 func WithClass(ctx context.Context, c Class) context.Context {
 	return context.WithValue(ctx, classKey{}, c)

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -30,4 +31,22 @@ func TestSharesPick(t *testing.T) {
 	require.Equal(t, Onboarding, ClassOf(context.Background()))
 	require.Equal(t, Rotation, ClassOf(WithClass(context.Background(), Rotation)))
 	require.Equal(t, Onboarding, ClassOf(WithClass(context.Background(), Class(7))), "an unknown class counts as onboarding")
+}
+
+// TestFinishingFirst: within a class, waiters finishing work (readiness polls) get
+// slots before new work, whatever the order they came in.
+func TestFinishingFirst(t *testing.T) {
+	t.Parallel()
+	c := &Cluster{shares: newShares(DefaultOnboardingShare)}
+	newWork := &waiter{class: Onboarding, slot: make(chan time.Time, 1)}
+	poll := &waiter{class: Onboarding, finishing: true, slot: make(chan time.Time, 1)}
+	c.enqueue(newWork)
+	c.enqueue(poll)
+	now := time.Now()
+	c.slots = []time.Time{now.Add(time.Second)}
+	c.dispatch(now)
+	require.Len(t, poll.slot, 1, "the poll got the one slot")
+	require.Empty(t, newWork.slot)
+	require.True(t, isFinishing(Finishing(context.Background())))
+	require.False(t, isFinishing(context.Background()))
 }

@@ -77,3 +77,53 @@ func TestClassesShareTheBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestClassesShareAcrossProcesses: a process with only rotation waiters keeps to
+// rotation's share while another process onboards, and takes the whole rate again
+// once onboarding stops (counted, not timed: shares of the grants).
+func TestClassesShareAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	ls := processes(t, schema(t), 2, ratelimit.Config{Rate: 100})
+	onboarder, rotator := ls[0], ls[1]
+	ctx, cancel := context.WithCancel(context.Background())
+	onboardingCtx, stopOnboarding := context.WithCancel(ctx)
+	var mu sync.Mutex
+	var all []grant
+	var both, alone [2]int
+	onboardingDone := false
+	var wg sync.WaitGroup
+	run := func(l *ratelimit.Cluster, ctx context.Context, class ratelimit.Class) {
+		ctx = ratelimit.WithClass(ctx, class)
+		for range 20 {
+			wg.Go(func() {
+				for l.Wait(ctx) == nil {
+					mu.Lock()
+					all = append(all, grant{time.Now(), int(class)})
+					if onboardingDone {
+						alone[class]++
+					} else {
+						both[class]++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	run(onboarder, onboardingCtx, ratelimit.Onboarding)
+	run(rotator, ctx, ratelimit.Rotation)
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	onboardingDone = true
+	stopOnboarding()
+	mu.Unlock()
+	time.Sleep(2 * time.Second)
+	cancel()
+	wg.Wait()
+
+	require.LessOrEqual(t, peak(all, time.Second), 100)
+	got := float64(both[ratelimit.Onboarding]) / float64(both[0]+both[1])
+	t.Logf("while both waited onboarding got %.3f of %d grants (%v); after, %v", got, both[0]+both[1], both, alone)
+	require.InDelta(t, ratelimit.DefaultOnboardingShare, got, 0.07, "onboarding's share across processes")
+	require.Greater(t, float64(alone[ratelimit.Rotation]), 0.75*float64(both[0]+both[1])*2/3,
+		"rotation alone takes the whole rate again")
+}

@@ -22,23 +22,28 @@ type Cluster struct {
 	aimd *aimd
 
 	mu          sync.Mutex
-	slots       []time.Time // leased slot times on the local monotonic clock, in order
-	queue       [numClasses][]*waiter
+	slots       []time.Time              // leased slot times on the local monotonic clock, in order
+	queue       [numClasses][2][]*waiter // by class, then finishing (1) before new work (0)
 	shares      shares
 	leasing     chan struct{} // closed when the lease in progress ends; nil when none
 	retryAt     time.Time     // no lease can succeed before this (the schedule is booked)
 	pausedUntil time.Time     // the latest pause this process knows of
-	clock       clockMap
-	demand      ewma // grants per second in this process
-	stats       Stats
+	// othersOnboarding is until when another process said it has onboarding waiters
+	// (its leases mark it), as this process last read it.
+	othersOnboarding time.Time
+	ownOnboarding    time.Time // the row's onboarding_until as this process last marked it
+	clock            clockMap
+	demand           ewma // grants per second in this process
+	stats            Stats
 }
 
 // waiter is a goroutine in Wait without a slot. Slots are handed to waiters, in
 // class order (shares) and first come first served within a class, by whoever
 // holds mu when both a slot and a waiter are there.
 type waiter struct {
-	class Class
-	slot  chan time.Time // receives the waiter's slot; buffered, so handing out never blocks
+	class     Class
+	finishing bool
+	slot      chan time.Time // receives the waiter's slot; buffered, so handing out never blocks
 }
 
 var _ Limiter = (*Cluster)(nil)
@@ -121,7 +126,7 @@ func (c *Cluster) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &waiter{class: ClassOf(ctx), slot: make(chan time.Time, 1)}
+	w := &waiter{class: ClassOf(ctx), finishing: isFinishing(ctx), slot: make(chan time.Time, 1)}
 	c.mu.Lock()
 	c.enqueue(w)
 	for {
@@ -185,18 +190,29 @@ func (c *Cluster) Wait(ctx context.Context) error {
 	}
 }
 
-// enqueue adds w to its class's queue. c.mu is held.
-func (c *Cluster) enqueue(w *waiter) { c.queue[w.class] = append(c.queue[w.class], w) }
+// enqueue adds w to its queue. c.mu is held.
+func (c *Cluster) enqueue(w *waiter) {
+	q := &c.queue[w.class][b2i(w.finishing)]
+	*q = append(*q, w)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // waiting is how many goroutines of each class wait without a slot. c.mu is held.
 func (c *Cluster) waiting() (n [numClasses]int) {
 	for k := range numClasses {
-		n[k] = len(c.queue[k])
+		n[k] = len(c.queue[k][0]) + len(c.queue[k][1])
 	}
 	return n
 }
 
-// dispatch hands the usable slots to waiters, by class share. c.mu is held.
+// dispatch hands the usable slots to waiters, by class share, finishing work first
+// within a class. c.mu is held.
 func (c *Cluster) dispatch(now time.Time) {
 	c.dropUnusable(now)
 	for len(c.slots) > 0 {
@@ -204,8 +220,12 @@ func (c *Cluster) dispatch(now time.Time) {
 		if k < 0 {
 			return
 		}
-		w := c.queue[k][0]
-		c.queue[k] = c.queue[k][1:]
+		q := &c.queue[k][1]
+		if len(*q) == 0 {
+			q = &c.queue[k][0]
+		}
+		w := (*q)[0]
+		*q = (*q)[1:]
 		w.slot <- c.slots[0]
 		c.slots = c.slots[1:]
 	}
@@ -215,9 +235,9 @@ func (c *Cluster) dispatch(now time.Time) {
 // handed meanwhile.
 func (c *Cluster) leave(w *waiter) {
 	c.mu.Lock()
-	q := c.queue[w.class]
-	if i := slices.Index(q, w); i >= 0 {
-		c.queue[w.class] = slices.Delete(q, i, i+1)
+	q := &c.queue[w.class][b2i(w.finishing)]
+	if i := slices.Index(*q, w); i >= 0 {
+		*q = slices.Delete(*q, i, i+1)
 	}
 	c.mu.Unlock()
 	select {
@@ -251,24 +271,29 @@ func (c *Cluster) giveBack(slot time.Time) {
 // than $5 seconds ahead. The row is locked first and the clock read afterwards, so
 // that a lease that waited for the lock still starts at the true now. Everything is
 // computed from the locked row: an UPDATE ... FROM a plain read of the same row could
-// act on a stale next_slot under concurrency.
+// act on a stale next_slot under concurrency. $6 says that this process has
+// onboarding waiters: it marks onboarding_until two horizons ahead, so that processes
+// with only rotation waiters keep to rotation's share meanwhile (Cluster.lease).
 const leaseSQL = `
 WITH cur AS MATERIALIZED (
-    SELECT next_slot, paused_until FROM rate_limits WHERE name = $1 FOR UPDATE
+    SELECT next_slot, paused_until, onboarding_until FROM rate_limits WHERE name = $1 FOR UPDATE
 ), clk AS MATERIALIZED (
-    SELECT next_slot, paused_until, clock_timestamp() AS now FROM cur
+    SELECT next_slot, paused_until, onboarding_until, clock_timestamp() AS now FROM cur
 ), plan AS MATERIALIZED (
-    SELECT now, paused_until, greatest(next_slot, paused_until, now) AS start FROM clk
+    SELECT now, paused_until, onboarding_until, greatest(next_slot, paused_until, now) AS start FROM clk
 ), lease AS MATERIALIZED (
     SELECT now, paused_until, start,
+        CASE WHEN $6::bool THEN greatest(onboarding_until, now + 2 * $4::float8 * interval '1 second')
+             ELSE onboarding_until END AS onboarding_until,
         CASE WHEN start > now + $5::float8 * interval '1 second' THEN 0
              ELSE least($2::int, 1 + floor(extract(epoch FROM now + $4::float8 * interval '1 second' - start)::float8 / $3::float8))::int
         END AS n
     FROM plan
 )
-UPDATE rate_limits r SET next_slot = lease.start + lease.n * $3::float8 * interval '1 second'
+UPDATE rate_limits r SET next_slot = lease.start + lease.n * $3::float8 * interval '1 second',
+    onboarding_until = lease.onboarding_until
 FROM lease WHERE r.name = $1
-RETURNING lease.now, lease.start, lease.n, r.next_slot, lease.paused_until`
+RETURNING lease.now, lease.start, lease.n, r.next_slot, lease.paused_until, lease.onboarding_until`
 
 // lease asks the database for slots and queues them. When the schedule is booked too
 // far ahead it gets none and sets retryAt instead.
@@ -280,19 +305,35 @@ func (c *Cluster) lease(ctx context.Context) error {
 	c.mu.Lock()
 	// Enough for everyone waiting now, or for what this process used in the last half
 	// lease if that is more: waiters that come later find a slot without a round trip.
-	waiting := 0
-	for _, n := range c.waiting() {
-		waiting += n
+	waiting := c.waiting()
+	total := 0
+	for _, n := range waiting {
+		total += n
 	}
-	want := max(waiting, int(math.Ceil(c.demand.rate(time.Now())*(horizon/2).Seconds())))
+	want := max(total, int(math.Ceil(c.demand.rate(time.Now())*(horizon/2).Seconds())))
+	onboarding := waiting[Onboarding] > 0
+	// With only rotation waiters here while another process onboards, this process
+	// leases rotation's share of a horizon and waits out the rest (below), leaving the
+	// schedule to the onboarding process; with a share of 1 it only looks (n = 0).
+	yielding := !onboarding && waiting[Rotation] > 0 && time.Now().Before(c.othersOnboarding)
 	c.mu.Unlock()
 	want = max(1, min(want, fit))
+	if yielding {
+		want = min(want, int(math.Floor(float64(fit)*(1-c.cfg.OnboardingShare)+0.5)))
+	}
 
-	var dbNow, start, next, paused time.Time
+	var dbNow, start, next, paused, onboardingUntil time.Time
 	var n int
 	sent := time.Now()
-	err := c.pool.QueryRow(ctx, leaseSQL, c.cfg.Name, want, spacing.Seconds(), horizon.Seconds(), (horizon/2).Seconds()).
-		Scan(&dbNow, &start, &n, &next, &paused)
+	reach, open := horizon, horizon/2
+	if yielding {
+		// Rotation's few slots go at the end of what the onboarding process booked,
+		// however far ahead that is (within a horizon), rather than waiting for a
+		// moment when the schedule is nearly empty: there may be none.
+		reach, open = horizon+time.Duration(want)*spacing, horizon
+	}
+	err := c.pool.QueryRow(ctx, leaseSQL, c.cfg.Name, want, spacing.Seconds(), reach.Seconds(), open.Seconds(), onboarding).
+		Scan(&dbNow, &start, &n, &next, &paused, &onboardingUntil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// The row went away (a truncated table): create it, and lease next time.
 		return c.ensureRow(ctx)
@@ -330,6 +371,19 @@ func (c *Cluster) lease(ctx context.Context) error {
 	// round.
 	jitter := time.Duration(rand.Int64N(int64(horizon/10) + 1))
 	c.retryAt = c.clock.local(next).Add(-horizon/2 + jitter)
+	if onboarding {
+		c.ownOnboarding = onboardingUntil
+	} else if !onboardingUntil.Equal(c.ownOnboarding) {
+		// The mark is another process's (this one's own last mark does not count).
+		c.othersOnboarding = c.clock.local(onboardingUntil)
+	} else {
+		c.othersOnboarding = time.Time{}
+	}
+	if yielding {
+		// Rotation's share: n slots now, then a pause as long as onboarding's part of
+		// a horizon, during which the onboarding process leases.
+		c.retryAt = received.Add(time.Duration(float64(horizon) * c.cfg.OnboardingShare))
+	}
 	if n == 0 && c.retryAt.Before(received.Add(time.Millisecond)) {
 		// The database said not yet, whatever our mapping says: do not ask again at once.
 		c.retryAt = received.Add(time.Millisecond)

@@ -85,13 +85,26 @@ func hammerFor(d time.Duration, limiters []ratelimit.Limiter, perLimiter int) []
 	return hammer(ctx, limiters, perLimiter, nil)
 }
 
+// readMigrations reads the named migrations, one after the other.
+func readMigrations(names ...string) ([]byte, error) {
+	var all []byte
+	for _, name := range names {
+		b, err := os.ReadFile("../migrations/sql/" + name)
+		if err != nil {
+			return nil, err
+		}
+		all = append(append(all, b...), '\n')
+	}
+	return all, nil
+}
+
 // schema creates a schema of its own for the test with the rate limiter's migration
 // applied (twice: it must be idempotent) and returns a function that opens a pool,
 // as one more process would, whose search_path points at it.
 func schema(t testing.TB) func() *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
-	migration, err := os.ReadFile("../migrations/sql/0002_ratelimit.sql")
+	migration, err := readMigrations("0002_ratelimit.sql", "0019_ratelimit_onboarding.sql")
 	require.NoError(t, err)
 	b := make([]byte, 8)
 	_, err = rand.Read(b)
