@@ -110,11 +110,12 @@ func resolve(r *http.Request) route {
 // serveAPI applies, in order: counting, latency, rate cap, fail rate, authentication,
 // routing, then the operation (see the package doc).
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	arrived := s.cfg.Now()
 	rt := resolve(r)
 	key, secret, hasAuth := r.BasicAuth()
 
 	s.mu.Lock()
-	_, t := s.tick()
+	t := s.stamp(arrived)
 	s.requests++
 	s.global.add(t)
 	s.log.add(t, rt.op)

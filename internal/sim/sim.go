@@ -195,8 +195,10 @@ type Server struct {
 	seq      int64 // last sequence number given to an address, all accounts
 	global   window
 	log      requestLog
-	requests int64
-	injected Injected
+	// lastStamp is the latest window timestamp given (stamp).
+	lastStamp int64
+	requests  int64
+	injected  Injected
 }
 
 type account struct {
@@ -343,11 +345,15 @@ func (w *window) add(t int64) int {
 	return n
 }
 
-// tick is the current time as a window timestamp; callers hold s.mu so that
-// timestamps reach the windows in order.
-func (s *Server) tick() (time.Time, int64) {
-	now := s.cfg.Now()
-	return now, max(int64(now.Sub(s.epoch)), 0)
+// stamp is a request's arrival as a window timestamp. The clock is read when the
+// handler starts, before s.mu: a request that waited for the lock (held by a busy
+// operation, or by a goroutine the machine preempted) is counted when it arrived, not
+// in a bunch with the others that waited (issue 12). Callers hold s.mu; timestamps
+// reach the windows in order because a stamp is never earlier than the last one.
+func (s *Server) stamp(arrived time.Time) int64 {
+	t := max(int64(arrived.Sub(s.epoch)), 0, s.lastStamp)
+	s.lastStamp = t
+	return t
 }
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
