@@ -198,16 +198,9 @@ func (rr *rateRig) requests(since time.Time) ([]sim.Request, error) {
 // upload's transaction committed.
 func storedAt(serves []*procrun.Proc) time.Time {
 	for _, p := range serves {
-		sc := bufio.NewScanner(strings.NewReader(p.Out.String()))
-		sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Time time.Time `json:"time"`
-				Msg  string    `json:"msg"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "manifest stored" {
-				return line.Time
-			}
+		if line := logLine(p, "manifest stored"); line != nil {
+			t, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(line["time"]))
+			return t
 		}
 	}
 	return time.Time{}
@@ -330,5 +323,27 @@ func benchRate(baseURL string, devices int, rate float64, readyDelay time.Durati
 		return err
 	}
 	rateRun{devices: devices, requests: reqs, stored: scheduled, workOp: "reset", took: took}.print("rotate --all", rate)
+	// Where the budget went, in each process's own words (serve logs its limiter's
+	// counters when it stops; builds before issue 12 do not).
+	for _, p := range rr.serves {
+		_, _ = p.Terminate(30 * time.Second)
+		if line := logLine(p, "rate limiter: this process's share of VNCCLOUD_RATE"); line != nil {
+			fmt.Printf("%s's limiter over both phases: grants %v (onboarding %v, rotation %v), %v slots leased in %v leases; late %v, unused %v, leases with an uncertain clock %v\n",
+				p.Name, line["grants"], line["onboarding"], line["rotation"], line["slots"], line["leases"], line["late"], line["unused"], line["uncertain_clock"])
+		}
+	}
+	return nil
+}
+
+// logLine is the first JSON log line of p with message msg, or nil.
+func logLine(p *procrun.Proc, msg string) map[string]any {
+	sc := bufio.NewScanner(strings.NewReader(p.Out.String()))
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
+			return line
+		}
+	}
 	return nil
 }

@@ -58,6 +58,10 @@ type Stats struct {
 	// UncertainClock counts the leases whose slots were dropped because the mapping of
 	// the database's clock to this process's was not known to within the jitter budget.
 	UncertainClock int64
+	// Late counts the slots voided because their goroutine woke more than MaxLate after
+	// them (a busy machine); Unused the slots that passed, or fell in a pause, with
+	// nobody to take them. Both are budget left unspent, safely.
+	Late, Unused int64
 }
 
 // setupTimeout bounds NewCluster's one statement, which has no context of its own.
@@ -143,6 +147,9 @@ func (c *Cluster) Wait(ctx context.Context) error {
 			if now.Before(c.pausedUntil) || now.Sub(slot) > c.cfg.MaxLate {
 				// A pause began while this goroutine slept, or it woke too late (a busy
 				// machine): its slot is void.
+				if !now.Before(c.pausedUntil) {
+					c.stats.Late++
+				}
 				c.enqueue(w)
 				continue
 			}
@@ -254,6 +261,7 @@ func (c *Cluster) dropUnusable(now time.Time) {
 	for i < len(c.slots) && (now.Sub(c.slots[i]) > c.cfg.MaxLate || c.slots[i].Before(c.pausedUntil)) {
 		i++
 	}
+	c.stats.Unused += int64(i)
 	c.slots = c.slots[i:]
 }
 

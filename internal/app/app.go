@@ -109,6 +109,9 @@ type Worker struct {
 	Gauges  *metrics.DBGauges
 	// Handler serves HTTP: the operator's console at / and, for every other path, the API.
 	Handler http.Handler
+	// RateStats reads what the cluster rate limiter did in this process (nil with a
+	// local limiter): Serve logs it at shutdown, where the budget went.
+	RateStats func() ratelimit.Stats
 }
 
 // Options are the parts a caller may supply instead of building them from config
@@ -151,6 +154,10 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		return nil, err
 	}
 	limiter := met.InstrumentLimiter(bare, cfg.VNCCloud.Rate)
+	var rateStats func() ratelimit.Stats
+	if cl, ok := bare.(*ratelimit.Cluster); ok {
+		rateStats = cl.Stats
+	}
 
 	cloud := opts.Cloud
 	if cloud == nil {
@@ -256,7 +263,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, Handler: ui, HTTP: cfg.HTTP,
+	return &Worker{Store: st, River: rc, Limiter: limiter, RateStats: rateStats, Deps: deps, API: api, Handler: ui, HTTP: cfg.HTTP,
 		Metrics: met, Gauges: gauges}, nil
 }
 
@@ -348,6 +355,12 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 		return fmt.Errorf("http: %w", err)
 	}
 	logger.Info("shutting down: draining jobs and requests", "timeout", shutdownTimeout)
+	if w.RateStats != nil {
+		st := w.RateStats()
+		logger.Info("rate limiter: this process's share of VNCCLOUD_RATE", "grants", st.Grants,
+			"onboarding", st.ByClass[ratelimit.Onboarding], "rotation", st.ByClass[ratelimit.Rotation],
+			"leases", st.Leases, "slots", st.Slots, "late", st.Late, "unused", st.Unused, "uncertain_clock", st.UncertainClock)
+	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	_ = srv.Shutdown(stopCtx)
