@@ -85,5 +85,5 @@ func TestClockUncertainty(t *testing.T) {
 	require.Equal(t, 3*time.Millisecond, m.uncertainty(local.Add(1002*time.Millisecond)), "aged by 1ms a second")
 	c := Config{Rate: 10}
 	c.setDefaults()
-	require.Equal(t, 5*time.Millisecond, (&Cluster{cfg: c}).maxClockError(), "a quarter of the 20ms margin")
+	require.Equal(t, 2500*time.Microsecond, (&Cluster{cfg: c}).maxClockError(), "an eighth of the 20ms margin")
 }

@@ -16,8 +16,9 @@
 // (scheduling, MaxLate, the network, the error of mapping the database's clock to
 // ours) must stay within that budget. Two parts of it are enforced: a slot woken up
 // more than MaxLate late is dropped, and a lease whose clock mapping is uncertain by
-// more than a quarter of the margin (half the round trip of the best sample, aged)
-// gives no slots until a better sample is taken. The count is an integer, so a fractional Rate
+// more than an eighth of the margin (half the round trip of the best sample, aged;
+// two processes' mappings then disagree by at most a quarter) gives no slots until a
+// better sample is taken. The count is an integer, so a fractional Rate
 // of 1 or more is rounded down (10.5/s means at most 10 in any second).
 //
 // The schedule is kept in the database's clock and every process converts it to its
@@ -116,18 +117,21 @@ type Config struct {
 	Rate float64
 	// Margin stretches slot spacing to (1+Margin)/Rate: Margin seconds is the budget for
 	// the jitter between a slot and the request's arrival at the API. Defaults to
-	// DefaultMargin (0.02: 20ms, for 2% of the rate): MaxLate takes a quarter of it,
-	// the clock mapping at most another quarter, the rest is for the network and the
-	// scheduler between the wake-up and the request's arrival.
+	// DefaultMargin (0.02: 20ms, for 2% of the rate): MaxLate takes half of it, the
+	// disagreement of two processes' clock mappings at most a quarter, the rest is for
+	// the network and the scheduler between the wake-up and the request's arrival.
 	Margin float64
 	// MaxLease is how far ahead of the database's now one lease may reach. It bounds
 	// how long a pause takes to reach other processes, how long a lower AIMD factor
-	// takes to apply, and what cancelled waiters waste. Defaults to 100ms: about 20
-	// leases per second per busy process.
+	// takes to apply, and what cancelled waiters waste. Defaults to 200ms: about 10
+	// leases per second per busy process, and a lease may take up to 100ms (a loaded
+	// database) before the process runs out of slots.
 	MaxLease time.Duration
 	// MaxLate drops a slot whose time passed longer ago than this instead of using it,
 	// so late requests never bunch up. It comes out of the Margin budget. Defaults to
-	// 20ms, or a quarter of the Margin budget if that is less.
+	// 20ms, or half the Margin budget if that is less (10ms at the default margin: a
+	// loaded machine wakes goroutines 5ms late often enough that a quarter lost
+	// slots).
 	MaxLate time.Duration
 	// MinFactor is the floor of the AIMD rate factor: a process never slows below
 	// MinFactor*Rate, so it keeps probing whether the API recovered. Defaults to 0.1.
@@ -154,10 +158,10 @@ func (c *Config) setDefaults() {
 		c.Margin = DefaultMargin
 	}
 	if c.MaxLease <= 0 {
-		c.MaxLease = 100 * time.Millisecond
+		c.MaxLease = 200 * time.Millisecond
 	}
 	if c.MaxLate <= 0 {
-		c.MaxLate = min(20*time.Millisecond, time.Duration(c.Margin*float64(time.Second)/4))
+		c.MaxLate = min(20*time.Millisecond, time.Duration(c.Margin*float64(time.Second)/2))
 	}
 	if c.MinFactor <= 0 || c.MinFactor > 1 {
 		c.MinFactor = 0.1
@@ -180,9 +184,10 @@ func (c *Config) setDefaults() {
 const DefaultMargin = 0.02
 
 // clockBudget is the share of the margin that the uncertainty of the mapping between
-// the database's clock and a process's may take; a lease whose mapping is less
+// the database's clock and a process's may take (two processes' mappings may then
+// disagree by twice as much); a lease whose mapping is less
 // certain than that is not used (Cluster.lease).
-const clockBudget = 0.25
+const clockBudget = 0.125
 
 // spacing is the time between two slots at full speed. The guarantee is about whole
 // requests in a second, so a Rate of 1 or more counts as its integer part; below 1 it
