@@ -233,8 +233,12 @@ func NewClient(pool *pgxpool.Pool, deps *Deps) (*river.Client[pgx.Tx], error) {
 		JobTimeout:           jobTimeout,
 		RescueStuckJobsAfter: jobTimeout + time.Minute,
 		FetchPollInterval:    200 * time.Millisecond,
-		PeriodicJobs:         periodic,
-		Middleware:           deps.Middleware,
+		// A job inserted by an upload is announced by a notification; River fetches at
+		// most once per cooldown (100ms by default, most of the time from an upload
+		// stored to its first create: issue 12 wants 100ms).
+		FetchCooldown: 20 * time.Millisecond,
+		PeriodicJobs:  periodic,
+		Middleware:    deps.Middleware,
 	})
 }
 
