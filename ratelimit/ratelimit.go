@@ -117,9 +117,10 @@ type Config struct {
 	Rate float64
 	// Margin stretches slot spacing to (1+Margin)/Rate: Margin seconds is the budget for
 	// the jitter between a slot and the request's arrival at the API. Defaults to
-	// DefaultMargin (0.02: 20ms, for 2% of the rate): MaxLate takes half of it, the
-	// disagreement of two processes' clock mappings at most a quarter, the rest is for
-	// the network and the scheduler between the wake-up and the request's arrival.
+	// DefaultMargin (0.02: 20ms, for 2% of the rate): MaxLate takes a quarter of it,
+	// the disagreement of two processes' clock mappings at most another quarter, the
+	// rest is for the network and the scheduler between the wake-up and the request's
+	// arrival.
 	Margin float64
 	// MaxLease is how far ahead of the database's now one lease may reach. It bounds
 	// how long a pause takes to reach other processes, how long a lower AIMD factor
@@ -129,9 +130,9 @@ type Config struct {
 	MaxLease time.Duration
 	// MaxLate drops a slot whose time passed longer ago than this instead of using it,
 	// so late requests never bunch up. It comes out of the Margin budget. Defaults to
-	// 20ms, or half the Margin budget if that is less (10ms at the default margin: a
-	// loaded machine wakes goroutines 5ms late often enough that a quarter lost
-	// slots).
+	// 20ms, or a quarter of the Margin budget if that is less (5ms at the default
+	// margin; half of it let a loaded machine's late wake-ups through into bursts of
+	// 204 in a second at a cap of 200).
 	MaxLate time.Duration
 	// MinFactor is the floor of the AIMD rate factor: a process never slows below
 	// MinFactor*Rate, so it keeps probing whether the API recovered. Defaults to 0.1.
@@ -161,7 +162,7 @@ func (c *Config) setDefaults() {
 		c.MaxLease = 200 * time.Millisecond
 	}
 	if c.MaxLate <= 0 {
-		c.MaxLate = min(20*time.Millisecond, time.Duration(c.Margin*float64(time.Second)/2))
+		c.MaxLate = min(20*time.Millisecond, time.Duration(c.Margin*float64(time.Second)/4))
 	}
 	if c.MinFactor <= 0 || c.MinFactor > 1 {
 		c.MinFactor = 0.1
