@@ -131,8 +131,8 @@ type Config struct {
 	// MaxLate drops a slot whose time passed longer ago than this instead of using it,
 	// so late requests never bunch up. It comes out of the Margin budget. Defaults to
 	// 20ms, or a quarter of the Margin budget if that is less (5ms at the default
-	// margin; half of it let a loaded machine's late wake-ups through into bursts of
-	// 204 in a second at a cap of 200).
+	// margin; with half of it, a run on a loaded machine saw 204 in a second at a cap
+	// of 200).
 	MaxLate time.Duration
 	// MinFactor is the floor of the AIMD rate factor: a process never slows below
 	// MinFactor*Rate, so it keeps probing whether the API recovered. Defaults to 0.1.
