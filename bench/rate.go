@@ -36,16 +36,18 @@ type rateRun struct {
 }
 
 // busiest is the most requests in any sliding second (t-1s, t], the simulator's own
-// window.
-func busiest(reqs []sim.Request) int {
-	most, head := 0, 0
+// window, and the end of the first window that held them.
+func busiest(reqs []sim.Request) (most int, at time.Time) {
+	head := 0
 	for i, r := range reqs {
 		for !reqs[head].At.After(r.At.Add(-time.Second)) {
 			head++
 		}
-		most = max(most, i-head+1)
+		if i-head+1 > most {
+			most, at = i-head+1, r.At
+		}
 	}
-	return most
+	return most, at
 }
 
 func (r rateRun) print(name string, rate float64) {
@@ -70,8 +72,9 @@ func (r rateRun) print(name string, rate float64) {
 	ideal := time.Duration(float64(len(r.requests)) / rate * float64(time.Second))
 	fmt.Printf("%s: %d devices, %d API calls = %.2f per device %v, in %.1fs from the first request to the last (at the cap: %.1fs)\n",
 		name, r.devices, len(r.requests), float64(len(r.requests))/float64(r.devices), counts, span.Seconds(), ideal.Seconds())
-	fmt.Printf("  share of the cap: %.1f%% of VNCCLOUD_RATE=%g; busiest sliding second: %d requests (cap %d)\n",
-		100*share, rate, busiest(r.requests), int(rate))
+	most, at := busiest(r.requests)
+	fmt.Printf("  share of the cap: %.1f%% of VNCCLOUD_RATE=%g; busiest sliding second: %d requests (cap %d), ending %.3fs into the run\n",
+		100*share, rate, most, int(rate), at.Sub(first).Seconds())
 	if !r.stored.IsZero() && !firstWork.IsZero() {
 		fmt.Printf("  stored → first %s: %dms; first request → first %s: %dms\n",
 			r.workOp, firstWork.Sub(r.stored).Milliseconds(), r.workOp, firstWork.Sub(first).Milliseconds())
