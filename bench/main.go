@@ -90,9 +90,10 @@ func main() {
 		rate := fs.Float64("rate", 200, "VNCCLOUD_RATE for the run")
 		delay := fs.Duration("ready-delay", time.Second, "simulator readiness delay")
 		binary := fs.String("binary", "", "run serve and the CLI from this vncfleet binary (default: build this tree)")
+		simNice := fs.Int("sim-nice", 0, "run the simulator at this nice value (negative: ahead of the processes it measures; needs the privilege)")
 		_ = fs.Parse(args)
 		if begin() {
-			err = benchRate(*base, *devices, *rate, *delay, *binary)
+			err = benchRate(*base, *devices, *rate, *delay, *binary, *simNice)
 		}
 	case "scrape":
 		devices := fs.Int("devices", 1_000_000, "devices in the database")

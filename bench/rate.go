@@ -214,7 +214,7 @@ func storedAt(serves []*procrun.Proc) time.Time {
 // phase used. serveBinary, when set, runs serve and the CLI from that binary (another
 // build, such as main's, for a before-and-after in one sitting); the simulator is
 // always this tree's.
-func benchRate(baseURL string, devices int, rate float64, readyDelay time.Duration, serveBinary string) error {
+func benchRate(baseURL string, devices int, rate float64, readyDelay time.Duration, serveBinary string, simNice int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "vncfleet-bench-rate-")
 	if err != nil {
@@ -242,8 +242,18 @@ func benchRate(baseURL string, devices int, rate float64, readyDelay time.Durati
 		return err
 	}
 	rr.simURL = "http://" + simAddr
-	simProc, err := procrun.Start("sim", simBinary, []string{"VNCFLEET_SIM_LISTEN=" + simAddr}, "sim",
-		"--account", benchKey+":"+benchSecret, "--ready-delay", readyDelay.String(), "--request-log", fmt.Sprint(8*devices+10_000))
+	simArgs := []string{"sim", "--account", benchKey + ":" + benchSecret, "--ready-delay", readyDelay.String(),
+		"--request-log", fmt.Sprint(8*devices + 10_000)}
+	name0 := simBinary
+	if simNice != 0 {
+		// The simulator stamps each request when its handler starts: starved of CPU by
+		// the processes it measures (two cores), it stamps a stall's requests together.
+		// A real API's edge is not on vncfleet's machine.
+		simArgs = append([]string{"-n", fmt.Sprint(simNice), simBinary}, simArgs...)
+		name0 = "nice"
+		fmt.Printf("simulator at nice %d\n", simNice)
+	}
+	simProc, err := procrun.Start("sim", name0, []string{"VNCFLEET_SIM_LISTEN=" + simAddr}, simArgs...)
 	if err != nil {
 		return err
 	}

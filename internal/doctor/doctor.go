@@ -79,7 +79,7 @@ type Config struct {
 	// KeyErr says why there is no usable VNCFLEET_SECRET_KEY; nil when there is one.
 	KeyErr error
 	// VNCCloud is the client built from VNCCLOUD_*; nil when no API key is set.
-	VNCCloud *vnccloud.Client
+	VNCCloud Lister
 	// Zenlayer is the client built from ZENLAYER_*; nil when not configured.
 	Zenlayer *zenlayer.Client
 	// WebhookURL is where events go; "" when not configured.
@@ -158,6 +158,13 @@ func checkSecretKey(ctx context.Context, c Config, dbOK bool) Result {
 		r.Outcome, r.Detail = OK, fmt.Sprintf("opens the %d stored passwords sampled", s.Sampled)
 	}
 	return r
+}
+
+// Lister is what the VNC Cloud check needs: one page of the account's addresses.
+// *vnccloud.Client provides it; `serve` and `vncfleet doctor` give it through the
+// cluster's rate limiter, so the check's call counts against VNCCLOUD_RATE too.
+type Lister interface {
+	ListPage(ctx context.Context, target string) (vnccloud.Page, error)
 }
 
 func checkVNCCloud(ctx context.Context, c Config) Result {
