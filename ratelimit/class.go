@@ -6,7 +6,9 @@ import "context"
 // budget. Each process hands the slots it leases to its waiters by class: while both
 // classes wait, Onboarding gets Config.OnboardingShare of the slots and Rotation the
 // rest; while only one waits, it gets them all, so no slot is left unused for the
-// sake of a share.
+// sake of a share. Across processes, a process whose waiters are all Rotation leases
+// rotation's share only while another process's leases say it has Onboarding
+// waiters. Local (one process: `demo`, benchmarks) does not split by class.
 type Class int
 
 const (
