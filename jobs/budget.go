@@ -30,3 +30,15 @@ func pollClass(ctx context.Context, item store.PollItem) context.Context {
 	}
 	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
 }
+
+// finishingAfterFirst marks the calls of a device's operation after its first (a
+// rotation's reset after its GET) as finishing work already begun, so that they go
+// before the first calls of other devices: a run's resets start with its first
+// answers, not after a fan-out's worth of GETs. It returns ctx for this call and
+// whether the operation has begun.
+func finishingAfterFirst(ctx context.Context, begun bool) (context.Context, bool) {
+	if begun {
+		return ratelimit.Finishing(ctx), true
+	}
+	return ctx, true
+}

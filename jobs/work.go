@@ -208,10 +208,12 @@ func fanOut[T, R any](items []T, n int, fn func(T) R) []R {
 func (d *Deps) runItem(ctx, cancelled context.Context, item store.WorkItem) store.Result {
 	leaseCtx, cancel := context.WithDeadline(workClass(ctx, item), item.LeaseEnds.Add(-d.Config.CallTimeout))
 	defer cancel()
+	begun := false
 	call := func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		if cancelled.Err() != nil {
 			return false, errWorkCancelled
 		}
+		ctx, begun = finishingAfterFirst(ctx, begun)
 		waitCtx, stopWait := context.WithCancel(ctx)
 		defer stopWait()
 		defer context.AfterFunc(cancelled, stopWait)()
