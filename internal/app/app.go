@@ -146,7 +146,8 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	if met == nil {
 		met = metrics.New()
 	}
-	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, OnboardingShare: cfg.VNCCloud.OnboardingShare, Logger: logger}
+	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, OnboardingShare: cfg.VNCCloud.OnboardingShare,
+		Margin: cfg.VNCCloud.RateMargin, Logger: logger}
 	var bare ratelimit.Limiter
 	if opts.LocalLimiter {
 		bare = ratelimit.NewLocal(limCfg)

@@ -37,7 +37,7 @@ func SelfCheck(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, pool
 				// The check's one call takes a slot like any other: a `serve` started, or
 				// a `doctor` run, while others send at the cap must not add to them
 				// (issue 12: one more request in a second at the cap).
-				if lim, err := ratelimit.NewCluster(pool, ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate}); err == nil {
+				if lim, err := ratelimit.NewCluster(pool, ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, Margin: cfg.VNCCloud.RateMargin}); err == nil {
 					c.VNCCloud = limitedLister{cloud: cloud, limiter: lim}
 				}
 			}

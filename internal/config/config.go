@@ -178,6 +178,12 @@ type VNCCloud struct {
 	// and a rotation still advances during a long onboarding. 1 puts onboarding
 	// strictly first. Within (0, 1].
 	OnboardingShare float64 `yaml:"onboarding_share"`
+	// RateMargin spaces requests (1+RateMargin)/Rate apart (VNCCLOUD_RATE_MARGIN):
+	// RateMargin seconds in every second are the room for the jitter between a send
+	// slot and the request's arrival at the API, and the share of the rate left unspent.
+	// Default 0.02 (20ms, issue 12): enough on one machine or a LAN; raise it (0.05 to
+	// 0.08) when the path to the API jitters more, over a WAN. Within (0, 0.5].
+	RateMargin float64 `yaml:"rate_margin"`
 	// Timeout bounds one HTTP request. Default 30s: long enough for a slow answer,
 	// short enough that a hung connection does not hold a device.
 	Timeout time.Duration `yaml:"timeout"`
@@ -320,7 +326,7 @@ func Defaults() *Config {
 		MaxDeletionsMin:     1,
 		InlineApplyRows:     10_000,
 		MetricsInterval:     20 * time.Second,
-		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, OnboardingShare: ratelimit.DefaultOnboardingShare, Timeout: vnccloud.DefaultTimeout},
+		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, OnboardingShare: ratelimit.DefaultOnboardingShare, RateMargin: ratelimit.DefaultMargin, Timeout: vnccloud.DefaultTimeout},
 		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
 		Workers: Workers{Concurrency: jobs.DefaultMaxWorkers, BatchSize: jobs.DefaultBatchSize, Chains: jobs.DefaultChains,
 			Fanout: jobs.DefaultFanout, ClaimLease: jobs.DefaultClaimLease, CallTimeout: jobs.DefaultCallTimeout,
@@ -549,6 +555,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.VNCCloud.OnboardingShare = f
 	}
+	if v := getenv("VNCCLOUD_RATE_MARGIN"); v != "" {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("config: VNCCLOUD_RATE_MARGIN: %q is not a number", v)
+		}
+		c.VNCCloud.RateMargin = f
+	}
 	if v := getenv("VNCFLEET_UPLOAD_IDLE_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
@@ -673,6 +686,9 @@ func (c *Config) Validate() error {
 		if r < 0 {
 			bad(key, "must be at least 0 (0: no limit)")
 		}
+	}
+	if m := c.VNCCloud.RateMargin; !(m > 0 && m <= 0.5) {
+		bad("vnccloud.rate_margin", "must be within (0, 0.5]: the share of the rate left for jitter")
 	}
 	if s := c.VNCCloud.OnboardingShare; !(s > 0 && s <= 1) {
 		bad("vnccloud.onboarding_share", "must be within (0, 1]: the share of the rate onboarding gets while a rotation waits too")
