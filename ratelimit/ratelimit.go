@@ -91,6 +91,18 @@ const (
 	Failed                   // another failure: no effect on the rate
 )
 
+// Feedback is the one rule for what a request's answer tells a limiter: it reports o
+// (for AIMD) and, when a throttled answer named a delay (Retry-After), pauses every
+// sender sharing the limiter for that long, since the server asked the account, not
+// this request, to wait. The error is the pause's: the report is always made.
+func Feedback(ctx context.Context, l Limiter, o Outcome, retryAfter time.Duration) error {
+	l.Report(o)
+	if o != Throttled || retryAfter <= 0 {
+		return nil
+	}
+	return l.Pause(ctx, retryAfter)
+}
+
 func (o Outcome) String() string {
 	switch o {
 	case OK:

@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/robfig/cron/v3"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/metrics"
@@ -18,7 +19,6 @@ import (
 	"github.com/vncfleet/vncfleet/internal/webhook"
 	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/ratelimit"
-	"github.com/vncfleet/vncfleet/vnccloud"
 	"github.com/vncfleet/vncfleet/zenlayer"
 )
 
@@ -45,18 +45,9 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	rec := &reconcile.Reconciler{
 		Store: st,
 		Cloud: rc,
-		Call: func(ctx context.Context, fn func(ctx context.Context) error) error {
-			if err := limiter.Wait(ctx); err != nil {
-				return err
-			}
-			err := fn(ctx)
-			if vnccloud.IsRetryable(err) {
-				limiter.Report(ratelimit.Throttled)
-			} else {
-				limiter.Report(ratelimit.OK)
-			}
-			return err
-		},
+		// The worker's rule: paced by the cluster limiter, under a call's timeout,
+		// and a Retry-After pauses the whole cluster.
+		Call: cloudop.Limited{Limiter: limiter, Timeout: cfg.Workers.CallTimeout, Logger: logger}.Call,
 		Config: reconcile.Config{
 			// The longest a create recorded before a run can be in progress.
 			MaxWait:       cfg.Workers.ClaimLease + cfg.Workers.CallTimeout,
