@@ -36,7 +36,7 @@ type reconcileCloud interface {
 	reconcile.Cloud
 }
 
-func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limiter ratelimit.Limiter,
+func newLifecycle(cfg *config.Config, st *store.Store, limiter ratelimit.Limiter,
 	cloud jobs.Cloud, logger *slog.Logger, enqueue func(ctx context.Context, key string, devices int) error) (*lifecycle.Lifecycle, error) {
 	rc, ok := cloud.(reconcileCloud)
 	if !ok {
@@ -58,7 +58,6 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	}
 	return &lifecycle.Lifecycle{
 		Store:      st,
-		Pool:       pool,
 		Reconciler: rec,
 		Config:     lifecycle.Config{MaxAge: cfg.Rotation.MaxAge, Window: cfg.Rotation.Window},
 		Logger:     logger,

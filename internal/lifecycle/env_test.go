@@ -34,7 +34,6 @@ func (e *env) lifecycle(pool *pgxpool.Pool, cfg lifecycle.Config,
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	return &lifecycle.Lifecycle{
 		Store: st,
-		Pool:  pool,
 		Reconciler: &reconcile.Reconciler{Store: st, Cloud: e.Cloud, Call: call, Logger: logger,
 			Enqueue: e.Enq.Enqueue},
 		Config:  cfg,

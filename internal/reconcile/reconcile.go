@@ -84,9 +84,31 @@ func defaultBackoff(n int) time.Duration {
 // maxRetryAfter caps how long one retry waits on a server's Retry-After.
 const maxRetryAfter = 30 * time.Second
 
+// Store is what reconciliation needs of the database; *store.Store provides it.
+// Declared here, by its consumer, so that the run's decisions have unit tests with a
+// store of their own; the SQL behind it has its tests in internal/store.
+type Store interface {
+	// What the store knows: addresses, creates still in flight, open attempts.
+	KnownAddresses(ctx context.Context) (map[string]store.KnownDevice, error)
+	CreatesInFlight(ctx context.Context, sentBefore time.Time) (store.CreatesInFlight, error)
+	OpenAttempts(ctx context.Context) ([]store.OpenAttempt, error)
+	FirstSeen(ctx context.Context, addrs []string, record bool) (map[string]time.Time, error)
+	DriftCandidates(ctx context.Context, limit int) ([]store.DriftCandidate, error)
+
+	// What a run records, each only if the row is still as it was read.
+	MarkVanished(ctx context.Context, devicePK int64, address string, key string) (bool, error)
+	ResolveAttempt(ctx context.Context, attemptID int64, outcome, address string) error
+	AdoptAddress(ctx context.Context, attemptID, devicePK int64, address string, key string) (bool, error)
+	MarkChecked(ctx context.Context, devicePK int64, specVersion int, drift string, key string) error
+	Reschedule(ctx context.Context, key string) (int, error)
+	OwedUnder(ctx context.Context, key string) (int, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
 // Reconciler runs reconciliation.
 type Reconciler struct {
-	Store *store.Store
+	Store Store
 	Cloud Cloud
 	// Call makes every API request, retries included: the rate limiter
 	// (cloudop.Limited, as the worker's calls). Nil calls directly.

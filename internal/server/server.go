@@ -24,7 +24,7 @@ type Enqueuer func(ctx context.Context, tx pgx.Tx, key string, devices int) erro
 
 // Config configures the API.
 type Config struct {
-	Store  *store.Store
+	Store  Store
 	Tokens []Token
 	// Enqueue inserts work jobs for a queue (uploads, retries).
 	Enqueue Enqueuer
