@@ -22,6 +22,7 @@ import (
 	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
@@ -34,9 +35,9 @@ type Cloud interface {
 
 // Defaults of Config.
 const (
-	// DefaultMaxWait is the default claim lease (2m) plus a call's timeout (30s): a
+	// DefaultMaxWait is the workers' default claim lease plus a call's timeout: a
 	// create recorded before the run can be in progress no longer than that.
-	DefaultMaxWait     = 2*time.Minute + 30*time.Second
+	DefaultMaxWait     = jobs.DefaultClaimLease + jobs.DefaultCallTimeout
 	DefaultDriftChecks = 1000
 	DefaultAttempts    = 5
 )
