@@ -17,7 +17,7 @@ import (
 // Config tunes rotation.
 type Config struct {
 	// MaxAge is how old a password may get before the schedule rotates it.
-	// Defaults to DefaultMaxAge, 30 days.
+	// Defaults to DefaultMaxAge, 30 days. NextRotation states the rule.
 	MaxAge time.Duration
 	// Window spreads a scheduled run's rotations evenly over this long, so a nightly
 	// run neither spends the whole rate budget at once nor resets the whole fleet in
@@ -48,6 +48,8 @@ type Store interface {
 	ScheduleRotations(ctx context.Context, fleetName string, all bool, maxAge, window time.Duration, key string) (int, error)
 	// TryLock takes a cluster-wide advisory lock if nobody holds it.
 	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
+	// RecordReconcileRun keeps every reconcile run's report (a bounded history).
+	RecordReconcileRun(ctx context.Context, run store.ReconcileRun) (int64, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -100,7 +102,8 @@ func (l *Lifecycle) Rotate(ctx context.Context, fleet string, all bool) (int, st
 	return l.rotate(ctx, fleet, all, 0)
 }
 
-// ScheduledRotation is the periodic run: due devices, spread over the window.
+// ScheduledRotation is the periodic run: due devices, spread over the window
+// (Config.NextRotation states the rule).
 func (l *Lifecycle) ScheduledRotation(ctx context.Context) error {
 	_, _, err := l.rotate(ctx, "", false, l.Config.withDefaults().Window)
 	return err
@@ -137,22 +140,23 @@ const reconcileLockKey = 0x76_6e_63_72_65_63 // "vncrec"
 
 // Reconcile runs reconciliation now and returns its report.
 func (l *Lifecycle) Reconcile(ctx context.Context, dryRun bool) (any, error) {
-	return l.reconcile(ctx, dryRun)
+	return l.reconcile(ctx, dryRun, store.ReconcileByRequest)
 }
 
 // ScheduledReconcile is the periodic run; a run already in progress elsewhere is not
 // an error.
 func (l *Lifecycle) ScheduledReconcile(ctx context.Context) error {
-	_, err := l.reconcile(ctx, false)
+	_, err := l.reconcile(ctx, false, store.ReconcileBySchedule)
 	if errors.Is(err, ErrReconcileRunning) {
 		return nil
 	}
 	return err
 }
 
-// reconcile runs reconciliation under the cluster-wide lock and logs the run, one line
-// whatever the outcome (a run that found another in progress is no run).
-func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.Report, err error) {
+// reconcile runs reconciliation under the cluster-wide lock, records the run in the
+// store (its report, or that it failed) and logs it, one line whatever the outcome (a
+// run that found another in progress is no run).
+func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool, trigger string) (rep *reconcile.Report, err error) {
 	start := time.Now()
 	defer func() {
 		if errors.Is(err, ErrReconcileRunning) {
@@ -161,6 +165,7 @@ func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.
 		if l.Observe != nil && !dryRun {
 			l.Observe.ReconcileRun(rep, err)
 		}
+		l.record(context.WithoutCancel(ctx), rep, err, dryRun, trigger, start)
 		if err != nil {
 			l.logger().Error("reconcile run failed", "dry_run", dryRun, "duration", time.Since(start), "err", err)
 			return
@@ -173,6 +178,18 @@ func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.
 			"deleted_foreign", len(rep.DeletedForeign), "rescheduled", rep.Rescheduled, "errors", len(rep.Errors))
 	}()
 	return l.lockedReconcile(ctx, dryRun)
+}
+
+// record stores a run's report; a run whose report cannot be stored is still a run
+// (its caller gets the report), so the failure is logged only.
+func (l *Lifecycle) record(ctx context.Context, rep *reconcile.Report, runErr error, dryRun bool, trigger string, start time.Time) {
+	run, err := reconcile.RunRecord(rep, runErr, dryRun, trigger, start.UTC(), time.Now().UTC())
+	if err == nil {
+		_, err = l.Store.RecordReconcileRun(ctx, run)
+	}
+	if err != nil {
+		l.logger().Error("reconcile run not recorded", "dry_run", dryRun, "trigger", trigger, "err", err)
+	}
 }
 
 func (l *Lifecycle) lockedReconcile(ctx context.Context, dryRun bool) (*reconcile.Report, error) {

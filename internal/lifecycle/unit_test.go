@@ -11,6 +11,7 @@ import (
 
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
+	"github.com/vncfleet/vncfleet/internal/store"
 )
 
 // These tests hold the lifecycle's decisions (what a run schedules, with what age and
@@ -27,6 +28,18 @@ type fakeStore struct {
 	locked    bool // someone holds the reconcile lock
 	lockErr   error
 	released  int
+	recorded  []store.ReconcileRun // RecordReconcileRun's
+	recordErr error
+}
+
+func (s *fakeStore) RecordReconcileRun(_ context.Context, run store.ReconcileRun) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recordErr != nil {
+		return 0, s.recordErr
+	}
+	s.recorded = append(s.recorded, run)
+	return int64(len(s.recorded)), nil
 }
 
 type rotationCall struct {
@@ -169,6 +182,20 @@ func TestReconcileRunsUnderTheLockAndReleasesIt(t *testing.T) {
 	require.ErrorIs(t, err, rec.err)
 	require.Equal(t, 2, st.released)
 	require.Len(t, obs.reconcile, 1, "dry runs are not counted")
+
+	// Both are recorded, the dry run and the failed one too; a run whose record
+	// fails is still the run its caller gets.
+	require.Len(t, st.recorded, 2)
+	require.Equal(t, store.ReconcileByRequest, st.recorded[0].Trigger)
+	require.True(t, st.recorded[0].Converged)
+	require.NotNil(t, st.recorded[0].Report)
+	require.True(t, st.recorded[1].DryRun)
+	require.Nil(t, st.recorded[1].Report)
+	require.Equal(t, "the run failed; the server's log has the cause", st.recorded[1].Error, "no database detail in the history")
+	rec.err, st.recordErr = nil, errors.New("database gone")
+	rep, err = l.Reconcile(context.Background(), false)
+	require.NoError(t, err)
+	require.Same(t, rec.report, rep)
 }
 
 func TestReconcileWhileAnotherRunsIsBusyAndTheScheduleSkipsIt(t *testing.T) {
@@ -180,10 +207,13 @@ func TestReconcileWhileAnotherRunsIsBusyAndTheScheduleSkipsIt(t *testing.T) {
 	require.NoError(t, l.ScheduledReconcile(context.Background()), "the schedule's run is simply not needed")
 	require.Empty(t, rec.runs)
 	require.Empty(t, obs.reconcile, "no run, nothing observed")
+	require.Empty(t, st.recorded, "and nothing recorded")
 	require.Zero(t, st.released, "not ours to release")
 
 	st.locked, st.lockErr = false, errors.New("no connection")
 	err = l.ScheduledReconcile(context.Background())
 	require.ErrorIs(t, err, st.lockErr)
 	require.Empty(t, rec.runs)
+	require.Len(t, st.recorded, 1, "a scheduled run that could not start is recorded as failed")
+	require.Equal(t, store.ReconcileBySchedule, st.recorded[0].Trigger)
 }

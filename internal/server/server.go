@@ -94,6 +94,10 @@ type Config struct {
 	// not scheduled), for GET /v1/rotation.
 	RotationMaxAge   time.Duration
 	RotationSchedule Schedule
+	// RotationWindow is rotation.window, over which a scheduled run spreads its
+	// resets: a device's forecast (GET /v1/fleets/{fleet}/devices/{device}) says by
+	// when its reset starts.
+	RotationWindow time.Duration
 	// StreamHeartbeat is the longest a stream stays silent (a comment line keeps
 	// proxies from closing it). Defaults to DefaultStreamHeartbeat.
 	StreamHeartbeat time.Duration
@@ -191,6 +195,8 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /v1/retry", s.auth(s.retry, RoleUpload))
 	s.mux.Handle("POST /v1/rotate", s.auth(s.rotate, RoleUpload))
 	s.mux.Handle("POST /v1/reconcile", s.auth(s.reconcile, RoleUpload))
+	s.mux.Handle("GET /v1/reconcile/runs", s.auth(s.reconcileRuns, RoleRead))
+	s.mux.Handle("GET /v1/reconcile/runs/last", s.auth(s.lastReconcileRun, RoleRead))
 	s.mux.Handle("GET /v1/work/{key}", s.auth(s.workProgress, RoleRead))
 	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}/credentials", s.auth(s.credentials, RoleSecrets))
 	s.mux.Handle("POST /v1/fleets/{fleet}/devices/{device}/credentials/claim", s.auth(s.issueClaim, RoleSecrets))

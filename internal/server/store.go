@@ -36,6 +36,7 @@ type Store interface {
 	WorkFleets(ctx context.Context, key string) ([]string, error)
 	WorkProgress(ctx context.Context, key string) (*store.Progress, error)
 	RotationStatus(ctx context.Context, maxAge time.Duration) ([]store.FleetRotation, []store.RotationFailure, error)
+	ReconcileRuns(ctx context.Context, limit int, withReports bool) ([]store.ReconcileRun, error)
 
 	// Credentials: export, single reads and claims, each audited.
 	Export(ctx context.Context, q store.ExportQuery) iter.Seq2[store.ExportRow, error]
