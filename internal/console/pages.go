@@ -101,13 +101,29 @@ type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session)
 // withSession serves h to a signed-in operator, and sends anyone else to sign in.
 func (c *Console) withSession(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessions.get(r)
-		if s == nil {
-			c.toSignin(w, r)
+		s, ok := c.session(w, r)
+		if !ok {
 			return
 		}
 		h(w, r, s)
 	}
+}
+
+// session is the request's session; without one (ok false) the request was answered:
+// sent to sign in, or told that sessions cannot be read.
+func (c *Console) session(w http.ResponseWriter, r *http.Request) (_ *session, ok bool) {
+	s, err := c.sessions.get(r)
+	if err != nil {
+		c.cfg.Logger.Error("console session lookup failed", "err", err)
+		c.render(w, http.StatusServiceUnavailable, "signin", view{Title: "Sign in",
+			Error: "The server cannot read sessions right now. Try again shortly.", Data: signinData{Next: safeNext(r.URL.RequestURI())}})
+		return nil, false
+	}
+	if s == nil {
+		c.toSignin(w, r)
+		return nil, false
+	}
+	return s, true
 }
 
 func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
@@ -122,9 +138,8 @@ func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
 // the session's CSRF token.
 func (c *Console) withForm(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessions.get(r)
-		if s == nil {
-			c.toSignin(w, r)
+		s, ok := c.session(w, r)
+		if !ok {
 			return
 		}
 		if !sameOrigin(r) || !s.csrfOK(r.PostFormValue("csrf")) {
@@ -182,7 +197,12 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		Name  string   `json:"name"`
 		Roles []string `json:"roles"`
 	}
-	err := c.call(r, &session{token: token}, http.MethodGet, "/v1/me", nil, &me)
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/v1/me", nil)
+	if err == nil {
+		req.RemoteAddr = r.RemoteAddr
+		req.Header.Set("Authorization", "Bearer "+token)
+		err = c.serve(req, http.MethodGet, "/v1/me", &me)
+	}
 	var apiErr *apiError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
@@ -193,13 +213,22 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "The server cannot sign you in right now. Try again shortly.")
 		return
 	}
-	c.sessions.start(w, r, token, me.Name, me.Roles)
+	if _, err := c.sessions.start(w, r, me.Name, me.Roles); err != nil {
+		c.cfg.Logger.Error("console sign-in failed", "err", err)
+		fail(http.StatusServiceUnavailable, "The server cannot sign you in right now. Try again shortly.")
+		return
+	}
 	c.cfg.Logger.Info("console sign-in", "name", me.Name, "remote", r.RemoteAddr)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ *session) {
-	c.sessions.end(w, r)
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
+	if err := c.sessions.end(w, r); err != nil {
+		c.cfg.Logger.Error("console sign-out failed", "name", s.Name(), "err", err)
+		http.Error(w, "The server could not end the session. Try again shortly.", http.StatusServiceUnavailable)
+		return
+	}
+	c.cfg.Logger.Info("console sign-out", "name", s.Name(), "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
