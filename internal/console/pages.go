@@ -301,7 +301,7 @@ type fleetView struct {
 	Name      string
 	Bar       bar
 	Manifests []manifestRow
-	Rotation  *store.FleetRotation
+	Rotation  *server.FleetRotation
 	// Reconciled is what the last reconcile run found of this fleet's devices (nil
 	// when there is no such run).
 	Reconciled *store.FleetFindings

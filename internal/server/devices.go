@@ -40,8 +40,7 @@ func (s *Server) device(w http.ResponseWriter, r *http.Request) {
 	answer := deviceAnswer{DeviceDetail: d}
 	// Only a device holding a password is rotated; lifecycle states when.
 	if d.HasPassword && d.State == string(fleet.StatePresent) {
-		f := lifecycle.Config{MaxAge: s.cfg.RotationMaxAge, Window: s.cfg.RotationWindow}.
-			NextRotation(s.cfg.RotationSchedule, d.PasswordSetAt, time.Now())
+		f := s.rotationPolicy().NextRotation(s.cfg.RotationSchedule, d.PasswordSetAt, time.Now())
 		answer.Rotation = &f
 	}
 	writeJSON(w, http.StatusOK, answer)

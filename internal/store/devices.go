@@ -72,7 +72,7 @@ func (s *Store) GetDevice(ctx context.Context, fleetName, deviceID string) (*Dev
 		       d.metadata, d.status, d.op, d.cloud_address, d.manifest_id, d.line, d.last_error, d.last_error_status,
 		       d.last_error_code, d.vnc_url, d.vnc_url_error, d.password_set_at, d.password_ct IS NOT NULL,
 		       d.created_at, d.updated_at, d.ready_at,
-		       (SELECT max(e.at) FROM device_events e WHERE e.device_pk = d.id AND e.operation = 'reset' AND e.outcome = 'rotated')
+		       (SELECT max(e.at) FROM device_events e WHERE e.device_pk = d.id AND e.operation = 'reset' AND e.outcome = 'ok')
 		FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1 AND d.device_id = $2`,
 		fleetName, deviceID).Scan(&pk, &d.Action, &d.Groups, &d.AllowGroups, &d.AllowDevices, &d.State, &zl,
 		&meta, &d.Status, &op, &addr, &manifest, &line, &lastErr, &errStatus, &errCode, &url, &urlErr,

@@ -131,12 +131,17 @@ function upload() {
   if (!form) return;
   const result = $("#result");
   const drop = $("#drop"), file = $("#file");
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  const over = (e) => { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; drop.classList.add("over"); };
+  drop.addEventListener("dragenter", over);
+  drop.addEventListener("dragover", over);
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  // A file dropped is a file picked: its plan is checked at once.
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files.length) { file.files = e.dataTransfer.files; }
+    if (!e.dataTransfer.files.length) return;
+    file.files = e.dataTransfer.files;
+    form.requestSubmit();
   });
 
   const send = async (dryRun, maxDeletions) => {
