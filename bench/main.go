@@ -6,6 +6,7 @@
 //	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
+//	go run ./bench console    --requests 2000  # a console request with its session in PostgreSQL vs the bearer token's
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -16,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/vncfleet/vncfleet/internal/console"
 )
 
 func main() {
@@ -91,13 +94,20 @@ func main() {
 		if begin() {
 			err = benchScrape(*base, *devices, *fleets, *scrapes)
 		}
+	case "console":
+		requests := fs.Int("requests", 2000, "requests of each kind to time")
+		sessions := fs.Int("sessions", console.DefaultMaxSessions-1, "other sessions in the table")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchConsole(*base, *requests, *sessions)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|console [flags]")
 	os.Exit(2)
 }
 
