@@ -364,7 +364,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 			f.Rotation = &fr
 		}
 	}
-	ov.LastReconcile, ov.NoReconcile = c.lastReconcile(r, s)
+	ov.LastReconcile, ov.NoReconcile = c.lastReconcile(r, s, false)
 	if run := ov.LastReconcile; run != nil && run.Error == "" {
 		for name, f := range fleets {
 			found := run.ByFleet[name]
@@ -566,17 +566,28 @@ type reconcileView struct {
 	Started bool   // the report is of the run this page just started
 }
 
-// lastReconcile is the newest recorded run, nil when there is none or the caller may
-// not read it (why says which).
-func (c *Console) lastReconcile(r *http.Request, s *session) (run *store.ReconcileRun, why string) {
-	var last store.ReconcileRun
-	err := c.call(r, s, http.MethodGet, "/v1/reconcile/runs/last", nil, &last)
+// lastReconcile is the newest recorded run, with its report when withReport; nil when
+// there is none or it could not be read (why says which), or when the caller may not
+// read it (why is empty).
+func (c *Console) lastReconcile(r *http.Request, s *session, withReport bool) (run *store.ReconcileRun, why string) {
+	var runs struct {
+		Runs []store.ReconcileRun `json:"runs"`
+	}
+	var err error
+	if withReport {
+		runs.Runs = make([]store.ReconcileRun, 1)
+		err = c.call(r, s, http.MethodGet, "/v1/reconcile/runs/last", nil, &runs.Runs[0])
+	} else {
+		err = c.call(r, s, http.MethodGet, "/v1/reconcile/runs?limit=1", nil, &runs)
+	}
 	var apiErr *apiError
 	switch {
-	case err == nil:
-		return &last, ""
-	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
+	case err == nil && len(runs.Runs) > 0:
+		return &runs.Runs[0], ""
+	case err == nil, errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
 		return nil, "No reconcile run has been recorded yet."
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden:
+		return nil, "" // a fleet-limited token: the report spans the account
 	case errors.As(err, &apiErr):
 		return nil, apiErr.Message
 	}
@@ -619,7 +630,7 @@ func (c *Console) renderReconcile(w http.ResponseWriter, r *http.Request, status
 	if started != nil {
 		rv.Report, rv.Started = started, true
 	} else if rv.NoRuns == "" && len(rv.Runs) > 0 {
-		run, why := c.lastReconcile(r, v.Session)
+		run, why := c.lastReconcile(r, v.Session, true)
 		if run == nil {
 			rv.NoRuns = why
 		}
