@@ -8,8 +8,9 @@ import (
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
-// Schedule is when a periodic job runs next (river.PeriodicSchedule is one).
-type Schedule interface{ Next(time.Time) time.Time }
+// Schedule is when a periodic job runs next (river.PeriodicSchedule is one): the
+// rotation schedule, whose forecasts package lifecycle makes.
+type Schedule = lifecycle.Schedule
 
 // RotationOverview is what GET /v1/rotation answers.
 type RotationOverview struct {
