@@ -56,6 +56,15 @@ func TestEveryReconcileRunIsRecorded(t *testing.T) {
 	require.Equal(t, 3, rep.Listed)
 	require.False(t, scheduled.FinishedAt.Before(scheduled.StartedAt))
 
+	// No secret in the history: neither a device's password nor the API secret.
+	var stored string
+	require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT string_agg(r::text, ' ') FROM reconcile_runs r`).Scan(&stored))
+	for _, id := range []string{"v1", "v2"} {
+		require.NotContains(t, stored, e.password("f", id))
+	}
+	require.NotContains(t, stored, e.password("g", "w1"))
+	require.NotContains(t, stored, provisiontest.APISecret)
+
 	require.True(t, dry.DryRun)
 	require.Equal(t, store.ReconcileByRequest, dry.Trigger)
 	require.Equal(t, map[string]store.FleetFindings{"f": {Drifted: 1}}, dry.ByFleet, "a dry run reports the drift it would put back")
