@@ -214,6 +214,7 @@ function upload() {
         el("li", {}, el("strong", {}, plan.updates), "to update"),
         el("li", {}, el("strong", {}, plan.deletes), "to delete"),
         el("li", {}, el("strong", {}, plan.unchanged), "unchanged")),
+      plan.resumes ? el("p", {}, `${plan.resumes} cancelled device${plan.resumes === 1 ? "" : "s"} will be resumed.`) : [],
       idList("Creates", plan.createIds || [], plan.creates),
       plan.updates ? [el("h3", {}, `Updates: ${plan.updates}`), el("ul", { class: "items" },
         (plan.updateList || []).map((u) => el("li", {}, el("code", {}, u.deviceId), " changes " + u.fields.join(", "))))] : [],
