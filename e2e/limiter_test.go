@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -36,17 +35,11 @@ type waitProgress struct {
 func (c *cluster) manifestProgress(i int, id int64) (waitProgress, bool) {
 	c.t.Helper()
 	var p waitProgress
-	req, err := http.NewRequest(http.MethodGet, c.apiURLs[i]+"/v1/manifests/"+strconv.FormatInt(id, 10)+"?no_groups=true", nil)
-	require.NoError(c.t, err)
-	req.Header.Set("Authorization", "Bearer "+adminTok)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusNotFound {
+	status, body := c.apiGetAt(c.apiURLs[i], "/v1/manifests/"+strconv.FormatInt(id, 10)+"?no_groups=true")
+	if status == http.StatusNotFound {
 		return p, false
 	}
-	require.Equal(c.t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Equal(c.t, http.StatusOK, status, "%s", body)
 	require.NoError(c.t, json.Unmarshal(body, &p))
 	return p, true
 }
