@@ -319,8 +319,8 @@ func statusOrder() []string {
 
 // pollUntilDone polls fetch until the work is done, drawing progress. Polls back
 // off from pollPolicy.First to Max; the server being unreachable for a while (a
-// restart) is waited out up to pollPolicy.Outage. seen, when not nil, gathers what
-// the wait saw of the limiter, for the final summary.
+// restart) is waited out up to pollPolicy.Outage. seen gathers what the wait saw of
+// the limiter, for the final summary.
 func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, seen *limiterSeen, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
 	bar := newProgress(cmd, label)
 	delay := pollPolicy.First
@@ -338,9 +338,7 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, seen *
 			outageSince = time.Time{}
 			now := time.Now()
 			snap := snapshotOf(p, now)
-			if seen != nil {
-				seen.observe(p.Cloud, now)
-			}
+			seen.observe(p.Cloud, now)
 			if p.Done {
 				bar.Finish(snap)
 				return p, nil
@@ -488,6 +486,16 @@ func (s *limiterSeen) summary(now time.Time) string {
 	return "VNC Cloud asked to slow down during the wait: " + strings.Join(parts, "; ")
 }
 
+// printSettled is the final summary of a wait: the devices settled by status, and
+// what the limiter went through if anything.
+func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *limiterSeen) {
+	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
+	printStatusTable(out, p.ByStatus)
+	if line := seen.summary(time.Now()); line != "" {
+		fmt.Fprintln(out, line)
+	}
+}
+
 // cloudLine says what the cloud is doing to a wait, or "" when nothing is wrong:
 // "VNC Cloud answered 503 to 12 of the 15 devices called in the last minute; 5 devices
 // in backoff, the next retry in 20s; every call paused by Retry-After; the cluster
@@ -545,11 +553,7 @@ func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Cli
 		return err
 	}
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
-	printStatusTable(out, p.ByStatus)
-	if line := seen.summary(time.Now()); line != "" {
-		fmt.Fprintln(out, line)
-	}
+	printSettled(out, label, p, &seen)
 	failed := failedOf(p)
 	if failed == 0 {
 		return nil

@@ -99,13 +99,20 @@ func (s *Store) ManifestCloudState(ctx context.Context, id int64) (*CloudState, 
 		WHERE manifest_id = $1 AND op IS NOT NULL AND next_attempt_at > now()`, id).Scan(&c.InBackoff, &c.NextRetryAt); err != nil {
 		return nil, fmt.Errorf("cloud state: %w", err)
 	}
-	var paused time.Time
-	err = s.pool.QueryRow(ctx, `SELECT paused_until FROM rate_limits WHERE name = 'vnccloud' AND paused_until > now()`).Scan(&paused)
-	if err == nil {
-		c.PausedUntil = &paused
-	}
-	if c.Limiter, err = s.LimiterState(ctx, "vnccloud"); err != nil {
+	if err := s.limiterCloud(ctx, c); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// limiterCloud fills the cluster-wide parts of c: the VNC Cloud limiter's pause and
+// state.
+func (s *Store) limiterCloud(ctx context.Context, c *CloudState) error {
+	var paused time.Time
+	err := s.pool.QueryRow(ctx, `SELECT paused_until FROM rate_limits WHERE name = 'vnccloud' AND paused_until > now()`).Scan(&paused)
+	if err == nil {
+		c.PausedUntil = &paused
+	}
+	c.Limiter, err = s.LimiterState(ctx, "vnccloud")
+	return err
 }

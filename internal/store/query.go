@@ -521,5 +521,13 @@ func (s *Store) WorkProgress(ctx context.Context, key string) (*Progress, error)
 	p.Failed = p.ByStatus["failed"]
 	p.Done = owed == 0
 	p.CallsOwed = progress.CallsOwed(p.ByStatus)
+	if !p.Done {
+		// A work queue's devices span manifests: only the cluster-wide limiter's part
+		// of the cloud state is theirs.
+		p.Cloud = &CloudState{}
+		if err := s.limiterCloud(ctx, p.Cloud); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
