@@ -105,6 +105,10 @@ func benchETA(baseURL string, devices int, rate float64, readyDelay time.Duratio
 	fmt.Printf("eta: %d devices at %g/s, readiness delay %s: took %.1fs, %d polls\n", devices, rate, readyDelay, took.Seconds(), len(samples))
 	fmt.Printf("  calls rule (now):        %s\n", calls)
 	fmt.Printf("  devices rule (baseline): %s\n", old)
+	if calls.shown > 0 && old.shown > 0 {
+		fmt.Printf("  the first ETA shown, calls rule vs baseline: at %.0fs off by %.2f vs at %.0fs off by %.2f\n",
+			calls.firstAt.Seconds(), calls.firstRatio, old.firstAt.Seconds(), old.firstRatio)
+	}
 	if calls.worst > 0 && old.worst > 0 {
 		fmt.Printf("  worst ratio in the first half, calls rule vs baseline: %.2f vs %.2f (%.1fx closer)\n", calls.worst, old.worst, old.worst/calls.worst)
 	}
