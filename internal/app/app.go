@@ -189,7 +189,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			return jobs.EnqueueWork(ctx, rc, tx, deps.Config, key, devices)
 		})
 	}
-	life, err := newLifecycle(pool, cfg, st, limiter, cloud, logger, enqueueNow)
+	life, err := newLifecycle(cfg, st, limiter, cloud, logger, enqueueNow)
 	if err != nil {
 		return nil, err
 	}

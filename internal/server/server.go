@@ -24,7 +24,7 @@ type Enqueuer func(ctx context.Context, tx pgx.Tx, key string, devices int) erro
 
 // Config configures the API.
 type Config struct {
-	Store  *store.Store
+	Store  Store
 	Tokens []Token
 	// Enqueue inserts work jobs for a queue (uploads, retries).
 	Enqueue Enqueuer
@@ -104,6 +104,9 @@ const (
 	DefaultAuthFailuresPerMinute = 10
 	DefaultClaimTTL              = 15 * time.Minute
 	DefaultMaxClaimTTL           = 24 * time.Hour
+	DefaultMaxUploadBytes        = 256 << 20
+	DefaultMaxDeletionsPercent   = 10
+	DefaultMaxDeletionsMin       = 1
 )
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -127,13 +130,13 @@ type Server struct {
 // New builds the API.
 func New(cfg Config) *Server {
 	if cfg.MaxUploadBytes <= 0 {
-		cfg.MaxUploadBytes = 256 << 20
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxDeletionsPercent <= 0 {
-		cfg.MaxDeletionsPercent = 10
+		cfg.MaxDeletionsPercent = DefaultMaxDeletionsPercent
 	}
 	if cfg.MaxDeletionsMin <= 0 {
-		cfg.MaxDeletionsMin = 1
+		cfg.MaxDeletionsMin = DefaultMaxDeletionsMin
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
