@@ -77,10 +77,12 @@ func (c *Cluster) Publish(ctx context.Context, every time.Duration) {
 
 func (c *Cluster) publishOnce(ctx context.Context, process string, sending float64) error {
 	_, err := c.pool.Exec(ctx, `
-		INSERT INTO rate_limit_processes AS p (name, process, rate, factor, sending, slowed_at, updated_at)
-		VALUES ($1, $2, $3::float8, $4::float8, $5::float8, CASE WHEN $4::float8 < 1 THEN now() END, now())
+		INSERT INTO rate_limit_processes AS p (name, process, rate, factor, sending, slowed_at, sent_at, updated_at)
+		VALUES ($1, $2, $3::float8, $4::float8, $5::float8, CASE WHEN $4::float8 < 1 THEN now() END,
+			CASE WHEN $5::float8 > 0 THEN now() END, now())
 		ON CONFLICT (name, process) DO UPDATE SET rate = $3::float8, factor = $4::float8, sending = $5::float8, updated_at = now(),
-			slowed_at = CASE WHEN $4::float8 < 1 THEN coalesce(p.slowed_at, now()) END`,
+			slowed_at = CASE WHEN $4::float8 < 1 THEN coalesce(p.slowed_at, now()) END,
+			sent_at = CASE WHEN $5::float8 > 0 THEN now() ELSE p.sent_at END`,
 		c.cfg.Name, process, c.cfg.Rate, c.Factor(), sending)
 	if err != nil {
 		return fmt.Errorf("rate limiter %s: publish: %w", c.cfg.Name, err)

@@ -48,14 +48,17 @@ func TestPublishShowsTheClusterSlowedDown(t *testing.T) {
 		slow.Report(ratelimit.Throttled)
 	}
 	require.InDelta(t, 0.5, slow.Factor(), 1e-9)
-	// The fast process keeps sending: its requests show in the cluster's rate.
+	// Both keep sending: their requests show in the cluster's rate (and a slowed
+	// process counts as slowed only while it sends).
 	sendCtx, stopSending := context.WithCancel(ctx)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for fast.Wait(sendCtx) == nil {
-		}
-	}()
+	sent := make(chan struct{}, 2)
+	for _, c := range []*ratelimit.Cluster{slow, fast} {
+		go func() {
+			defer func() { sent <- struct{}{} }()
+			for c.Wait(sendCtx) == nil {
+			}
+		}()
+	}
 	require.Eventually(t, func() bool {
 		state, err = st.LimiterState(ctx, "vnccloud")
 		require.NoError(t, err)
@@ -66,6 +69,7 @@ func TestPublishShowsTheClusterSlowedDown(t *testing.T) {
 	require.NotNil(t, state.SlowedSince)
 	require.LessOrEqual(t, state.Sending, 45.0, "at most the cap, give or take a second's measure")
 	stopSending()
+	<-sent
 	<-sent
 
 	// Successes bring the slowed process back to full speed (Recovery 300ms), and the

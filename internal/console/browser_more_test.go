@@ -204,8 +204,8 @@ func TestConsoleShowsTheClusterLimiter(t *testing.T) {
 	ctx := context.Background()
 	// A live process slowed down to a tenth, and a pause of an hour: every call waits.
 	_, err := st.pool.Exec(ctx, `
-		INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, updated_at)
-		VALUES ('vnccloud', 'elsewhere', 40, 0.1, 4, now(), now() + interval '1 hour')`)
+		INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, sent_at, updated_at)
+		VALUES ('vnccloud', 'elsewhere', 40, 0.1, 4, now(), now() + interval '1 hour', now() + interval '1 hour')`)
 	require.NoError(t, err)
 	_, err = st.pool.Exec(ctx, `UPDATE rate_limits SET paused_until = now() + interval '1 hour' WHERE name = 'vnccloud'`)
 	require.NoError(t, err)

@@ -31,13 +31,16 @@ type CloudState struct {
 type LimiterState struct {
 	// Rate is the cap, requests per second for the whole cluster (VNCCLOUD_RATE).
 	Rate float64 `json:"rate"`
-	// Factor is the lowest AIMD factor of a process: 1 at full speed, less while the
-	// cloud's 503/429s slow the limiter down (a process then sends at most Rate*Factor).
+	// Factor is the lowest AIMD factor of a slowed process: 1 at full speed, less
+	// while the cloud's 503/429s slow the limiter down (a process then sends at most
+	// Rate*Factor).
 	Factor float64 `json:"factor"`
 	// Sending is the requests per second all processes sent together over their last
 	// second.
 	Sending float64 `json:"sending"`
-	// Processes counts the processes publishing; Slowed those below full speed, since
+	// Processes counts the processes publishing; Slowed those below full speed that
+	// sent a request in the last limiterIdle (AIMD recovers only on answers, so a
+	// process left without work keeps a low factor while slowing nothing down), since
 	// SlowedSince.
 	Processes   int        `json:"processes"`
 	Slowed      int        `json:"slowed"`
@@ -49,15 +52,24 @@ type LimiterState struct {
 // a process that is gone stops counting within seconds.
 const limiterLive = 5 * time.Second
 
+// limiterIdle is how long a process may have sent nothing and still count as slowed:
+// longer than the gaps between the requests of a slowed process (MinFactor of a low
+// rate), shorter than an operator's patience with a stale "slowed down".
+const limiterIdle = 10 * time.Second
+
 // LimiterState reads the state of the limiter name ("vnccloud"), nil when no live
 // process publishes it.
 func (s *Store) LimiterState(ctx context.Context, name string) (*LimiterState, error) {
 	l := &LimiterState{}
 	err := s.pool.QueryRow(ctx, `
-		SELECT count(*), coalesce(max(rate), 0), coalesce(min(factor), 1), coalesce(sum(sending), 0),
-			count(*) FILTER (WHERE factor < 1), min(slowed_at) FILTER (WHERE factor < 1)
-		FROM rate_limit_processes WHERE name = $1 AND updated_at > now() - $2::float8 * interval '1 second'`,
-		name, limiterLive.Seconds()).Scan(&l.Processes, &l.Rate, &l.Factor, &l.Sending, &l.Slowed, &l.SlowedSince)
+		WITH live AS (
+			SELECT *, factor < 1 AND sent_at > now() - $3::float8 * interval '1 second' AS slowed
+			FROM rate_limit_processes WHERE name = $1 AND updated_at > now() - $2::float8 * interval '1 second'
+		)
+		SELECT count(*), coalesce(max(rate), 0), coalesce(min(factor) FILTER (WHERE slowed), 1), coalesce(sum(sending), 0),
+			count(*) FILTER (WHERE slowed), min(slowed_at) FILTER (WHERE slowed)
+		FROM live`,
+		name, limiterLive.Seconds(), limiterIdle.Seconds()).Scan(&l.Processes, &l.Rate, &l.Factor, &l.Sending, &l.Slowed, &l.SlowedSince)
 	if err != nil {
 		return nil, fmt.Errorf("limiter state: %w", err)
 	}

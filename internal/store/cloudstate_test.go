@@ -8,7 +8,7 @@ import (
 
 // TestProgressCarriesTheETAInputs: a manifest's progress carries its calls owed and,
 // while not done, the cluster's limiter from the rows of live processes (the lowest
-// factor, the requests sent by all, how many are slowed); a work queue's progress
+// factor of those slowed and sending, the requests sent by all, how many are slowed); a work queue's progress
 // carries the limiter too. Both lose the limiter once no process is live.
 func TestProgressCarriesTheETAInputs(t *testing.T) {
 	t.Parallel()
@@ -20,11 +20,12 @@ func TestProgressCarriesTheETAInputs(t *testing.T) {
 		($1, 'b', 'connect', '{g}', '\x00', $2, 'awaiting_ready', NULL, 'retry-1'),
 		($1, 'c', 'connect', '{g}', '\x00', $2, 'ready', NULL, NULL)`, e.manifests[m], m)
 	require.NoError(t, err)
-	_, err = e.pool.Exec(e.ctx, `INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, updated_at) VALUES
-		('vnccloud', 'p1', 40, 0.25, 3, now(), now()),
-		('vnccloud', 'p2', 40, 1, 7, NULL, now()),
-		('vnccloud', 'gone', 40, 0.1, 9, now(), now() - interval '1 minute'),
-		('zenlayer', 'p1', 5, 0.5, 1, now(), now())`)
+	_, err = e.pool.Exec(e.ctx, `INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, sent_at, updated_at) VALUES
+		('vnccloud', 'p1', 40, 0.25, 3, now(), now(), now()),
+		('vnccloud', 'p2', 40, 1, 7, NULL, now(), now()),
+		('vnccloud', 'idle', 40, 0.1, 0, now() - interval '2 minutes', now() - interval '1 minute', now()),
+		('vnccloud', 'gone', 40, 0.1, 9, now(), now(), now() - interval '1 minute'),
+		('zenlayer', 'p1', 5, 0.5, 1, now(), now(), now())`)
 	require.NoError(t, err)
 
 	p, err := e.st.ManifestProgress(e.ctx, m, false)
@@ -33,8 +34,8 @@ func TestProgressCarriesTheETAInputs(t *testing.T) {
 	require.NotNil(t, p.Cloud)
 	l := p.Cloud.Limiter
 	require.NotNil(t, l)
-	require.Equal(t, 2, l.Processes, "the gone process and the other limiter do not count")
-	require.Equal(t, 1, l.Slowed)
+	require.Equal(t, 3, l.Processes, "the gone process and the other limiter do not count")
+	require.Equal(t, 1, l.Slowed, "a slowed process that sends nothing slows nothing down")
 	require.InDelta(t, 40.0, l.Rate, 1e-9)
 	require.InDelta(t, 0.25, l.Factor, 1e-9)
 	require.InDelta(t, 10.0, l.Sending, 1e-9)
