@@ -7,6 +7,7 @@
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
 //	go run ./bench console    --requests 2000  # a console request with its session in PostgreSQL vs the bearer token's
+//	go run ./bench eta        --devices 400    # how far off the ETA is early in a run, against the rule it replaced
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -101,13 +102,21 @@ func main() {
 		if begin() {
 			err = benchConsole(*base, *requests, *sessions)
 		}
+	case "eta":
+		devices := fs.Int("devices", 400, "devices to provision")
+		rate := fs.Float64("rate", 20, "VNCCLOUD_RATE for the run")
+		delay := fs.Duration("ready-delay", 2e9, "simulator readiness delay")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchETA(*base, *devices, *rate, *delay)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|console [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|console|eta [flags]")
 	os.Exit(2)
 }
 

@@ -270,6 +270,9 @@ type Progress struct {
 	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
 	ByStatus map[string]int            `json:"byStatus"`
 	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+	// CallsOwed is the VNC Cloud calls the devices still owe at the least
+	// (progress.CallsOwed): what the ETA divides by the rate.
+	CallsOwed int `json:"callsOwed"`
 	// Cloud is what the cloud answered lately, while the manifest is not done.
 	Cloud *CloudState `json:"cloud,omitempty"`
 }
@@ -281,6 +284,18 @@ type CloudState struct {
 	InBackoff        int            `json:"inBackoff"`        // devices waiting out a backoff
 	NextRetryAt      *time.Time     `json:"nextRetryAt"`
 	PausedUntil      *time.Time     `json:"pausedUntil"` // a Retry-After pauses every call until then
+	// Limiter is the whole cluster's VNC Cloud limiter; nil when no process publishes it.
+	Limiter *LimiterState `json:"limiter,omitempty"`
+}
+
+// LimiterState is the cluster's rate limiter as its processes last published it.
+type LimiterState struct {
+	Rate        float64    `json:"rate"`    // the cap, requests/s for the cluster (VNCCLOUD_RATE)
+	Factor      float64    `json:"factor"`  // the lowest AIMD factor: 1 at full speed
+	Sending     float64    `json:"sending"` // requests/s all processes sent over their last second
+	Processes   int        `json:"processes"`
+	Slowed      int        `json:"slowed"` // processes slowed down by the cloud's 503/429s
+	SlowedSince *time.Time `json:"slowedSince,omitempty"`
 }
 
 // Status is the fleet-wide view (GET /v1/status).

@@ -107,6 +107,9 @@ type Worker struct {
 	// while Serve runs.
 	Metrics *metrics.Metrics
 	Gauges  *metrics.DBGauges
+	// cluster is the cluster-wide VNC Cloud limiter (nil with Options.LocalLimiter),
+	// whose state Serve publishes for the progress answer.
+	cluster *ratelimit.Cluster
 	// Handler serves HTTP: the operator's console at / and, for every other path, the API.
 	Handler http.Handler
 }
@@ -145,10 +148,13 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, Logger: logger}
 	var bare ratelimit.Limiter
+	var cluster *ratelimit.Cluster
 	if opts.LocalLimiter {
 		bare = ratelimit.NewLocal(limCfg)
-	} else if bare, err = ratelimit.NewCluster(pool, limCfg); err != nil {
+	} else if cluster, err = ratelimit.NewCluster(pool, limCfg); err != nil {
 		return nil, err
+	} else {
+		bare = cluster
 	}
 	limiter := met.InstrumentLimiter(bare, cfg.VNCCloud.Rate)
 
@@ -258,7 +264,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		return nil, err
 	}
 	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, Handler: ui, HTTP: cfg.HTTP,
-		Metrics: met, Gauges: gauges}, nil
+		Metrics: met, Gauges: gauges, cluster: cluster}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -333,6 +339,14 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	gaugesDone := make(chan struct{})
 	go func() { defer close(gaugesDone); w.Gauges.Run(gaugesCtx) }()
 	defer func() { stopGauges(); <-gaugesDone }()
+	if w.cluster != nil {
+		// The limiter's state for the progress answer (`upload --wait` shows whether the
+		// cluster is slowed down); its row goes when the process stops.
+		pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+		pubDone := make(chan struct{})
+		go func() { defer close(pubDone); w.cluster.Publish(pubCtx, 0) }()
+		defer func() { stopPub(); <-pubDone }()
+	}
 	httpErr := make(chan error, 1)
 	scheme := "http"
 	if srv.TLSConfig != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -225,4 +226,42 @@ func TestConsoleCancelManifest(t *testing.T) {
 	require.Equal(t, 300, cancelled+created, "every device was either created or cancelled")
 	require.Contains(t, b.text("#action-result"), fmt.Sprintf("Cancelled: %d devices will not be provisioned", cancelled))
 	require.Len(t, st.sim.State().Accounts[simKey].Addresses, created, "the cloud holds exactly the devices created")
+}
+
+// The manifest page shows the cluster's limiter as `upload --wait` does (a
+// Retry-After pause, a slow-down at VNC Cloud's request), its ETA follows the same
+// rule (the calls owed at the slowed budget, after the pause), and the note clears
+// once the limiter is back at full speed.
+func TestConsoleShowsTheClusterLimiter(t *testing.T) {
+	st := newStack(t, nil)
+	ctx := context.Background()
+	// A live process slowed down to a tenth, and a pause of an hour: every call waits.
+	_, err := st.pool.Exec(ctx, `
+		INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, sent_at, updated_at)
+		VALUES ('vnccloud', 'elsewhere', 40, 0.1, 4, now(), now() + interval '1 hour', now() + interval '1 hour')`)
+	require.NoError(t, err)
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limits SET paused_until = now() + interval '1 hour' WHERE name = 'vnccloud'`)
+	require.NoError(t, err)
+
+	b := newBrowser(t, st.url)
+	b.signIn(st.url, adminToken)
+	b.uploadThroughConsole(st.url, "held", twoLines())
+	b.waitText("#limiter", "Sending 4/s of 40/s: VNC Cloud asked to slow down.")
+	require.Regexp(t, `^Paused until .+ by Retry-After\. Sending`, b.text("#limiter"))
+	b.waitText("#eta", "1 h 0 min") // 12 calls at 4/s after an hour's pause
+	b.screenshot("manifest-limiter")
+
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limit_processes SET factor = 1, slowed_at = NULL, sending = 10`)
+	require.NoError(t, err)
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limits SET paused_until = 'epoch' WHERE name = 'vnccloud'`)
+	require.NoError(t, err)
+	// (The process keeps the hour's pause it learned of: a pause is never shortened.
+	// The page shows the cluster's state as the database has it.)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if eval[string](b, `document.querySelector("#limiter").innerText`) == "" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the note never cleared: %q", b.text("#limiter"))
+	}
+	require.Equal(t, "in progress", b.text("#state"), "cleared while the manifest waits, not because it ended")
 }

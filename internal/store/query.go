@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vncfleet/vncfleet/internal/progress"
 )
 
 // Counts maps a status to how many devices have it.
@@ -27,6 +29,9 @@ type Progress struct {
 	Staged   int               `json:"staged,omitempty"`
 	ByStatus Counts            `json:"byStatus"`
 	ByGroup  map[string]Counts `json:"byGroup,omitempty"`
+	// CallsOwed is the VNC Cloud calls the manifest's devices still owe at the least
+	// (progress.CallsOwed): what its ETA divides by the rate.
+	CallsOwed int `json:"callsOwed"`
 	// Cloud is what the cloud answered lately and who waits for it (cloudstate.go).
 	Cloud *CloudState `json:"cloud,omitempty"`
 }
@@ -104,6 +109,7 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]
 	p.Done = p.Settled == p.Total
+	p.CallsOwed = progress.CallsPerStatus["staged"]*p.Staged + progress.CallsOwed(p.ByStatus)
 	if !p.Done {
 		if p.Cloud, err = s.ManifestCloudState(ctx, id); err != nil {
 			return nil, err
@@ -514,5 +520,14 @@ func (s *Store) WorkProgress(ctx context.Context, key string) (*Progress, error)
 	p.Settled = p.Total - owed
 	p.Failed = p.ByStatus["failed"]
 	p.Done = owed == 0
+	p.CallsOwed = progress.CallsOwed(p.ByStatus)
+	if !p.Done {
+		// A work queue's devices span manifests: only the cluster-wide limiter's part
+		// of the cloud state is theirs.
+		p.Cloud = &CloudState{}
+		if err := s.limiterCloud(ctx, p.Cloud); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }

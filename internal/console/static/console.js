@@ -80,6 +80,23 @@ function duration(seconds) {
   return h ? `${h} h ${m} min` : m ? `${m} min ${r} s` : `${r} s`;
 }
 
+// limiterNote is the cluster limiter's state while a manifest waits, as `upload
+// --wait` says it: a Retry-After pause, a slow-down at VNC Cloud's request; "" at full speed.
+function limiterNote(cloud) {
+  if (!cloud) return "";
+  const parts = [];
+  if (cloud.pausedUntil && new Date(cloud.pausedUntil) > new Date()) {
+    parts.push(`Paused until ${new Date(cloud.pausedUntil).toLocaleTimeString()} by Retry-After.`);
+  }
+  const l = cloud.limiter;
+  if (l && l.slowed > 0) parts.push(`Sending ${perSecond(l.sending)} of ${perSecond(l.rate)}: VNC Cloud asked to slow down.`);
+  return parts.join(" ");
+}
+
+function perSecond(r) {
+  return (r >= 10 || Number.isInteger(r) ? r.toFixed(0) : r.toFixed(1)) + "/s";
+}
+
 // --- fleets overview: live counts ---
 function overview() {
   const live = $("#live");
@@ -272,6 +289,7 @@ function manifest() {
     meter.textContent = pct + "%";
     $("#rate").textContent = (p.devicesPerSecond || 0).toFixed(1);
     $("#eta").textContent = p.done ? "done" : duration(p.etaSeconds);
+    $("#limiter").textContent = p.done ? "" : limiterNote(p.cloud);
     $("#by-status").replaceChildren(bar(p.byStatus));
     const groups = Object.keys(p.byGroup || {}).sort();
     $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
