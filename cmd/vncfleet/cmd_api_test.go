@@ -680,11 +680,11 @@ func TestLimiterMessages(t *testing.T) {
 		cloud      *apiclient.CloudState
 		note, line string
 	}{
-		{name: "nothing to say", cloud: &apiclient.CloudState{Touched: 5, Limiter: full}},
+		{name: "nothing to say", cloud: &apiclient.CloudState{Calls: 5, Limiter: full}},
 		{name: "no state", cloud: nil},
 		{
 			name:  "slowed down",
-			cloud: &apiclient.CloudState{Touched: 5, Limiter: slowed},
+			cloud: &apiclient.CloudState{Calls: 5, Limiter: slowed},
 			note:  "sending 12/s of 40/s: VNC Cloud asked to slow down",
 			line:  "VNC Cloud: the cluster slowed down at VNC Cloud's request",
 		},
@@ -696,20 +696,20 @@ func TestLimiterMessages(t *testing.T) {
 		},
 		{
 			name:  "paused",
-			cloud: &apiclient.CloudState{Touched: 5, ErrorsLastMinute: map[string]int{"503": 5}, PausedUntil: &until, Limiter: full},
+			cloud: &apiclient.CloudState{Calls: 5, ErrorsLastMinute: map[string]int{"503": 5}, PausedUntil: &until, Limiter: full},
 			note:  "paused until 12:03:04 by Retry-After",
-			line:  "VNC Cloud: answered 503 to 5 of the 5 devices called in the last minute; every call paused by Retry-After",
+			line:  "VNC Cloud: answered 503 to 5 of the 5 calls in the last minute (100%); every call paused by Retry-After",
 		},
 		{
 			name:  "a pause that has ended",
-			cloud: &apiclient.CloudState{Touched: 5, PausedUntil: &now, Limiter: full},
+			cloud: &apiclient.CloudState{Calls: 5, PausedUntil: &now, Limiter: full},
 		},
 		{
 			name: "paused, slowed, in backoff",
-			cloud: &apiclient.CloudState{Touched: 5, ErrorsLastMinute: map[string]int{"503": 4}, InBackoff: 4, NextRetryAt: &retry,
+			cloud: &apiclient.CloudState{Calls: 5, ErrorsLastMinute: map[string]int{"503": 4}, InBackoff: 4, NextRetryAt: &retry,
 				PausedUntil: &until, Limiter: slowed},
 			note: "paused until 12:03:04 by Retry-After; sending 12/s of 40/s: VNC Cloud asked to slow down",
-			line: "VNC Cloud: answered 503 to 4 of the 5 devices called in the last minute; 4 devices in backoff, the next retry in 20s; " +
+			line: "VNC Cloud: answered 503 to 4 of the 5 calls in the last minute (80%); 4 devices in backoff, the next retry in 20s; " +
 				"every call paused by Retry-After; the cluster slowed down at VNC Cloud's request (vncfleet retry --now ends the backoff)",
 		},
 	} {
@@ -745,7 +745,7 @@ func TestUploadWaitShowsTheLimiter(t *testing.T) {
 	fake.on("POST /v1/manifests", fakeAnswer{201, map[string]any{"manifest": manifestJSON(7), "plan": testPlan}})
 	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	cloud := func(limiter map[string]any, paused *time.Time) map[string]any {
-		c := map[string]any{"touched": 3, "inBackoff": 0, "limiter": limiter}
+		c := map[string]any{"calls": 3, "inBackoff": 0, "limiter": limiter}
 		if paused != nil {
 			c["pausedUntil"] = paused
 		}

@@ -501,7 +501,7 @@ func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *limi
 }
 
 // cloudLine says what the cloud is doing to a wait, or "" when nothing is wrong:
-// "VNC Cloud answered 503 to 12 of the 15 devices called in the last minute; 5 devices
+// "VNC Cloud answered 503 to 12 of the 15 calls in the last minute (80%); 5 devices
 // in backoff, the next retry in 20s; every call paused by Retry-After; the cluster
 // slowed down at VNC Cloud's request". The limiter's figures change every second and
 // are the progress line's (limiterNote); this line is printed when it changes, so
@@ -512,8 +512,13 @@ func cloudLine(c *apiclient.CloudState, now time.Time) string {
 	}
 	var parts []string
 	for _, code := range sortedKeys(c.ErrorsLastMinute) {
-		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s called in the last minute",
-			code, c.ErrorsLastMinute[code], fleet.Plural(c.Touched, "device")))
+		n := c.ErrorsLastMinute[code]
+		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s in the last minute (%d%%)",
+			code, n, fleet.Plural(c.Calls, "call"), 100*n/max(c.Calls, 1)))
+	}
+	if c.Unanswered > 0 {
+		parts = append(parts, fmt.Sprintf("%d of the %s in the last minute got no answer (a timeout or a lost connection)",
+			c.Unanswered, fleet.Plural(c.Calls, "call")))
 	}
 	if c.InBackoff > 0 {
 		part := fleet.Plural(c.InBackoff, "device") + " in backoff"

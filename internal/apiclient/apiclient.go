@@ -279,8 +279,9 @@ type Progress struct {
 
 // CloudState is the cloud behind a manifest's progress (GET /v1/manifests/{id}).
 type CloudState struct {
-	Touched          int            `json:"touched"`          // devices worked on in the last minute
-	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, last answered with this HTTP status
+	Calls            int            `json:"calls"`            // calls for the manifest's devices ended in the last minute
+	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, answered with this HTTP error status
+	Unanswered       int            `json:"unanswered"`       // of them, no answer (a timeout, a lost connection)
 	InBackoff        int            `json:"inBackoff"`        // devices waiting out a backoff
 	NextRetryAt      *time.Time     `json:"nextRetryAt"`
 	PausedUntil      *time.Time     `json:"pausedUntil"` // a Retry-After pauses every call until then

@@ -12,10 +12,13 @@ import (
 // backoff, whether the cluster-wide limiter is paused by a Retry-After, and how fast
 // the cluster's limiter lets calls go (slowed down after runs of 503/429).
 type CloudState struct {
-	// Touched counts the manifest's devices worked on in the last minute; ErrorsLastMinute
-	// how many of them the cloud last answered with an error, by HTTP status.
-	Touched          int            `json:"touched"`
+	// Calls counts the calls made for the manifest's devices that ended in the last
+	// minute (the bucket of ten seconds at each end makes it 50 to 60 seconds);
+	// ErrorsLastMinute how many of them the cloud answered with an HTTP error, by
+	// status, and Unanswered how many got no answer (a timeout, a lost connection).
+	Calls            int            `json:"calls"`
 	ErrorsLastMinute map[string]int `json:"errorsLastMinute,omitempty"`
+	Unanswered       int            `json:"unanswered,omitempty"`
 	// InBackoff counts devices owing a call that wait until NextRetryAt at the earliest.
 	InBackoff   int        `json:"inBackoff"`
 	NextRetryAt *time.Time `json:"nextRetryAt,omitempty"`
@@ -79,12 +82,14 @@ func (s *Store) LimiterState(ctx context.Context, name string) (*LimiterState, e
 	return l, nil
 }
 
-// ManifestCloudState reads the cloud state of manifest id's devices.
+// ManifestCloudState reads the cloud state of manifest id's devices. Its cost does not
+// grow with the manifest: the answers are counted as they are recorded
+// (cloud_answers), and the devices in backoff are found by a partial index.
 func (s *Store) ManifestCloudState(ctx context.Context, id int64) (*CloudState, error) {
 	c := &CloudState{}
 	rows, err := s.pool.Query(ctx, `
-		SELECT coalesce(last_error_status, 0), count(*) FROM devices
-		WHERE manifest_id = $1 AND updated_at > now() - interval '1 minute' GROUP BY 1`, id)
+		SELECT status, sum(answers) FROM cloud_answers
+		WHERE manifest_id = $1 AND bucket > now() - interval '1 minute' GROUP BY 1`, id)
 	if err != nil {
 		return nil, fmt.Errorf("cloud state: %w", err)
 	}
@@ -94,12 +99,14 @@ func (s *Store) ManifestCloudState(ctx context.Context, id int64) (*CloudState, 
 			rows.Close()
 			return nil, fmt.Errorf("cloud state: %w", err)
 		}
-		c.Touched += n
-		if status != 0 {
+		c.Calls += n
+		if status > 0 {
 			if c.ErrorsLastMinute == nil {
 				c.ErrorsLastMinute = map[string]int{}
 			}
 			c.ErrorsLastMinute[strconv.Itoa(status)] = n
+		} else if status == answerNoAnswer {
+			c.Unanswered = n
 		}
 	}
 	rows.Close()
@@ -108,7 +115,7 @@ func (s *Store) ManifestCloudState(ctx context.Context, id int64) (*CloudState, 
 	}
 	if err := s.pool.QueryRow(ctx, `
 		SELECT count(*), min(next_attempt_at) FROM devices
-		WHERE manifest_id = $1 AND op IS NOT NULL AND next_attempt_at > now()`, id).Scan(&c.InBackoff, &c.NextRetryAt); err != nil {
+		WHERE manifest_id = $1 AND next_attempt_at > now() AND op IS NOT NULL`, id).Scan(&c.InBackoff, &c.NextRetryAt); err != nil {
 		return nil, fmt.Errorf("cloud state: %w", err)
 	}
 	if err := s.limiterCloud(ctx, c); err != nil {

@@ -4,6 +4,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/sim"
+	"github.com/vncfleet/vncfleet/internal/store"
 )
 
 // TestProgressCarriesTheETAInputs: a manifest's progress carries its calls owed and,
@@ -53,4 +57,40 @@ func TestProgressCarriesTheETAInputs(t *testing.T) {
 	p, err = e.st.ManifestProgress(e.ctx, m, false)
 	require.NoError(t, err)
 	require.Nil(t, p.Cloud.Limiter, "no live process: no limiter state")
+}
+
+// The cloud's answers are counted per manifest as they are recorded: a progress read
+// says how many calls ended in the last minute and what the cloud answered, without
+// reading the manifest's devices; old buckets do not count.
+func TestCloudStateCountsTheAnswersAsTheyAreRecorded(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"a1,connect,a,,,\na2,connect,a,,,\na3,connect,a,,,\n")
+	id, ok := store.ManifestOfWorkKey(key)
+	require.True(t, ok)
+
+	e.Sim.SetFaults(sim.Faults{FailRate: 1})
+	require.Equal(t, 3, e.Step(key, 3, provisiontest.RetryNow), "three creates answered 503")
+	p, err := e.Store.ManifestProgress(e.Ctx, id, false)
+	require.NoError(t, err)
+	require.Equal(t, 3, p.Cloud.Calls)
+	require.Equal(t, map[string]int{"503": 3}, p.Cloud.ErrorsLastMinute)
+
+	e.Sim.SetFaults(sim.Faults{})
+	require.Equal(t, 3, e.Step(key, 3, provisiontest.RetryNow), "three creates answered")
+	require.Equal(t, 3, e.Poll(), "three polls answered")
+	p, err = e.Store.ManifestProgress(e.Ctx, id, false)
+	require.NoError(t, err)
+	require.True(t, p.Done)
+	c, err := e.Store.ManifestCloudState(e.Ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, 9, c.Calls, "creates and polls alike")
+	require.Equal(t, map[string]int{"503": 3}, c.ErrorsLastMinute)
+
+	_, err = e.Pool.Exec(e.Ctx, `UPDATE cloud_answers SET bucket = bucket - interval '2 minutes'`)
+	require.NoError(t, err)
+	c, err = e.Store.ManifestCloudState(e.Ctx, id)
+	require.NoError(t, err)
+	require.Zero(t, c.Calls, "answers older than a minute are not lately")
+	require.Empty(t, c.ErrorsLastMinute)
 }
