@@ -6,6 +6,7 @@
 //	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
+//	go run ./bench views      --devices 1000000 # status, export and reconciliation of one fleet of ready devices
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -91,13 +92,26 @@ func main() {
 		if begin() {
 			err = benchScrape(*base, *devices, *fleets, *scrapes)
 		}
+	case "views":
+		devices := fs.Int("devices", 1_000_000, "ready devices in the fleet")
+		reconcile := fs.Bool("reconcile", true, "also measure serve's peak RSS in a dry-run reconciliation (a simulator process holds the addresses)")
+		keep := fs.Bool("keep", false, "keep the database afterwards (to look into it)")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchViews(*base, *devices, *reconcile, *keep)
+		}
+	case "simhelper": // the simulator process of the views scenario
+		addresses := fs.Int("addresses", 0, "addresses to hold")
+		list := fs.String("list", "", "file to write them to, one a line")
+		_ = fs.Parse(args)
+		err = simHelper(*addresses, *list)
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|views [flags]")
 	os.Exit(2)
 }
 
