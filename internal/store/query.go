@@ -126,12 +126,22 @@ func (s *Store) workCounts(ctx context.Context, key string) (Counts, map[string]
 	return byStatus, byGroup, err
 }
 
-// FleetStatus is the fleet-wide view of `vncfleet status`.
+// FleetStatus is the fleet-wide view of `vncfleet status`: the fleet's totals and
+// manifests always, and a page of its groups (a factory of a million devices has a
+// hundred thousand of them).
 type FleetStatus struct {
 	Total      int               `json:"total"`
 	ByStatus   Counts            `json:"byStatus"`
 	ByGroup    map[string]Counts `json:"byGroup"`
 	ByManifest []ManifestCounts  `json:"byManifest"`
+	// Groups counts the groups with devices, whether ByGroup shows them or not.
+	Groups int `json:"groups"`
+	// GroupsCountedAt, when set, is when Groups was counted: a fleet of 10,000
+	// groups or more has its count kept for up to 30 seconds (counts.go).
+	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
+	// NextGroupsAfter, when set, is the groups_after of the next page of groups: the
+	// last group of this one. Absent on the last page.
+	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`
 }
 
 // ManifestCounts are the status counts of one manifest's devices.
@@ -141,19 +151,49 @@ type ManifestCounts struct {
 	ByStatus Counts `json:"byStatus"`
 }
 
+// StatusQuery selects a fleet's status and the page of its groups it shows.
+type StatusQuery struct {
+	Fleet string // "" for every fleet
+	// Groups is how many groups ByGroup shows at most, in name order: 0 for
+	// DefaultStatusGroups, negative for none. At most MaxStatusGroups.
+	Groups int
+	// GroupsAfter starts the page after this group name (the previous page's
+	// NextGroupsAfter); nil for the first page. The "(no group)" group is named ""
+	// and comes first.
+	GroupsAfter *string
+	// Group, when set, shows that group alone (a name, or "" with OnlyGroup for the
+	// devices in no group); Groups and GroupsAfter are then ignored.
+	Group     string
+	OnlyGroup bool
+}
+
+const (
+	// DefaultStatusGroups is how many groups a status shows unless asked: every group
+	// of a fleet of that many or fewer, so that a small fleet's status is unchanged.
+	DefaultStatusGroups = 100
+	// MaxStatusGroups bounds one page of groups: a page's cost grows with its size.
+	MaxStatusGroups = 10_000
+)
+
 // Status counts a fleet's devices (every fleet's when fleetName is ""), from the
-// status counters (counts.go).
+// status counters (counts.go), with the first DefaultStatusGroups groups.
 func (s *Store) Status(ctx context.Context, fleetName string) (*FleetStatus, error) {
+	return s.StatusOf(ctx, StatusQuery{Fleet: fleetName})
+}
+
+// StatusOf counts the devices q selects by status and manifest, and counts and pages
+// their groups, from the status counters (counts.go).
+func (s *Store) StatusOf(ctx context.Context, q StatusQuery) (*FleetStatus, error) {
 	st := &FleetStatus{ByStatus: Counts{}}
 	var err error
-	if st.ByGroup, err = s.fleetCountedByGroup(ctx, fleetName); err != nil {
+	if st.ByGroup, st.Groups, st.GroupsCountedAt, st.NextGroupsAfter, err = s.fleetGroupPage(ctx, q); err != nil {
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.manifest_id, f.name, c.status, sum(c.devices)::bigint
 		FROM device_counts c JOIN fleets f ON f.id = c.fleet_id
 		WHERE $1 = '' OR f.name = $1
-		GROUP BY 1, 2, 3 HAVING sum(c.devices) <> 0 ORDER BY 1 DESC, 2`, fleetName)
+		GROUP BY 1, 2, 3 HAVING sum(c.devices) <> 0 ORDER BY 1 DESC, 2`, q.Fleet)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -242,29 +282,61 @@ type pagedQuerier interface {
 // share, is never starved by readers. next reads the page after the last one it
 // returned (it keeps its own cursor) and says whether more may follow; the rows it
 // read before an error are yielded before the error.
+//
+// The next page is read while the caller handles this one (one page ahead, by a
+// goroutine that ends with the iteration), so that the database and the writer of
+// the answer work at once: a million-row export otherwise spends its time waiting on
+// one or the other in turn.
 func paged[R any](ctx context.Context, pool *pgxpool.Pool, what string, next func(pagedQuerier) ([]R, bool, error)) iter.Seq2[R, error] {
+	type result struct {
+		page []R
+		err  error
+	}
 	return func(yield func(R, error) bool) {
-		for more := true; more; {
-			var page []R
-			err := func() error {
-				qctx, cancel := context.WithTimeout(ctx, pageTimeout)
-				defer cancel()
-				conn, err := pool.Acquire(qctx)
-				if err != nil {
+		pages := make(chan result) // unbuffered: one page ahead, no more
+		stop, done := make(chan struct{}), make(chan struct{})
+		defer func() {
+			// A page being read is finished rather than cancelled, so that its
+			// connection goes back to the pool usable: next is never running once
+			// the iteration has returned.
+			close(stop)
+			<-done
+		}()
+		go func() {
+			defer close(done)
+			defer close(pages)
+			for more := true; more; {
+				var page []R
+				err := func() error {
+					qctx, cancel := context.WithTimeout(ctx, pageTimeout)
+					defer cancel()
+					conn, err := pool.Acquire(qctx)
+					if err != nil {
+						return err
+					}
+					defer conn.Release()
+					page, more, err = next(&ctxQuerier{conn: conn, ctx: qctx})
 					return err
+				}()
+				select {
+				case pages <- result{page, err}:
+				case <-stop:
+					return
 				}
-				defer conn.Release()
-				page, more, err = next(&ctxQuerier{conn: conn, ctx: qctx})
-				return err
-			}()
-			for _, r := range page {
+				if err != nil {
+					return
+				}
+			}
+		}()
+		for res := range pages {
+			for _, r := range res.page {
 				if !yield(r, nil) {
 					return
 				}
 			}
-			if err != nil {
+			if res.err != nil {
 				var zero R
-				yield(zero, fmt.Errorf("%s: %w", what, err))
+				yield(zero, fmt.Errorf("%s: %w", what, res.err))
 				return
 			}
 		}
