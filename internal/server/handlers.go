@@ -464,7 +464,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		// Cells from users or remote errors are defused for spreadsheets; device ids
 		// cannot begin like a formula, and addresses, passwords and URLs are machine-made.
 		record = append(record[:0], row.DeviceID, row.Action, row.Status, row.CloudAddress, row.CloudPassword,
-			fleet.SpreadsheetSafeList(row.Groups), fleet.SpreadsheetSafeList(row.AllowGroups), fleet.JoinList(row.AllowDevices),
+			fleet.SpreadsheetSafe(row.Groups), fleet.SpreadsheetSafe(row.AllowGroups), row.AllowDevices,
 			row.VNCURL, fleet.SpreadsheetSafe(row.LastError))
 		for _, name := range metaCols {
 			record = append(record, fleet.SpreadsheetSafe(row.Metadata[name]))

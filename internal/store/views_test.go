@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -114,11 +115,11 @@ func TestExportWithSecretsIsTheExportPlusPasswords(t *testing.T) {
 	e := &stagedEnv{st: New(pool, ring), pool: pool}
 	ctx := context.Background()
 	n := 2*pageRows + 17
-	_, err = e.upload(t, fleet.ModeMerge, factory(n, "device_id,action,groups,allow_groups,allow_devices\n", func(i int) string {
+	_, err = e.upload(t, fleet.ModeMerge, factory(n, "device_id,action,groups,allow_groups,allow_devices,site\n", func(i int) string {
 		if i%10 < 4 {
-			return fmt.Sprintf("dev-%05d,connect,line-%04d;ops,,\n", i, i/10)
+			return fmt.Sprintf("dev-%05d,connect,line-%04d;ops,,,plant-%d\n", i, i/10, i%3)
 		}
-		return fmt.Sprintf("dev-%05d,listen,,line-%04d,dev-%05d\n", i, i/10, i/10*10)
+		return fmt.Sprintf("dev-%05d,listen,,line-%04d,dev-%05d,\n", i, i/10, i/10*10)
 	}))
 	require.NoError(t, err)
 	for _, id := range e.applyIDs {
@@ -163,8 +164,21 @@ func TestExportWithSecretsIsTheExportPlusPasswords(t *testing.T) {
 		s.CloudPassword = ""
 		require.Equal(t, p, s, "apart from the password, the rows are the same")
 	}
-	require.Equal(t, []string{"line-0000", "ops"}, plain[0].Groups)
-	require.Equal(t, []string{"dev-00000"}, plain[4].AllowDevices)
+	require.Equal(t, "line-0000;ops", plain[0].Groups)
+	require.Equal(t, "", plain[0].AllowGroups)
+	require.Equal(t, "line-0000", plain[4].AllowGroups)
+	require.Equal(t, "dev-00000", plain[4].AllowDevices)
+	require.Equal(t, "connect", plain[0].Action)
+	require.Equal(t, "listen", plain[4].Action)
+	require.Equal(t, "ready", plain[0].Status)
+	require.Equal(t, "pending", plain[n-1].Status)
+	require.Equal(t, "addr-"+strconv.FormatInt(ids[0], 10), plain[0].CloudAddress)
+
+	require.Nil(t, plain[0].Metadata, "metadata only when asked for")
+	withMeta := collect(ExportQuery{Fleet: "f", Metadata: true})
+	require.Equal(t, map[string]string{"site": "plant-0"}, withMeta[0].Metadata)
+	require.Equal(t, map[string]string{"site": "plant-1"}, withMeta[1].Metadata)
+	require.Empty(t, withMeta[4].Metadata["site"], "a listen device without a site")
 
 	// A consumer that stops early leaves no page reader behind holding a connection.
 	for _, err := range e.st.Export(ctx, ExportQuery{Fleet: "f", Secrets: true}) {
