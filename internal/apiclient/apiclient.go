@@ -291,7 +291,7 @@ type Status struct {
 	// Groups counts every group with devices; ByGroup may show only some.
 	Groups int `json:"groups"`
 	// GroupsCountedAt is set when Groups is a count kept by the server (fleets of
-	// 10,000 groups or more), at most 30 seconds old.
+	// 10,000 groups or more), at most a minute old.
 	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
 	// NextGroupsAfter is the GroupsAfter of the next page of groups; nil on the last.
 	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`

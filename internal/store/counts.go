@@ -166,8 +166,9 @@ func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]C
 // Counting a hundred thousand groups takes longer than the rest of a status read
 // (0.2-0.4 s on two busy cores), and the number changes only when manifests add or
 // regroup devices: a fleet with at least manyGroups groups has its count kept here
-// for groupCountMaxAge, then served while a count afresh runs in the background.
-// Smaller fleets are counted on every read, exactly.
+// for groupCountMaxAge, then served for as long again while a count afresh runs in
+// the background, so it is never more than twice that old. Smaller fleets are
+// counted on every read, exactly.
 const (
 	manyGroups       = 10_000
 	groupCountMaxAge = 30 * time.Second
@@ -193,7 +194,10 @@ func (s *Store) groupCount(ctx context.Context, fleetName string) (int, *time.Ti
 	c := s.groups
 	c.mu.Lock()
 	e := c.byFleet[fleetName]
-	if e != nil {
+	// Fresh, it is served; older, it is served while counted afresh in the
+	// background; older than twice the age (nobody asked meanwhile), it is counted
+	// now.
+	if e != nil && time.Since(e.at) <= 2*groupCountMaxAge {
 		n, at := e.n, e.at
 		if time.Since(at) > groupCountMaxAge && !e.refreshing {
 			e.refreshing = true
@@ -205,6 +209,11 @@ func (s *Store) groupCount(ctx context.Context, fleetName string) (int, *time.Ti
 	c.mu.Unlock()
 	n, err := s.countGroups(ctx, fleetName)
 	if err != nil || n < manyGroups {
+		if err == nil {
+			c.mu.Lock()
+			delete(c.byFleet, fleetName)
+			c.mu.Unlock()
+		}
 		return n, nil, err
 	}
 	c.mu.Lock()

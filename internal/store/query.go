@@ -142,7 +142,7 @@ type FleetStatus struct {
 	// Groups counts the groups with devices, whether ByGroup shows them or not.
 	Groups int `json:"groups"`
 	// GroupsCountedAt, when set, is when Groups was counted: a fleet of 10,000
-	// groups or more has its count kept for up to 30 seconds (counts.go).
+	// groups or more has its count kept for up to a minute (counts.go).
 	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
 	// NextGroupsAfter, when set, is the groups_after of the next page of groups: the
 	// last group of this one. Absent on the last page.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -186,4 +187,44 @@ func TestExportWithSecretsIsTheExportPlusPasswords(t *testing.T) {
 		break
 	}
 	require.Zero(t, pool.Stat().AcquiredConns())
+}
+
+// A fleet of manyGroups groups or more has its group count kept for a while (a
+// hundred thousand groups take longer to count than the rest of a status), says so
+// with the time it was counted, and counts again once the count is too old.
+func TestStatusKeepsTheGroupCountOfAFleetOfManyGroups(t *testing.T) {
+	e := newStagedEnv(t)
+	ctx := context.Background()
+	_, err := e.upload(t, fleet.ModeMerge, factory(manyGroups, "device_id,action,groups\n", func(i int) string {
+		return fmt.Sprintf("dev-%05d,connect,g-%05d\n", i, i)
+	}))
+	require.NoError(t, err)
+	for _, id := range e.applyIDs {
+		for done := false; !done; {
+			done, err = e.st.ApplyStaged(ctx, id, nil)
+			require.NoError(t, err)
+		}
+	}
+	st, err := e.st.Status(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, manyGroups, st.Groups)
+	require.NotNil(t, st.GroupsCountedAt)
+	counted := *st.GroupsCountedAt
+
+	_, err = e.upload(t, fleet.ModeMerge, "device_id,action,groups\nextra,connect,g-extra\n")
+	require.NoError(t, err)
+	st, err = e.st.Status(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, manyGroups, st.Groups, "the kept count")
+	require.Equal(t, counted, *st.GroupsCountedAt)
+	require.Equal(t, manyGroups+1, st.Total, "the totals are always read afresh")
+
+	// Twice as old as it may be served: counted again at once.
+	e.st.groups.mu.Lock()
+	e.st.groups.byFleet["f"].at = time.Now().Add(-3 * groupCountMaxAge)
+	e.st.groups.mu.Unlock()
+	st, err = e.st.Status(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, manyGroups+1, st.Groups)
+	require.True(t, st.GroupsCountedAt.After(counted))
 }
