@@ -60,9 +60,10 @@ func main() {
 	switch scenario {
 	case "ingest":
 		rows := fs.Int("rows", 1_000_000, "manifest rows")
+		keep := fs.Bool("keep", false, "keep the database afterwards (to look into it)")
 		_ = fs.Parse(args)
 		if begin() {
-			err = benchIngest(*base, *rows)
+			err = benchIngest(*base, *rows, *keep)
 		}
 	case "throughput":
 		devices := fs.Int("devices", 20_000, "devices to provision")
