@@ -132,7 +132,7 @@ func benchIngest(baseURL string, rows int, keep bool) error {
 			{fmt.Sprintf("progress read with the counts of its %d groups (GET %s)", (rows+9)/10+1, progress), func() error {
 				return getJSON(ctx, api.URL+progress)
 			}},
-			{"vncfleet status of the fleet, by status, group and manifest (GET /v1/status?fleet=bench)", func() error {
+			{"vncfleet status of the fleet: totals, manifests, group count and the first 100 groups (GET /v1/status?fleet=bench)", func() error {
 				return getJSON(ctx, api.URL+"/v1/status?fleet=bench")
 			}},
 			{"  the store's part of it (Status)", func() error {
