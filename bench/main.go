@@ -7,6 +7,7 @@
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
 //	go run ./bench views      --devices 1000000 # status, export and reconciliation of one fleet of ready devices
+//	go run ./bench console    --requests 2000  # a console request with its session in PostgreSQL vs the bearer token's
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -17,6 +18,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/vncfleet/vncfleet/internal/console"
 )
 
 func main() {
@@ -106,13 +109,20 @@ func main() {
 		list := fs.String("list", "", "file to write them to, one a line")
 		_ = fs.Parse(args)
 		err = simHelper(*addresses, *list)
+	case "console":
+		requests := fs.Int("requests", 2000, "requests of each kind to time")
+		sessions := fs.Int("sessions", console.DefaultMaxSessions-1, "other sessions in the table")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchConsole(*base, *requests, *sessions)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|views [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|views|console [flags]")
 	os.Exit(2)
 }
 

@@ -255,7 +255,11 @@ func uploadError(errOut io.Writer, err error) error {
 }
 
 func planSummary(p *apiclient.Plan) string {
-	return fmt.Sprintf("%d to create, %d to update, %d to delete, %d unchanged", p.Creates, p.Updates, p.Deletes, p.Unchanged)
+	s := fmt.Sprintf("%d to create, %d to update, %d to delete, %d unchanged", p.Creates, p.Updates, p.Deletes, p.Unchanged)
+	if p.Resumes > 0 {
+		s += fmt.Sprintf(" (%s resumed after a cancel)", fleet.Plural(p.Resumes, "device"))
+	}
+	return s
 }
 
 // printPlan prints the plan: its counts, then one line per create, update (with

@@ -219,6 +219,8 @@ type Plan struct {
 	Updates   int `json:"updates"`
 	Deletes   int `json:"deletes"`
 	Unchanged int `json:"unchanged"`
+	// Resumes counts listed devices an earlier cancel stopped, whose work the upload takes up.
+	Resumes int `json:"resumes"`
 	// CreateIDs lists the created devices, capped at 1000 by the server (Creates is exact).
 	CreateIDs []string `json:"createIds"`
 	// UpdateList lists the changed devices and fields, capped at 1000 (Updates is exact).

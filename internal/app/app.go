@@ -183,7 +183,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			return jobs.EnqueueWork(ctx, rc, tx, deps.Config, key, devices)
 		})
 	}
-	life, err := newLifecycle(pool, cfg, st, limiter, cloud, logger, enqueueNow)
+	life, err := newLifecycle(cfg, st, limiter, cloud, logger, enqueueNow)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +242,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		},
 		Rate:           cfg.VNCCloud.Rate,
 		RotationMaxAge: cfg.Rotation.MaxAge,
+		RotationWindow: cfg.Rotation.Window,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
@@ -252,7 +253,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	api := server.New(apiCfg)
 	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
 		RotationMaxAge: cfg.Rotation.MaxAge, Logger: logger})
-	ui, err := console.New(console.Config{API: api, Logger: logger})
+	ui, err := console.New(console.Config{API: api, Sessions: st, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -168,8 +168,12 @@ func TestOpenAPIMatchesRealAnswers(t *testing.T) {
 	call("POST", m+"/cancel", servetest.AdminToken, "", 200)
 	call("GET", "/v1/webhooks", servetest.ReaderToken, "", 200)
 	call("GET", "/v1/rotation", servetest.ReaderToken, "", 200)
+	call("GET", "/v1/reconcile/runs/last", servetest.ReaderToken, "", 404)
 	call("POST", "/v1/reconcile?dry_run=true", servetest.AdminToken, "", 200)
-	require.GreaterOrEqual(t, v.checked, 16)
+	call("GET", "/v1/reconcile/runs/last", servetest.ReaderToken, "", 200)
+	call("GET", "/v1/reconcile/runs?limit=5", servetest.ReaderToken, "", 200)
+	call("GET", "/v1/reconcile/runs?limit=0", servetest.ReaderToken, "", 400)
+	require.GreaterOrEqual(t, v.checked, 19)
 }
 
 type sseEvent struct{ id, event, data string }

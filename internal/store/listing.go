@@ -20,12 +20,25 @@ type Listing struct {
 	known   int
 }
 
+// AddressListing is what a reconciliation run compares (Listing is the store's);
+// an interface so that a run can be tested with a listing of its own.
+type AddressListing interface {
+	Known() int
+	Add(ctx context.Context, address string) error
+	Done(ctx context.Context) (int, error)
+	Unlisted(ctx context.Context) ([]KnownDevice, error)
+	Unknown(ctx context.Context) ([]string, error)
+	Close()
+}
+
+var _ AddressListing = (*Listing)(nil)
+
 // listingFlush is how many listed addresses are copied to the database at a time.
 const listingFlush = 10_000
 
 // NewListing takes a connection of its own and the snapshot of the addresses the
 // store holds now; Close gives the connection back.
-func (s *Store) NewListing(ctx context.Context) (*Listing, error) {
+func (s *Store) NewListing(ctx context.Context) (AddressListing, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing: %w", err)
@@ -95,17 +108,16 @@ func (l *Listing) Done(ctx context.Context) (int, error) {
 }
 
 // Unlisted returns the devices that held an address before the listing began, hold
-// it still, and were not listed, unless an operation is owed or claimed on them or
-// they are being deleted (the work jobs see to those): the addresses that may have
-// vanished. In address order.
+// it still, and were not listed: the addresses that may have vanished. In address
+// order.
 func (l *Listing) Unlisted(ctx context.Context) ([]KnownDevice, error) {
 	rows, err := l.conn.Query(ctx, `
-		SELECT d.id, f.name, d.device_id, d.cloud_address, d.status
+		SELECT d.id, f.name, d.device_id, d.cloud_address, d.status,
+		       d.op IS NOT NULL OR coalesce(d.claim_until > now(), false)
 		FROM reconcile_known_before kb
 		JOIN devices d ON d.cloud_address = kb.address
 		JOIN fleets f ON f.id = d.fleet_id
 		WHERE NOT EXISTS (SELECT 1 FROM reconcile_listed l WHERE l.address = kb.address)
-		  AND d.op IS NULL AND NOT coalesce(d.claim_until > now(), false) AND d.status <> 'deleting'
 		ORDER BY d.cloud_address`)
 	if err != nil {
 		return nil, fmt.Errorf("unlisted addresses: %w", err)

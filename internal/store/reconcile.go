@@ -19,6 +19,7 @@ type KnownDevice struct {
 	DeviceID     string
 	CloudAddress string
 	Status       string
+	Busy         bool // an operation is owed or claimed: leave it to the work jobs
 }
 
 // OpenAttempt is a create whose outcome is not known: it may have made an address.

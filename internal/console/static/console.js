@@ -131,12 +131,17 @@ function upload() {
   if (!form) return;
   const result = $("#result");
   const drop = $("#drop"), file = $("#file");
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  const over = (e) => { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; drop.classList.add("over"); };
+  drop.addEventListener("dragenter", over);
+  drop.addEventListener("dragover", over);
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  // A file dropped is a file picked: its plan is checked at once.
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files.length) { file.files = e.dataTransfer.files; }
+    if (!e.dataTransfer.files.length) return;
+    file.files = e.dataTransfer.files;
+    form.requestSubmit();
   });
 
   const send = async (dryRun, maxDeletions) => {
@@ -209,6 +214,7 @@ function upload() {
         el("li", {}, el("strong", {}, plan.updates), "to update"),
         el("li", {}, el("strong", {}, plan.deletes), "to delete"),
         el("li", {}, el("strong", {}, plan.unchanged), "unchanged")),
+      plan.resumes ? el("p", {}, `${plan.resumes} cancelled device${plan.resumes === 1 ? "" : "s"} will be resumed.`) : [],
       idList("Creates", plan.createIds || [], plan.creates),
       plan.updates ? [el("h3", {}, `Updates: ${plan.updates}`), el("ul", { class: "items" },
         (plan.updateList || []).map((u) => el("li", {}, el("code", {}, u.deviceId), " changes " + u.fields.join(", "))))] : [],
