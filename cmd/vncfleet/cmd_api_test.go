@@ -477,6 +477,43 @@ func TestStatus(t *testing.T) {
 	require.Contains(t, errOut, "manifest 9 not found")
 }
 
+// status of a fleet of many groups shows a page of them, says how many there are and
+// how to see the next ones, and passes its paging flags to the server.
+func TestStatusPagesGroups(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("GET /v1/status", fakeAnswer{200, map[string]any{"total": 30, "groups": 3, "nextGroupsAfter": "line-2",
+		"byStatus": map[string]int{"ready": 30},
+		"byGroup":  map[string]any{"line-1": map[string]int{"ready": 10}, "line-2": map[string]int{"ready": 10}}}})
+
+	out, errOut, code := runCLI(t, srv.URL, nil, "status", "--fleet", "f", "--groups", "2", "--groups-after", "line-0")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "fleet f: 30 devices")
+	require.Contains(t, out, "line-1  10     10\nline-2  10     10\n")
+	require.Contains(t, out, "(2 of 3 groups shown; the next ones: --groups-after line-2)")
+	q := fake.seen("GET /v1/status")[0].query
+	require.Equal(t, "2", q.Get("groups"))
+	require.Equal(t, "line-0", q.Get("groups_after"))
+	require.False(t, q.Has("group"))
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--group", "")
+	require.Equal(t, exitOK, code, errOut)
+	q = fake.seen("GET /v1/status")[1].query
+	require.True(t, q.Has("group"), "--group \"\" asks for the devices in no group")
+	require.Equal(t, "", q.Get("group"))
+	require.False(t, q.Has("groups"))
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--groups", "0")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "0", fake.seen("GET /v1/status")[2].query.Get("groups"), "--groups 0: none")
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--group", "line-1", "--groups", "5")
+	require.Equal(t, exitBadInput, code)
+	require.Contains(t, errOut, "--group shows one group")
+	_, _, code = runCLI(t, srv.URL, nil, "status", "--groups", "-1")
+	require.Equal(t, exitBadInput, code)
+	require.Len(t, fake.seen("GET /v1/status"), 3, "bad flags ask nothing")
+}
+
 func TestExportStreamsUnchanged(t *testing.T) {
 	fake, srv := newAPIFake(t)
 	csvBody := "device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error\n" +

@@ -299,13 +299,36 @@ type LimiterState struct {
 	SlowedSince *time.Time `json:"slowedSince,omitempty"`
 }
 
-// Status is the fleet-wide view (GET /v1/status).
+// Status is the fleet-wide view (GET /v1/status): the totals and manifests, and a
+// page of the groups.
 type Status struct {
 	Total      int                       `json:"total"`
 	ByStatus   map[string]int            `json:"byStatus"`
 	ByGroup    map[string]map[string]int `json:"byGroup"`
 	ByManifest []ManifestCounts          `json:"byManifest"`
+	// Groups counts every group with devices; ByGroup may show only some.
+	Groups int `json:"groups"`
+	// GroupsCountedAt is set when Groups is a count kept by the server (fleets of
+	// 10,000 groups or more), at most a minute old.
+	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
+	// NextGroupsAfter is the GroupsAfter of the next page of groups; nil on the last.
+	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`
 }
+
+// StatusOptions select the fleet of a status and the page of its groups.
+type StatusOptions struct {
+	Fleet string // "" for every fleet
+	// Groups is how many groups to show at most (the server's default, 100, when 0;
+	// NoGroups for none).
+	Groups int
+	// GroupsAfter, when set, starts the page after this group (a NextGroupsAfter).
+	GroupsAfter *string
+	// Group, when set, shows this group alone ("" for the devices in no group).
+	Group *string
+}
+
+// NoGroups as StatusOptions.Groups shows no group.
+const NoGroups = -1
 
 // ManifestCounts is one manifest's line of Status.
 type ManifestCounts struct {
@@ -546,9 +569,25 @@ func (c *Client) Report(ctx context.Context, id int64, w io.Writer) error {
 
 // Status is the fleet-wide status (GET /v1/status); fleet "" means every fleet.
 func (c *Client) Status(ctx context.Context, fleet string) (*Status, error) {
+	return c.StatusWith(ctx, StatusOptions{Fleet: fleet})
+}
+
+// StatusWith reads the fleet-wide view with the page of groups o selects.
+func (c *Client) StatusWith(ctx context.Context, o StatusOptions) (*Status, error) {
 	q := url.Values{}
-	if fleet != "" {
-		q.Set("fleet", fleet)
+	if o.Fleet != "" {
+		q.Set("fleet", o.Fleet)
+	}
+	switch {
+	case o.Group != nil:
+		q.Set("group", *o.Group)
+	case o.Groups < 0:
+		q.Set("groups", "0")
+	case o.Groups > 0:
+		q.Set("groups", strconv.Itoa(o.Groups))
+	}
+	if o.GroupsAfter != nil && o.Group == nil {
+		q.Set("groups_after", *o.GroupsAfter)
 	}
 	var s Status
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/status", q, &s); err != nil {

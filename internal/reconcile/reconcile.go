@@ -90,7 +90,9 @@ const maxRetryAfter = 30 * time.Second
 // store of their own; the SQL behind it has its tests in internal/store.
 type Store interface {
 	// What the store knows: addresses, creates still in flight, open attempts.
-	KnownAddresses(ctx context.Context) (map[string]store.KnownDevice, error)
+	// NewListing snapshots the addresses the store holds, to compare a listing with
+	// (store.NewListing keeps both in the database).
+	NewListing(ctx context.Context) (store.AddressListing, error)
 	CreatesInFlight(ctx context.Context, sentBefore time.Time) (store.CreatesInFlight, error)
 	OpenAttempts(ctx context.Context) ([]store.OpenAttempt, error)
 	FirstSeen(ctx context.Context, addrs []string, record bool) (map[string]time.Time, error)
@@ -262,24 +264,33 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 		}
 	}
 	// What the store knew before listing: an address of it missing from the listing
-	// vanished (confirmed by a GET, since a listing can miss entries changed while paging).
-	knownBefore, err := r.Store.KnownAddresses(ctx)
+	// vanished (confirmed by a GET, since a listing can miss entries changed while
+	// paging). The listing is kept in the database, not here: a million addresses.
+	listing, err := r.Store.NewListing(ctx)
 	if err != nil {
 		return nil, err
 	}
-	listed := map[string]bool{}
+	defer listing.Close()
 	// Each page is a request of its own, so each goes through the rate limiter, and
 	// a page that fails transiently is asked for again.
 	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99, PerRequest: r.listPage}) {
 		if err != nil {
 			return nil, &ListingError{err}
 		}
-		listed[addr] = true
+		if err := listing.Add(ctx, addr); err != nil {
+			return nil, err
+		}
 	}
-	rep.Listed = len(listed)
-	rep.Known = len(knownBefore)
+	if rep.Listed, err = listing.Done(ctx); err != nil {
+		return nil, err
+	}
+	rep.Known = listing.Known()
 
-	if err := r.vanished(ctx, rep, knownBefore, listed, key); err != nil {
+	unlisted, err := listing.Unlisted(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.vanished(ctx, rep, unlisted, key); err != nil {
 		return nil, err
 	}
 	// The open attempts first, then the addresses known: a create answered in between
@@ -289,12 +300,12 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Re-read: addresses recorded while we listed are not orphans.
-	knownAfter, err := r.Store.KnownAddresses(ctx)
+	// Compared with the devices now: addresses recorded while we listed are not orphans.
+	unknownAddrs, err := listing.Unknown(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.orphans(ctx, rep, cfg, attempts, knownAfter, listed, key); err != nil {
+	if err := r.orphans(ctx, rep, cfg, attempts, unknownAddrs, key); err != nil {
 		return nil, err
 	}
 	if err := r.drift(ctx, rep, cfg, key); err != nil {
@@ -349,9 +360,13 @@ func (r *Reconciler) waitForCreatesInFlight(ctx context.Context, rep *Report, cf
 	return nil
 }
 
-func (r *Reconciler) vanished(ctx context.Context, rep *Report, known map[string]store.KnownDevice, listed map[string]bool, key string) error {
-	for addr, dev := range known {
-		if listed[addr] || dev.Busy || dev.Status == "deleting" {
+// vanished checks the devices whose address the listing did not show, unless the
+// work jobs see to them (busy or being deleted), and marks those whose address is
+// gone.
+func (r *Reconciler) vanished(ctx context.Context, rep *Report, unlisted []store.KnownDevice, key string) error {
+	for _, dev := range unlisted {
+		addr := dev.CloudAddress
+		if dev.Busy || dev.Status == "deleting" {
 			continue
 		}
 		_, found, err := r.inspect(ctx, addr)
@@ -394,13 +409,7 @@ type unknownAddress struct {
 // nothing tells which: they are ambiguous. Addresses no attempt may have made are
 // foreign.
 func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attempts []store.OpenAttempt,
-	known map[string]store.KnownDevice, listed map[string]bool, key string) error {
-	var unknownAddrs []string
-	for addr := range listed {
-		if _, ok := known[addr]; !ok {
-			unknownAddrs = append(unknownAddrs, addr)
-		}
-	}
+	unknownAddrs []string, key string) error {
 	firstSeen, err := r.Store.FirstSeen(ctx, unknownAddrs, !rep.DryRun)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -118,9 +119,43 @@ type memStore struct {
 	checked  []string // "device drift"
 }
 
-func (s *memStore) KnownAddresses(context.Context) (map[string]store.KnownDevice, error) {
-	return s.known, nil
+func (s *memStore) NewListing(context.Context) (store.AddressListing, error) {
+	return &memListing{store: s, before: maps.Clone(s.known), listed: map[string]bool{}}, nil
 }
+
+// memListing is a store.AddressListing in memory: the known addresses when it began,
+// and the listed ones.
+type memListing struct {
+	store  *memStore
+	before map[string]store.KnownDevice
+	listed map[string]bool
+}
+
+func (l *memListing) Known() int { return len(l.before) }
+func (l *memListing) Add(_ context.Context, addr string) error {
+	l.listed[addr] = true
+	return nil
+}
+func (l *memListing) Done(context.Context) (int, error) { return len(l.listed), nil }
+func (l *memListing) Unlisted(context.Context) ([]store.KnownDevice, error) {
+	var out []store.KnownDevice
+	for _, addr := range slices.Sorted(maps.Keys(l.before)) {
+		if dev, still := l.store.known[addr]; still && !l.listed[addr] {
+			out = append(out, dev)
+		}
+	}
+	return out, nil
+}
+func (l *memListing) Unknown(context.Context) ([]string, error) {
+	var out []string
+	for _, addr := range slices.Sorted(maps.Keys(l.listed)) {
+		if _, known := l.store.known[addr]; !known {
+			out = append(out, addr)
+		}
+	}
+	return out, nil
+}
+func (l *memListing) Close() {}
 func (s *memStore) CreatesInFlight(context.Context, time.Time) (store.CreatesInFlight, error) {
 	return store.CreatesInFlight{}, nil
 }

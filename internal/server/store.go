@@ -30,6 +30,7 @@ type Store interface {
 
 	// Fleets and devices.
 	Status(ctx context.Context, fleetName string) (*store.FleetStatus, error)
+	StatusOf(ctx context.Context, q store.StatusQuery) (*store.FleetStatus, error)
 	GetDevice(ctx context.Context, fleetName, deviceID string) (*store.DeviceDetail, error)
 	RetryFailed(ctx context.Context, fleetName string, manifestID int64, now bool,
 		enqueue func(ctx context.Context, tx pgx.Tx, key string, devices int) error) (int, string, error)

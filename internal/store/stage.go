@@ -334,7 +334,8 @@ func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key s
 	if applied > DefaultInlineApplyRows {
 		// The table may have grown many times over since autovacuum last looked: plans
 		// made on the old statistics (a few rows) scan where they should look up.
-		if _, err := tx.Exec(ctx, `ANALYZE devices`); err != nil {
+		// The counters too: a status read of its groups is planned on them.
+		if _, err := tx.Exec(ctx, `ANALYZE devices, device_counts, device_group_counts`); err != nil {
 			return fmt.Errorf("analyze devices: %w", err)
 		}
 	}
