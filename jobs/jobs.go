@@ -21,6 +21,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/vncfleet/vncfleet/internal/cloudop"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
@@ -60,10 +61,25 @@ type Config struct {
 	// that is still pending after it. Defaults: 1s, 1.6, 30s, 10m. The first poll
 	// waits the usual readiness delay so that most devices need one poll only: every
 	// poll spends rate budget.
+	//
+	// With ReadyAccount set, the first poll's delay is learned instead, from the
+	// answers first polls get (package readiness), and ReadyInitial is only where the
+	// learning starts; later polls back off from the first as before.
 	ReadyInitial    time.Duration
 	ReadyMultiplier float64
 	ReadyMax        time.Duration
 	ReadyMaxElapsed time.Duration
+	// ReadyAccount names the account whose first-poll delay is learned
+	// (readiness.Account: a digest of the API URL and key), stored in PostgreSQL so
+	// that every process schedules by it and it outlives restarts. "" learns nothing.
+	ReadyAccount string
+	// ReadyFloor and ReadyCeiling bound the learned delay. Defaults 100ms and 15s,
+	// widened to admit ReadyInitial.
+	ReadyFloor, ReadyCeiling time.Duration
+	// ReadyPendingTarget is the share of first polls the learning lets find the
+	// address still pending: the second polls per device it spends to keep the delay
+	// as short as will do. Defaults to 0.002.
+	ReadyPendingTarget float64
 	// PollBatch is how many due polls one poll loop claims at a time. Defaults to 250.
 	PollBatch int
 	// PollLoops is how many claim-poll-record loops the poller runs at once, so that
@@ -86,10 +102,13 @@ const (
 	DefaultMaxAttempts     = 10
 	DefaultRetryInitial    = 2 * time.Second
 	DefaultRetryMax        = 5 * time.Minute
-	DefaultReadyInitial    = time.Second
+	DefaultReadyInitial    = readiness.DefaultInitial
 	DefaultReadyMultiplier = 1.6
 	DefaultReadyMax        = 30 * time.Second
 	DefaultReadyMaxElapsed = 10 * time.Minute
+	DefaultReadyFloor      = readiness.DefaultFloor
+	DefaultReadyCeiling    = readiness.DefaultCeiling
+	DefaultReadyPending    = readiness.DefaultPendingTarget
 	DefaultPollBatch       = 250
 	DefaultPollLoops       = 4
 	DefaultMaxWorkers      = 20
@@ -123,6 +142,14 @@ func (c *Config) setDefaults() {
 	orDefaultDur(&c.ReadyMax, DefaultReadyMax)
 	orDefaultDur(&c.ReadyMaxElapsed, DefaultReadyMaxElapsed)
 	orDefaultDur(&c.SweepInterval, DefaultSweepInterval)
+	// The bounds always admit ReadyInitial, where the learning starts.
+	orDefaultDur(&c.ReadyFloor, DefaultReadyFloor)
+	orDefaultDur(&c.ReadyCeiling, DefaultReadyCeiling)
+	c.ReadyFloor = min(c.ReadyFloor, c.ReadyInitial)
+	c.ReadyCeiling = max(c.ReadyCeiling, c.ReadyInitial)
+	if !(c.ReadyPendingTarget > 0 && c.ReadyPendingTarget <= 0.5) {
+		c.ReadyPendingTarget = DefaultReadyPending
+	}
 	if c.ReadyMultiplier <= 1 {
 		c.ReadyMultiplier = DefaultReadyMultiplier
 	}
@@ -143,6 +170,7 @@ type Store interface {
 	ClaimPolls(ctx context.Context, limit int, lease time.Duration, worker int64) ([]store.PollItem, error)
 	FinishPolls(ctx context.Context, results []store.PollResult, ready func(ctx context.Context, tx pgx.Tx, became []store.PollItem) error) error
 	NextPollAt(ctx context.Context) (time.Time, error)
+	LearnReadiness(ctx context.Context, account string, cfg readiness.Config, obs []readiness.Observation) (readiness.Estimate, error)
 	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
 	ReleaseDeadWorkers(ctx context.Context, callTimeout time.Duration) (store.DeadWorkers, error)
 	ApplyStaged(ctx context.Context, manifestID int64, consoleURLs store.EnqueueConsoleURLsFunc) (done bool, err error)
@@ -266,6 +294,11 @@ func (c Config) batchLimit() int {
 	}
 	window := (c.ClaimLease - c.CallTimeout).Seconds() / 3
 	return min(c.BatchSize, max(10, int(c.Rate*window/float64(max(c.Chains, 1)))))
+}
+
+// readiness is the configuration of the first-poll learning.
+func (c Config) readiness() readiness.Config {
+	return readiness.Config{Initial: c.ReadyInitial, Floor: c.ReadyFloor, Ceiling: c.ReadyCeiling, PendingTarget: c.ReadyPendingTarget}
 }
 
 // retryBackoff is the delay before the n-th retry of a transient failure.

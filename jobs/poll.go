@@ -8,7 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/cloudop"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -105,13 +107,44 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 		}); err != nil {
 			return err
 		}
+		d.learnReadiness(ctx, results)
 	}
 	return nil
+}
+
+// learnReadiness feeds the answers of first polls to the account's first-poll delay.
+// It is recorded after the polls, apart from them: a lost update costs a few
+// observations of an estimate, while a failed recording of polls would repeat them.
+func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
+	if d.Config.ReadyAccount == "" {
+		return
+	}
+	obs := firstPollObservations(results)
+	if len(obs) == 0 {
+		return
+	}
+	if _, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs); err != nil && ctx.Err() == nil {
+		d.Logger.Warn("learning the readiness delay", "err", err)
+	}
+}
+
+// firstPollObservations are the first polls among results that the cloud answered
+// ready or pending; errors and polls not sent tell nothing of the delay.
+func firstPollObservations(results []store.PollResult) []readiness.Observation {
+	var obs []readiness.Observation
+	for _, r := range results {
+		if r.Item.Polls != 0 || (r.Report.Outcome != fleet.Ready && r.Report.Outcome != fleet.Pending) {
+			continue
+		}
+		obs = append(obs, readiness.Observation{Scheduled: r.Item.ScheduledAfter,
+			Late: max(r.Waited-r.Item.ScheduledAfter, 0), Pending: r.Report.Outcome == fleet.Pending})
+	}
+	return obs
 }
 
 func (d *Deps) pollOne(ctx context.Context, item store.PollItem, claimedAt time.Time) store.PollResult {
 	rep := cloudop.Perform(ctx, d.Cloud, d.call, item.Task())
 	waited := item.AwaitingFor + time.Since(claimedAt)
 	return store.PollResult{Item: item, Report: rep, NextPoll: d.Config.pollInterval(item.Polls + 1),
-		MayWait: waited < d.Config.ReadyMaxElapsed}
+		MayWait: waited < d.Config.ReadyMaxElapsed, Waited: waited}
 }

@@ -1,0 +1,188 @@
+// Package readiness learns when to make a device's first readiness poll. Every poll
+// spends a request of the rate budget, so the first one should come just after the
+// address is ready: too early and it finds "pending" and a second poll is owed, too
+// late and the device waits for nothing.
+//
+// VNC Cloud's /ready answers "pending" or "none", never since when, so a device's
+// pending→ready time is never seen whole: a first poll made t after the device began
+// waiting only says whether its delay was shorter than t (ready) or longer (pending).
+// Quantile estimators that need the values themselves (a window's p90, a t-digest)
+// have nothing to feed on; one that needs only comparisons does. The Estimator is the
+// frugal streaming quantile of Ma, Muthukrishnan and Sandler ("Frugal Streaming for
+// Estimating Quantiles", 2013), a Robbins–Monro step on the logarithm of the delay:
+// each first poll that finds the address pending lengthens the first-poll delay by
+// Step·(1−PendingTarget), each that finds it ready shortens it by Step·PendingTarget.
+// The delay settles where PendingTarget of first polls find "pending", which is the
+// (1−PendingTarget) quantile of the readiness delays, and PendingTarget is also what
+// the learning costs: the second polls per device it allows.
+//
+// Why this and not a moving percentile of observed times: the only time a poll
+// observes is the time it was made, which the schedule chose; a percentile of those
+// drifts upwards by the poller's own lateness at every round and never comes down.
+// Why logarithmic steps: a multiplicative step learns a 100 ms delay and a 10 s one
+// equally fast. Each observation moves the estimate by one bounded step however long
+// its device took, so an outlier (an address ready after a minute) weighs what any
+// other pending answer weighs, and one update moves the estimate by at most a factor
+// of MaxUpdateFactor, so a burst of pending answers (a hiccup of the cloud) cannot
+// throw it to the ceiling at once. The estimate is kept within Floor and Ceiling.
+package readiness
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"math"
+	"time"
+)
+
+// Config bounds and tunes the learning. Zero fields take the defaults named on each.
+type Config struct {
+	// Initial is the first-poll delay before anything is learned. Defaults to
+	// DefaultInitial (1s, the usual readiness delay of VNC Cloud).
+	Initial time.Duration
+	// Floor and Ceiling bound the learned delay. Defaults DefaultFloor (100ms: no
+	// readiness delay is shorter than a round trip worth polling for) and
+	// DefaultCeiling (15s: beyond it a slow cloud is a fault to see, not a delay to
+	// wait out silently; later polls back off from there anyway).
+	Floor, Ceiling time.Duration
+	// PendingTarget is the share of first polls allowed to find the address still
+	// pending, in (0, 0.5]. Defaults to DefaultPendingTarget (0.002): 2.002 calls
+	// per created device at most for the learning, which is what keeps the delay
+	// from creeping up to the ceiling (something must tell it that shorter would do).
+	PendingTarget float64
+}
+
+// The defaults of Config, exported so that the configuration layer fills and shows
+// the same values.
+const (
+	DefaultInitial       = time.Second
+	DefaultFloor         = 100 * time.Millisecond
+	DefaultCeiling       = 15 * time.Second
+	DefaultPendingTarget = 0.002
+)
+
+// Step is the change of the logarithm of the delay per unit of evidence: a pending
+// first poll lengthens the delay by about 5%, and 1/PendingTarget ready ones shorten
+// it by as much. Smaller steps are steadier and slower to follow a change.
+const Step = 0.05
+
+// MaxUpdateFactor is the most one Update changes the delay by, either way.
+const MaxUpdateFactor = 1.5
+
+// Tolerance is how far (as a share of the estimate) a first poll may have been
+// scheduled from the current estimate and still count: a ready answer counts when it
+// was scheduled no later than Estimate·(1+Tolerance), a pending one when no earlier
+// than Estimate·(1−Tolerance). Polls scheduled by an older, quite different estimate
+// tell nothing about this one (a poll at 1 s that found "pending" says nothing
+// against an estimate already raised to 1.5 s) and would count twice what the
+// estimate already learned from their neighbours.
+const Tolerance = 0.1
+
+// WithDefaults returns c with every zero field filled.
+func (c Config) WithDefaults() Config {
+	c.Initial = cmp.Or(c.Initial, DefaultInitial)
+	c.Floor = cmp.Or(c.Floor, DefaultFloor)
+	c.Ceiling = cmp.Or(c.Ceiling, DefaultCeiling)
+	c.PendingTarget = cmp.Or(c.PendingTarget, DefaultPendingTarget)
+	return c
+}
+
+// Validate reports a configuration that cannot work (after WithDefaults).
+func (c Config) Validate() error {
+	switch {
+	case c.Floor <= 0 || c.Ceiling <= 0 || c.Initial <= 0:
+		return errors.New("readiness: floor, ceiling and initial must be positive")
+	case c.Floor > c.Ceiling:
+		return errors.New("readiness: floor must not be above ceiling")
+	case !(c.PendingTarget > 0 && c.PendingTarget <= 0.5):
+		return errors.New("readiness: pending target must be within (0, 0.5]")
+	}
+	return nil
+}
+
+// Observation is the answer to one device's first readiness poll.
+type Observation struct {
+	// Scheduled is how long after the device began waiting its first poll was due.
+	Scheduled time.Duration
+	// Late is how much later than Scheduled the answer came (claim, rate limiter,
+	// round trip).
+	Late time.Duration
+	// Pending is true when the address was not ready yet.
+	Pending bool
+}
+
+// Estimate is what has been learned for one account.
+type Estimate struct {
+	// FirstPoll is the delay of the first poll; zero before anything was learned.
+	FirstPoll time.Duration
+	// Observations counts the first polls that moved the estimate; Pending those of
+	// them that found the address pending.
+	Observations, Pending int64
+}
+
+// Current is the first-poll delay the estimate stands for: FirstPoll, or Initial
+// before anything was learned, within the bounds.
+func (c Config) Current(e Estimate) time.Duration {
+	c = c.WithDefaults()
+	return c.clamp(cmp.Or(e.FirstPoll, c.Initial))
+}
+
+func (c Config) clamp(d time.Duration) time.Duration { return min(max(d, c.Floor), c.Ceiling) }
+
+// Update returns the estimate after the observations.
+//
+// An observation counts only when it compares its delay with the current estimate:
+//   - scheduled earlier than Floor: not a first poll the schedule chose (an operator's
+//     "retry now", a failed device polled again), ignored;
+//   - ready, scheduled at most Estimate·(1+Tolerance), and answered no later than
+//     max(1s, Scheduled) after its time: the delay was no longer than the estimate;
+//   - pending, scheduled at least Estimate·(1−Tolerance): the delay was longer;
+//   - anything else, ignored. A ready answer that came very late says only that the
+//     poller had a backlog (all its devices were ready by then), and would wrongly
+//     shorten the delay by one step each.
+func (c Config) Update(e Estimate, obs []Observation) Estimate {
+	c = c.WithDefaults()
+	q := c.Current(e)
+	var up, down int64
+	for _, o := range obs {
+		if o.Scheduled < c.Floor {
+			continue
+		}
+		switch {
+		case o.Pending && float64(o.Scheduled) >= float64(q)*(1-Tolerance):
+			up++
+		case !o.Pending && float64(o.Scheduled) <= float64(q)*(1+Tolerance) && o.Late <= max(time.Second, o.Scheduled):
+			down++
+		}
+	}
+	if up+down == 0 {
+		return Estimate{FirstPoll: q, Observations: e.Observations, Pending: e.Pending}
+	}
+	eps := c.PendingTarget
+	delta := Step * (float64(up)*(1-eps) - float64(down)*eps)
+	limit := math.Log(MaxUpdateFactor)
+	delta = min(max(delta, -limit), limit)
+	next := c.clamp(time.Duration(float64(q) * math.Exp(delta)))
+	return Estimate{FirstPoll: next, Observations: e.Observations + up + down, Pending: e.Pending + up}
+}
+
+// Account names a VNC Cloud account for the stored estimates: a digest of the API's
+// URL and key, so that the sim and the real API, or two accounts, learn apart, and
+// the key itself is stored nowhere.
+func Account(apiURL, apiKey string) string {
+	sum := sha256.Sum256([]byte(apiURL + "\x00" + apiKey))
+	return "sha256:" + hex.EncodeToString(sum[:16])
+}
+
+// RescheduleShare is how far (as a share) the estimate must have moved since the
+// first polls already scheduled were last moved before they are moved again: often
+// enough that a learned change reaches the devices already waiting, seldom enough
+// that the poller does not rewrite their rows at every step.
+const RescheduleShare = 0.05
+
+// ShouldReschedule reports whether first polls scheduled at the delay last (zero:
+// never rescheduled) should move to next.
+func ShouldReschedule(last, next time.Duration) bool {
+	return last <= 0 || math.Abs(float64(next)/float64(last)-1) >= RescheduleShare
+}

@@ -1,0 +1,154 @@
+package readiness_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/readiness"
+)
+
+// run feeds the estimator n first polls in batches of batch, each scheduled at the
+// current estimate and answered up to 50 ms later, each device's delay drawn by
+// delay. It returns the estimate and the share of the last half of the polls that
+// found the device pending.
+func run(c readiness.Config, e readiness.Estimate, n, batch int, delay func() time.Duration) (readiness.Estimate, float64) {
+	pendingLate := 0
+	lateness := rand.New(rand.NewPCG(3, 4))
+	for done := 0; done < n; done += batch {
+		q := c.Current(e)
+		obs := make([]readiness.Observation, batch)
+		for i := range obs {
+			late := time.Duration(lateness.Float64() * float64(50*time.Millisecond))
+			obs[i] = readiness.Observation{Scheduled: q, Late: late, Pending: delay() > q+late}
+			if obs[i].Pending && done >= n/2 {
+				pendingLate++
+			}
+		}
+		e = c.Update(e, obs)
+	}
+	return e, float64(pendingLate) / float64(n-n/2)
+}
+
+func uniform(r *rand.Rand, lo, hi time.Duration) func() time.Duration {
+	return func() time.Duration { return lo + time.Duration(r.Float64()*float64(hi-lo)) }
+}
+
+// TestConvergesToThePercentile: the first-poll delay settles at the (1−PendingTarget)
+// quantile of the readiness delays, and about PendingTarget of first polls then find
+// the address pending: for delays uniform in 0.5..1.5 s (1 s ± 50%), p99.8 = 1.498 s
+// with the default target and p90 = 1.4 s with a target of 0.1 (less the polls'
+// lateness, up to 50 ms); a fixed 1 s delay is learned as 1 s.
+func TestConvergesToThePercentile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		target     float64
+		delay      func(r *rand.Rand) func() time.Duration
+		want       time.Duration
+		within     float64 // relative
+		maxPending float64
+	}{
+		{"±50%, default target p99.8", 0, func(r *rand.Rand) func() time.Duration {
+			return uniform(r, 500*time.Millisecond, 1500*time.Millisecond)
+		},
+			1470 * time.Millisecond, 0.05, 0.006},
+		{"±50%, target p90", 0.1, func(r *rand.Rand) func() time.Duration {
+			return uniform(r, 500*time.Millisecond, 1500*time.Millisecond)
+		},
+			1375 * time.Millisecond, 0.05, 0.13},
+		{"fixed 1s", 0, func(*rand.Rand) func() time.Duration { return func() time.Duration { return time.Second } },
+			975 * time.Millisecond, 0.05, 0.006},
+		{"±50% around 5s, from a 1s start", 0, func(r *rand.Rand) func() time.Duration {
+			return uniform(r, 2500*time.Millisecond, 7500*time.Millisecond)
+		},
+			7465 * time.Millisecond, 0.05, 0.006},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := readiness.Config{PendingTarget: tc.target}
+			got, pending := run(c, readiness.Estimate{}, 40_000, 10, tc.delay(rand.New(rand.NewPCG(1, 2))))
+			require.InEpsilon(t, tc.want.Seconds(), got.FirstPoll.Seconds(), tc.within, "learned %s", got.FirstPoll)
+			require.LessOrEqual(t, pending, tc.maxPending, "share of first polls pending once learned")
+			require.EqualValues(t, 40_000, got.Observations)
+		})
+	}
+}
+
+// TestRespectsBounds: a cloud that is never ready in time drives the delay to the
+// ceiling and no further; one that is always ready at once, to the floor. Before
+// anything is learned the delay is Initial, within the bounds too.
+func TestRespectsBounds(t *testing.T) {
+	t.Parallel()
+	c := readiness.Config{Floor: 200 * time.Millisecond, Ceiling: 4 * time.Second}
+	never := func() time.Duration { return time.Hour }
+	got, _ := run(c, readiness.Estimate{}, 2_000, 10, never)
+	require.Equal(t, 4*time.Second, got.FirstPoll)
+	atOnce := func() time.Duration { return 0 }
+	got, _ = run(c, got, 100_000, 50, atOnce)
+	require.Equal(t, 200*time.Millisecond, got.FirstPoll)
+
+	require.Equal(t, time.Second, c.Current(readiness.Estimate{}))
+	require.Equal(t, 4*time.Second, readiness.Config{Ceiling: 4 * time.Second, Initial: time.Minute}.Current(readiness.Estimate{}))
+	require.Equal(t, 200*time.Millisecond, c.Current(readiness.Estimate{FirstPoll: time.Millisecond}),
+		"a stored estimate outside bounds narrowed since is brought within them")
+	require.Equal(t, readiness.DefaultCeiling, readiness.Config{}.Current(readiness.Estimate{FirstPoll: time.Hour}))
+}
+
+// TestOutliers: one device that took a minute weighs one step, like any pending
+// answer; a burst of pending answers moves the delay by MaxUpdateFactor at most in
+// one update; answers that do not compare with the current estimate are ignored.
+func TestOutliers(t *testing.T) {
+	t.Parallel()
+	c := readiness.Config{}
+	e := readiness.Estimate{FirstPoll: 1500 * time.Millisecond, Observations: 1000}
+	q := e.FirstPoll
+
+	one := c.Update(e, []readiness.Observation{{Scheduled: q, Pending: true}})
+	require.InDelta(t, math.Exp(readiness.Step*(1-readiness.DefaultPendingTarget)), float64(one.FirstPoll)/float64(q), 1e-6)
+	require.EqualValues(t, 1001, one.Observations)
+	require.EqualValues(t, 1, one.Pending)
+
+	burst := make([]readiness.Observation, 1000)
+	for i := range burst {
+		burst[i] = readiness.Observation{Scheduled: q, Pending: true}
+	}
+	require.InDelta(t, readiness.MaxUpdateFactor, float64(c.Update(e, burst).FirstPoll)/float64(q), 1e-6)
+	allReady := make([]readiness.Observation, 100_000)
+	for i := range allReady {
+		allReady[i] = readiness.Observation{Scheduled: q}
+	}
+	require.InDelta(t, 1/readiness.MaxUpdateFactor, float64(c.Update(e, allReady).FirstPoll)/float64(q), 1e-6)
+
+	for name, o := range map[string]readiness.Observation{
+		"pending, scheduled by an older, shorter estimate": {Scheduled: q / 2, Pending: true},
+		"ready, scheduled by an older, longer estimate":    {Scheduled: 2 * q},
+		"ready, answered after a backlog":                  {Scheduled: q, Late: 2 * q},
+		"scheduled below the floor (retry now)":            {Scheduled: 0},
+		"pending, scheduled below the floor":               {Scheduled: 0, Pending: true},
+	} {
+		got := c.Update(e, []readiness.Observation{o})
+		require.Equal(t, e.FirstPoll, got.FirstPoll, name)
+		require.Equal(t, e.Observations, got.Observations, name)
+	}
+	require.Equal(t, e, c.Update(e, nil))
+	// Within the tolerance an answer counts.
+	require.Greater(t, c.Update(e, []readiness.Observation{{Scheduled: q * 95 / 100, Pending: true}}).FirstPoll, q)
+	require.Less(t, c.Update(e, []readiness.Observation{{Scheduled: q * 105 / 100, Late: 900 * time.Millisecond}}).FirstPoll, q)
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, readiness.Config{}.WithDefaults().Validate())
+	for name, c := range map[string]readiness.Config{
+		"floor above ceiling": {Floor: 2 * time.Second, Ceiling: time.Second},
+		"target above half":   {PendingTarget: 0.6},
+		"target negative":     {PendingTarget: -0.1},
+		"negative floor":      {Floor: -time.Second},
+	} {
+		require.Error(t, c.WithDefaults().Validate(), name)
+	}
+}
