@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -78,7 +79,7 @@ type Config struct {
 	ReadyFloor, ReadyCeiling time.Duration
 	// ReadyPendingTarget is the share of first polls the learning lets find the
 	// address still pending: the second polls per device it spends to keep the delay
-	// as short as will do. Defaults to 0.002.
+	// as short as will do. Defaults to 0.001.
 	ReadyPendingTarget float64
 	// PollBatch is how many due polls one poll loop claims at a time. Defaults to 250.
 	PollBatch int
@@ -171,6 +172,7 @@ type Store interface {
 	FinishPolls(ctx context.Context, results []store.PollResult, ready func(ctx context.Context, tx pgx.Tx, became []store.PollItem) error) error
 	NextPollAt(ctx context.Context) (time.Time, error)
 	LearnReadiness(ctx context.Context, account string, cfg readiness.Config, obs []readiness.Observation) (readiness.Estimate, error)
+	ReadinessEstimate(ctx context.Context, account string) (e readiness.Estimate, ok bool, err error)
 	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
 	ReleaseDeadWorkers(ctx context.Context, callTimeout time.Duration) (store.DeadWorkers, error)
 	ApplyStaged(ctx context.Context, manifestID int64, consoleURLs store.EnqueueConsoleURLsFunc) (done bool, err error)
@@ -209,6 +211,10 @@ type Deps struct {
 	// Recorded, when set, is told of each batch of work results once they are
 	// recorded (metrics).
 	Recorded func(results []store.Result)
+
+	// readySeen is how many first polls the account's readiness delay has been
+	// learned from (as stored), or this process has seen answered, if more.
+	readySeen atomic.Int64
 }
 
 // River queue names.

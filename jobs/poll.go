@@ -64,6 +64,7 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 		return err // another poller is at work
 	}
 	defer release()
+	d.readLearned(ctx)
 	stop := time.Now().Add(pollRunBudget)
 	// Several loops claim disjoint batches (SKIP LOCKED), so the calls of one batch
 	// overlap the claim and the recording of another.
@@ -79,7 +80,7 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	for time.Now().Before(stop) {
 		worker, claimCtx, release := d.claimer(ctx)
 		claimedAt := time.Now()
-		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2, worker)
+		items, err := d.Store.ClaimPolls(ctx, d.pollLimit(), d.Config.CallTimeout*2, worker)
 		if err != nil {
 			release()
 			return err
@@ -112,6 +113,35 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 	return nil
 }
 
+// While the account's readiness delay is learned from fewer than
+// readiness.ColdObservations first polls, a poll loop claims coldProbe polls at a
+// time instead of PollBatch. A fleet uploaded to a fresh account has all its first
+// polls scheduled by the initial delay before any is answered; claimed 250 at a time
+// by each loop, a thousand of them would be sent by that guess before the first
+// answers could move the rest. Small claims let the first answers reschedule the
+// others: the price of a wrong initial delay is then a few dozen second polls, not
+// hundreds.
+const coldProbe = 8
+
+// pollLimit is how many polls one claim takes.
+func (d *Deps) pollLimit() int {
+	if d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
+		return d.Config.PollBatch
+	}
+	return min(coldProbe, d.Config.PollBatch)
+}
+
+// readLearned reads how much the account's delay has been learned from, until that is
+// enough; until it can, the poller claims as on a fresh account.
+func (d *Deps) readLearned(ctx context.Context) {
+	if d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
+		return
+	}
+	if e, ok, err := d.Store.ReadinessEstimate(ctx, d.Config.ReadyAccount); err == nil && ok {
+		d.readySeen.Store(max(d.readySeen.Load(), e.Observations))
+	}
+}
+
 // learnReadiness feeds the answers of first polls to the account's first-poll delay.
 // It is recorded after the polls, apart from them: a lost update costs a few
 // observations of an estimate, while a failed recording of polls would repeat them.
@@ -123,9 +153,21 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 	if len(obs) == 0 {
 		return
 	}
-	if _, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs); err != nil && ctx.Err() == nil {
-		d.Logger.Warn("learning the readiness delay", "err", err)
+	// Every answer counts towards leaving the small claims, those the estimator
+	// ignores too: when the poller has a backlog all its answers come late and are
+	// ignored, and small claims must not make the backlog last.
+	seen := d.readySeen.Add(int64(len(obs)))
+	e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.Logger.Warn("learning the readiness delay", "err", err)
+		}
+		return
 	}
+	if e.Observations > seen {
+		d.readySeen.Store(e.Observations)
+	}
+	d.Logger.Debug("readiness delay learned", "first_poll", e.FirstPoll, "observations", e.Observations, "answers", len(obs))
 }
 
 // firstPollObservations are the first polls among results that the cloud answered

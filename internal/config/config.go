@@ -236,7 +236,7 @@ type Readiness struct {
 	Ceiling time.Duration `yaml:"ceiling"`
 	// PendingTarget is the share of first polls the learning lets find the address
 	// still pending (the second polls per device it spends to keep the first poll as
-	// early as will do). Default 0.002, within (0, 0.5].
+	// early as will do). Default 0.001, within (0, 0.5].
 	PendingTarget float64 `yaml:"pending_target"`
 }
 

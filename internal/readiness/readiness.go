@@ -47,9 +47,10 @@ type Config struct {
 	// wait out silently; later polls back off from there anyway).
 	Floor, Ceiling time.Duration
 	// PendingTarget is the share of first polls allowed to find the address still
-	// pending, in (0, 0.5]. Defaults to DefaultPendingTarget (0.002): 2.002 calls
-	// per created device at most for the learning, which is what keeps the delay
-	// from creeping up to the ceiling (something must tell it that shorter would do).
+	// pending, in (0, 0.5]. Defaults to DefaultPendingTarget (0.001): about one
+	// second poll per thousand devices once learned (a batch of polls that comes due
+	// together may find a few more pending before the estimate answers), the price
+	// of ever learning that a shorter delay would do.
 	PendingTarget float64
 }
 
@@ -59,7 +60,7 @@ const (
 	DefaultInitial       = time.Second
 	DefaultFloor         = 100 * time.Millisecond
 	DefaultCeiling       = 15 * time.Second
-	DefaultPendingTarget = 0.002
+	DefaultPendingTarget = 0.001
 )
 
 // Step is the change of the logarithm of the delay per unit of evidence: a pending
@@ -70,14 +71,32 @@ const Step = 0.05
 // MaxUpdateFactor is the most one Update changes the delay by, either way.
 const MaxUpdateFactor = 1.5
 
-// Tolerance is how far (as a share of the estimate) a first poll may have been
-// scheduled from the current estimate and still count: a ready answer counts when it
-// was scheduled no later than Estimate·(1+Tolerance), a pending one when no earlier
-// than Estimate·(1−Tolerance). Polls scheduled by an older, quite different estimate
-// tell nothing about this one (a poll at 1 s that found "pending" says nothing
-// against an estimate already raised to 1.5 s) and would count twice what the
-// estimate already learned from their neighbours.
-const Tolerance = 0.1
+// Tolerance and OnTime decide which answers compare with the current estimate q.
+// A poll's answer is about the moment it was sent, Scheduled+Late. A pending answer
+// at a moment no earlier than q says the delay was longer than q. A ready answer at
+// a moment no later than q·(1+Tolerance)+OnTime is counted as saying the delay was no
+// longer than q: polls are sent a little after they are due (the claim, the limiter's
+// spacing, a round trip: OnTime), and counting those answers as if on time makes the
+// estimate settle where the polls, as they are really sent, find "pending" at the
+// target rate, which is what the call count depends on. Other answers tell nothing
+// of q: a pending answer of a poll scheduled and sent before q (by an older, shorter
+// estimate that has already learned from its neighbours), a ready answer of a poll
+// that waited long for the rate limiter or in a backlog (by then every device is
+// ready; counting those would shorten the delay by a step each).
+const (
+	Tolerance = 0.1
+	OnTime    = 250 * time.Millisecond
+)
+
+// ColdObservations and ColdGain make the first answers of an account count more:
+// the step starts at Step·(1+ColdGain) and falls to Step over the first
+// ColdObservations counted answers (a Robbins–Monro gain that decreases), so that a
+// fleet uploaded to a fresh account moves its first polls to the learned delay within
+// a few answers, while later the estimate stays steady.
+const (
+	ColdObservations = 200
+	ColdGain         = 3
+)
 
 // WithDefaults returns c with every zero field filled.
 func (c Config) WithDefaults() Config {
@@ -132,15 +151,9 @@ func (c Config) clamp(d time.Duration) time.Duration { return min(max(d, c.Floor
 
 // Update returns the estimate after the observations.
 //
-// An observation counts only when it compares its delay with the current estimate:
-//   - scheduled earlier than Floor: not a first poll the schedule chose (an operator's
-//     "retry now", a failed device polled again), ignored;
-//   - ready, scheduled at most Estimate·(1+Tolerance), and answered no later than
-//     max(1s, Scheduled) after its time: the delay was no longer than the estimate;
-//   - pending, scheduled at least Estimate·(1−Tolerance): the delay was longer;
-//   - anything else, ignored. A ready answer that came very late says only that the
-//     poller had a backlog (all its devices were ready by then), and would wrongly
-//     shorten the delay by one step each.
+// An observation counts only when it compares its delay with the current estimate
+// (see Tolerance); one scheduled earlier than Floor is not a first poll the schedule
+// chose (an operator's "retry now", a failed device polled again) and never counts.
 func (c Config) Update(e Estimate, obs []Observation) Estimate {
 	c = c.WithDefaults()
 	q := c.Current(e)
@@ -149,10 +162,11 @@ func (c Config) Update(e Estimate, obs []Observation) Estimate {
 		if o.Scheduled < c.Floor {
 			continue
 		}
+		sent := float64(o.Scheduled + o.Late)
 		switch {
-		case o.Pending && float64(o.Scheduled) >= float64(q)*(1-Tolerance):
+		case o.Pending && sent >= float64(q):
 			up++
-		case !o.Pending && float64(o.Scheduled) <= float64(q)*(1+Tolerance) && o.Late <= max(time.Second, o.Scheduled):
+		case !o.Pending && sent <= float64(q)*(1+Tolerance)+float64(OnTime):
 			down++
 		}
 	}
@@ -160,7 +174,8 @@ func (c Config) Update(e Estimate, obs []Observation) Estimate {
 		return Estimate{FirstPoll: q, Observations: e.Observations, Pending: e.Pending}
 	}
 	eps := c.PendingTarget
-	delta := Step * (float64(up)*(1-eps) - float64(down)*eps)
+	gain := Step * (1 + ColdGain*max(0, 1-float64(e.Observations)/ColdObservations))
+	delta := gain * (float64(up)*(1-eps) - float64(down)*eps)
 	limit := math.Log(MaxUpdateFactor)
 	delta = min(max(delta, -limit), limit)
 	next := c.clamp(time.Duration(float64(q) * math.Exp(delta)))

@@ -13,13 +13,17 @@ import (
 
 // run feeds the estimator n first polls in batches of batch, each scheduled at the
 // current estimate and answered up to 50 ms later, each device's delay drawn by
-// delay. It returns the estimate and the share of the last half of the polls that
-// found the device pending.
-func run(c readiness.Config, e readiness.Estimate, n, batch int, delay func() time.Duration) (readiness.Estimate, float64) {
+// delay. It returns the estimate, the share of the last half of the polls that
+// found the device pending, and the mean first-poll delay over that half.
+func run(c readiness.Config, e readiness.Estimate, n, batch int, delay func() time.Duration) (readiness.Estimate, float64, time.Duration) {
 	pendingLate := 0
+	var sum float64
 	lateness := rand.New(rand.NewPCG(3, 4))
 	for done := 0; done < n; done += batch {
 		q := c.Current(e)
+		if done >= n/2 {
+			sum += float64(q) * float64(batch)
+		}
 		obs := make([]readiness.Observation, batch)
 		for i := range obs {
 			late := time.Duration(lateness.Float64() * float64(50*time.Millisecond))
@@ -30,7 +34,7 @@ func run(c readiness.Config, e readiness.Estimate, n, batch int, delay func() ti
 		}
 		e = c.Update(e, obs)
 	}
-	return e, float64(pendingLate) / float64(n-n/2)
+	return e, float64(pendingLate) / float64(n-n/2), time.Duration(sum / float64(n-n/2))
 }
 
 func uniform(r *rand.Rand, lo, hi time.Duration) func() time.Duration {
@@ -38,10 +42,13 @@ func uniform(r *rand.Rand, lo, hi time.Duration) func() time.Duration {
 }
 
 // TestConvergesToThePercentile: the first-poll delay settles at the (1−PendingTarget)
-// quantile of the readiness delays, and about PendingTarget of first polls then find
-// the address pending: for delays uniform in 0.5..1.5 s (1 s ± 50%), p99.8 = 1.498 s
-// with the default target and p90 = 1.4 s with a target of 0.1 (less the polls'
-// lateness, up to 50 ms); a fixed 1 s delay is learned as 1 s.
+// quantile of the readiness delays (as the polls meet them: less their lateness, up
+// to 50 ms here), and about PendingTarget of first polls then find the address
+// pending: for delays uniform in 0.5..1.5 s (1 s ± 50%), p99.9 ≈ 1.497 s with the
+// default target and p90 ≈ 1.375 s with a target of 0.1; a fixed 1 s delay is
+// learned as 1 s; 5 s ± 50% from a 1 s start, as 7.495 s. Averaged over the last
+// half of the run: each pending answer lifts the estimate by a step, which ready
+// answers then wear down.
 func TestConvergesToThePercentile(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -52,26 +59,27 @@ func TestConvergesToThePercentile(t *testing.T) {
 		within     float64 // relative
 		maxPending float64
 	}{
-		{"±50%, default target p99.8", 0, func(r *rand.Rand) func() time.Duration {
+		{"±50%, default target p99.9", 0, func(r *rand.Rand) func() time.Duration {
 			return uniform(r, 500*time.Millisecond, 1500*time.Millisecond)
 		},
-			1470 * time.Millisecond, 0.05, 0.006},
+			1497 * time.Millisecond, 0.05, 0.004},
 		{"±50%, target p90", 0.1, func(r *rand.Rand) func() time.Duration {
 			return uniform(r, 500*time.Millisecond, 1500*time.Millisecond)
 		},
 			1375 * time.Millisecond, 0.05, 0.13},
 		{"fixed 1s", 0, func(*rand.Rand) func() time.Duration { return func() time.Duration { return time.Second } },
-			975 * time.Millisecond, 0.05, 0.006},
+			time.Second, 0.05, 0.004},
 		{"±50% around 5s, from a 1s start", 0, func(r *rand.Rand) func() time.Duration {
 			return uniform(r, 2500*time.Millisecond, 7500*time.Millisecond)
 		},
-			7465 * time.Millisecond, 0.05, 0.006},
+			7495 * time.Millisecond, 0.05, 0.004},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := readiness.Config{PendingTarget: tc.target}
-			got, pending := run(c, readiness.Estimate{}, 40_000, 10, tc.delay(rand.New(rand.NewPCG(1, 2))))
-			require.InEpsilon(t, tc.want.Seconds(), got.FirstPoll.Seconds(), tc.within, "learned %s", got.FirstPoll)
+			got, pending, mean := run(c, readiness.Estimate{}, 40_000, 10, tc.delay(rand.New(rand.NewPCG(1, 2))))
+			require.InEpsilon(t, tc.want.Seconds(), mean.Seconds(), tc.within, "learned %s on average", mean)
+			require.InEpsilon(t, tc.want.Seconds(), got.FirstPoll.Seconds(), 2*tc.within, "learned %s at the end", got.FirstPoll)
 			require.LessOrEqual(t, pending, tc.maxPending, "share of first polls pending once learned")
 			require.EqualValues(t, 40_000, got.Observations)
 		})
@@ -85,10 +93,10 @@ func TestRespectsBounds(t *testing.T) {
 	t.Parallel()
 	c := readiness.Config{Floor: 200 * time.Millisecond, Ceiling: 4 * time.Second}
 	never := func() time.Duration { return time.Hour }
-	got, _ := run(c, readiness.Estimate{}, 2_000, 10, never)
+	got, _, _ := run(c, readiness.Estimate{}, 2_000, 10, never)
 	require.Equal(t, 4*time.Second, got.FirstPoll)
 	atOnce := func() time.Duration { return 0 }
-	got, _ = run(c, got, 100_000, 50, atOnce)
+	got, _, _ = run(c, got, 100_000, 50, atOnce)
 	require.Equal(t, 200*time.Millisecond, got.FirstPoll)
 
 	require.Equal(t, time.Second, c.Current(readiness.Estimate{}))
@@ -135,9 +143,32 @@ func TestOutliers(t *testing.T) {
 		require.Equal(t, e.Observations, got.Observations, name)
 	}
 	require.Equal(t, e, c.Update(e, nil))
-	// Within the tolerance an answer counts.
-	require.Greater(t, c.Update(e, []readiness.Observation{{Scheduled: q * 95 / 100, Pending: true}}).FirstPoll, q)
-	require.Less(t, c.Update(e, []readiness.Observation{{Scheduled: q * 105 / 100, Late: 900 * time.Millisecond}}).FirstPoll, q)
+	// A pending answer counts when it was sent at q or later; a ready one within the
+	// tolerance.
+	require.Greater(t, c.Update(e, []readiness.Observation{{Scheduled: q * 95 / 100, Late: q / 10, Pending: true}}).FirstPoll, q)
+	require.Equal(t, q, c.Update(e, []readiness.Observation{{Scheduled: q * 95 / 100, Late: q / 50, Pending: true}}).FirstPoll)
+	require.Less(t, c.Update(e, []readiness.Observation{{Scheduled: q * 105 / 100, Late: 100 * time.Millisecond}}).FirstPoll, q)
+	// A poll scheduled by an older, shorter estimate that was sent late enough to
+	// compare with this one counts: the delay was longer than about q.
+	require.Greater(t, c.Update(e, []readiness.Observation{{Scheduled: q / 2, Late: q / 2, Pending: true}}).FirstPoll, q)
+}
+
+// TestColdStart: the first answers of an account move the estimate by larger steps
+// than later ones, so that a fleet on a fresh account gets its first polls right
+// after a handful of answers; the steps fall to Step as answers accumulate.
+func TestColdStart(t *testing.T) {
+	t.Parallel()
+	c := readiness.Config{}
+	probe := []readiness.Observation{{Scheduled: time.Second, Pending: true}, {Scheduled: time.Second, Pending: true},
+		{Scheduled: time.Second}, {Scheduled: time.Second}, {Scheduled: time.Second}, {Scheduled: time.Second}}
+	fresh := c.Update(readiness.Estimate{}, probe)
+	warm := c.Update(readiness.Estimate{FirstPoll: time.Second, Observations: readiness.ColdObservations}, probe)
+	eps := readiness.DefaultPendingTarget
+	evidence := 2*(1-eps) - 4*eps
+	require.InDelta(t, math.Exp(readiness.Step*(1+readiness.ColdGain)*evidence), fresh.FirstPoll.Seconds(), 1e-6)
+	require.InDelta(t, math.Exp(readiness.Step*evidence), warm.FirstPoll.Seconds(), 1e-6)
+	half := c.Update(readiness.Estimate{FirstPoll: time.Second, Observations: readiness.ColdObservations / 2}, probe)
+	require.InDelta(t, math.Exp(readiness.Step*(1+readiness.ColdGain/2.0)*evidence), half.FirstPoll.Seconds(), 1e-6)
 }
 
 func TestValidate(t *testing.T) {
