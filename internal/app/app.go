@@ -252,7 +252,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	api := server.New(apiCfg)
 	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
-		RotationMaxAge: cfg.Rotation.MaxAge, Logger: logger})
+		RotationMaxAge: cfg.Rotation.MaxAge, ReadinessAccount: deps.Config.ReadyAccount, Logger: logger})
 	ui, err := console.New(console.Config{API: api, Logger: logger})
 	if err != nil {
 		return nil, err
