@@ -22,9 +22,10 @@
 // Why logarithmic steps: a multiplicative step learns a 100 ms delay and a 10 s one
 // equally fast. Each observation moves the estimate by one bounded step however long
 // its device took, so an outlier (an address ready after a minute) weighs what any
-// other pending answer weighs, and one update moves the estimate by at most a factor
-// of MaxUpdateFactor, so a burst of pending answers (a hiccup of the cloud) cannot
-// throw it to the ceiling at once. The estimate is kept within Floor and Ceiling.
+// other pending answer weighs, and one update lengthens the estimate by at most a
+// factor of MaxUpdateFactor, so a burst of pending answers (a hiccup of the cloud)
+// cannot throw it to the ceiling at once, and shortens it by at most what
+// MaxFallAnswers ready answers would. The estimate is kept within Floor and Ceiling.
 package readiness
 
 import (
@@ -68,8 +69,18 @@ const (
 // it by as much. Smaller steps are steadier and slower to follow a change.
 const Step = 0.05
 
-// MaxUpdateFactor is the most one Update changes the delay by, either way.
-const MaxUpdateFactor = 1.5
+// MaxUpdateFactor is the most one Update lengthens the delay by. MaxFallAnswers is
+// how many ready answers of one Update count at most: the delay probes downwards
+// gently, by what 50 ready answers say (0.25% with the defaults), however large the
+// batch. The first polls that come due together (a batch of 250, four at a time) are
+// all sent at one delay, and where the readiness delay is fixed, a step down across
+// it would find a whole batch pending before any answer could say so; small falls
+// let the first few pending answers stop the descent. With large batches the delay
+// therefore settles a little higher than PendingTarget alone would put it.
+const (
+	MaxUpdateFactor = 1.5
+	MaxFallAnswers  = 50
+)
 
 // Tolerance and OnTime decide which answers compare with the current estimate q.
 // A poll's answer is about the moment it was sent, Scheduled+Late. A pending answer
@@ -176,8 +187,7 @@ func (c Config) Update(e Estimate, obs []Observation) Estimate {
 	eps := c.PendingTarget
 	gain := Step * (1 + ColdGain*max(0, 1-float64(e.Observations)/ColdObservations))
 	delta := gain * (float64(up)*(1-eps) - float64(down)*eps)
-	limit := math.Log(MaxUpdateFactor)
-	delta = min(max(delta, -limit), limit)
+	delta = min(max(delta, -gain*eps*MaxFallAnswers), math.Log(MaxUpdateFactor))
 	next := c.clamp(time.Duration(float64(q) * math.Exp(delta)))
 	return Estimate{FirstPoll: next, Observations: e.Observations + up + down, Pending: e.Pending + up}
 }

@@ -129,7 +129,8 @@ func TestOutliers(t *testing.T) {
 	for i := range allReady {
 		allReady[i] = readiness.Observation{Scheduled: q}
 	}
-	require.InDelta(t, 1/readiness.MaxUpdateFactor, float64(c.Update(e, allReady).FirstPoll)/float64(q), 1e-6)
+	require.InDelta(t, math.Exp(-readiness.Step*readiness.DefaultPendingTarget*readiness.MaxFallAnswers),
+		float64(c.Update(e, allReady).FirstPoll)/float64(q), 1e-6, "a large batch of ready answers weighs MaxFallAnswers")
 
 	for name, o := range map[string]readiness.Observation{
 		"pending, scheduled by an older, shorter estimate": {Scheduled: q / 2, Pending: true},
