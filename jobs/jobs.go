@@ -77,9 +77,10 @@ type Config struct {
 	// ReadyFloor and ReadyCeiling bound the learned delay. Defaults 100ms and 15s,
 	// widened to admit ReadyInitial.
 	ReadyFloor, ReadyCeiling time.Duration
-	// ReadyPendingTarget is the share of first polls the learning lets find the
-	// address still pending: the second polls per device it spends to keep the delay
-	// as short as will do. Defaults to 0.001.
+	// ReadyPendingTarget is the share of the scouts' first polls (one device in 16
+	// is polled at the learned delay, the others 5% later; readiness.ScoutEvery)
+	// that the learning lets find the address still pending: the second polls it
+	// spends to keep the delay as short as will do. Defaults to 0.01.
 	ReadyPendingTarget float64
 	// PollBatch is how many due polls one poll loop claims at a time. Defaults to 250.
 	PollBatch int
@@ -213,7 +214,7 @@ type Deps struct {
 	Recorded func(results []store.Result)
 
 	// readySeen is how many first polls the account's readiness delay has been
-	// learned from (as stored), or this process has seen answered, if more.
+	// learned from, as last stored.
 	readySeen atomic.Int64
 }
 

@@ -77,10 +77,13 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 // within pollWaitAhead. Waiting for a poll due soon, instead of ending the run for the
 // next tick of the schedule, keeps a steady stream of creates polled as they come due.
 func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
+	backlog := false
 	for time.Now().Before(stop) {
 		worker, claimCtx, release := d.claimer(ctx)
 		claimedAt := time.Now()
-		items, err := d.Store.ClaimPolls(ctx, d.pollLimit(), d.Config.CallTimeout*2, worker)
+		limit := d.pollLimit(backlog)
+		items, err := d.Store.ClaimPolls(ctx, limit, d.Config.CallTimeout*2, worker)
+		backlog = len(items) == limit
 		if err != nil {
 			release()
 			return err
@@ -120,12 +123,14 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 // by each loop, a thousand of them would be sent by that guess before the first
 // answers could move the rest. Small claims let the first answers reschedule the
 // others: the price of a wrong initial delay is then a few dozen second polls, not
-// hundreds.
+// hundreds. When a small claim comes back full the poller is behind: the next claim
+// takes a full batch, so that small claims never make a backlog last (polls that
+// late teach nothing anyway, and find their devices ready).
 const coldProbe = 8
 
-// pollLimit is how many polls one claim takes.
-func (d *Deps) pollLimit() int {
-	if d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
+// pollLimit is how many polls one claim takes; backlog says the last one was full.
+func (d *Deps) pollLimit(backlog bool) int {
+	if backlog || d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
 		return d.Config.PollBatch
 	}
 	return min(coldProbe, d.Config.PollBatch)
@@ -153,10 +158,6 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 	if len(obs) == 0 {
 		return
 	}
-	// Every answer counts towards leaving the small claims, those the estimator
-	// ignores too: when the poller has a backlog all its answers come late and are
-	// ignored, and small claims must not make the backlog last.
-	seen := d.readySeen.Add(int64(len(obs)))
 	e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -164,9 +165,7 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 		}
 		return
 	}
-	if e.Observations > seen {
-		d.readySeen.Store(e.Observations)
-	}
+	d.readySeen.Store(e.Observations)
 	d.Logger.Debug("readiness delay learned", "first_poll", e.FirstPoll, "observations", e.Observations, "answers", len(obs))
 }
 
@@ -179,7 +178,8 @@ func firstPollObservations(results []store.PollResult) []readiness.Observation {
 			continue
 		}
 		obs = append(obs, readiness.Observation{Scheduled: r.Item.ScheduledAfter,
-			Late: max(r.Waited-r.Item.ScheduledAfter, 0), Pending: r.Report.Outcome == fleet.Pending})
+			Late: max(r.Waited-r.Item.ScheduledAfter, 0), Pending: r.Report.Outcome == fleet.Pending,
+			Scout: readiness.IsScout(r.Item.PK)})
 	}
 	return obs
 }

@@ -31,26 +31,28 @@ func TestFirstPollObservations(t *testing.T) {
 		poll(0, fleet.Ready, 500*time.Millisecond), // "retry now" before the due time: no lateness
 	})
 	require.Equal(t, []readiness.Observation{
-		{Scheduled: time.Second, Late: 100 * time.Millisecond},
-		{Scheduled: time.Second, Late: 200 * time.Millisecond, Pending: true},
-		{Scheduled: time.Second},
+		{Scheduled: time.Second, Late: 100 * time.Millisecond, Scout: true}, // row id 0: a scout
+		{Scheduled: time.Second, Late: 200 * time.Millisecond, Pending: true, Scout: true},
+		{Scheduled: time.Second, Scout: true},
 	}, got)
 }
 
 // On an account whose delay is not learned yet, polls are claimed a few at a time so
-// that the first answers reschedule the rest; then in full batches. Without an
+// that the first answers reschedule the rest (but in full batches when the poller is
+// behind); then in full batches. Without an
 // account nothing is learned and batches are full from the start.
 func TestPollLimitWhileCold(t *testing.T) {
 	t.Parallel()
 	d := &Deps{Config: Config{ReadyAccount: "sha256:x"}}
 	d.Config.setDefaults()
-	require.Equal(t, coldProbe, d.pollLimit())
+	require.Equal(t, coldProbe, d.pollLimit(false))
+	require.Equal(t, DefaultPollBatch, d.pollLimit(true), "behind: a full batch")
 	d.readySeen.Store(readiness.ColdObservations - 1)
-	require.Equal(t, coldProbe, d.pollLimit())
+	require.Equal(t, coldProbe, d.pollLimit(false))
 	d.readySeen.Store(readiness.ColdObservations)
-	require.Equal(t, DefaultPollBatch, d.pollLimit())
+	require.Equal(t, DefaultPollBatch, d.pollLimit(false))
 
 	none := &Deps{}
 	none.Config.setDefaults()
-	require.Equal(t, DefaultPollBatch, none.pollLimit())
+	require.Equal(t, DefaultPollBatch, none.pollLimit(false))
 }

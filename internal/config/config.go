@@ -234,9 +234,10 @@ type Readiness struct {
 	// the learning off.
 	Floor   time.Duration `yaml:"floor"`
 	Ceiling time.Duration `yaml:"ceiling"`
-	// PendingTarget is the share of first polls the learning lets find the address
-	// still pending (the second polls per device it spends to keep the first poll as
-	// early as will do). Default 0.001, within (0, 0.5].
+	// PendingTarget is the share of the scouts' first polls (one device in 16 is
+	// polled at the learned delay, the others 5% later) that the learning lets find
+	// the address still pending: the second polls it spends to keep the first poll as
+	// early as will do. Default 0.01, within (0, 0.5].
 	PendingTarget float64 `yaml:"pending_target"`
 }
 

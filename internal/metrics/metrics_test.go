@@ -181,7 +181,7 @@ func TestLearnedReadinessGauges(t *testing.T) {
 	require.False(t, scrape(t, m).Has("vncfleet_readiness_first_poll_seconds", nil))
 
 	_, err := env.Store.LearnReadiness(env.Ctx, acct, readiness.Config{}, []readiness.Observation{
-		{Scheduled: time.Second, Pending: true}, {Scheduled: time.Second}, {Scheduled: time.Second}})
+		{Scheduled: time.Second, Pending: true}, {Scheduled: time.Second, Scout: true}, {Scheduled: time.Second, Scout: true}})
 	require.NoError(t, err)
 	learned, ok, err := env.Store.ReadinessEstimate(env.Ctx, acct)
 	require.NoError(t, err)

@@ -11,10 +11,11 @@
 // frugal streaming quantile of Ma, Muthukrishnan and Sandler ("Frugal Streaming for
 // Estimating Quantiles", 2013), a Robbins–Monro step on the logarithm of the delay:
 // each first poll that finds the address pending lengthens the first-poll delay by
-// Step·(1−PendingTarget), each that finds it ready shortens it by Step·PendingTarget.
-// The delay settles where PendingTarget of first polls find "pending", which is the
-// (1−PendingTarget) quantile of the readiness delays, and PendingTarget is also what
-// the learning costs: the second polls per device it allows.
+// Step·(1−PendingTarget), each scout's (ScoutEvery) that finds it ready shortens it by
+// Step·PendingTarget. The delay settles where PendingTarget of the scouts' first
+// polls find "pending", which is the (1−PendingTarget) quantile of the readiness
+// delays; the other devices are polled Margin later, so what the learning costs is
+// about PendingTarget/ScoutEvery second polls a device.
 //
 // Why this and not a moving percentile of observed times: the only time a poll
 // observes is the time it was made, which the schedule chose; a percentile of those
@@ -47,11 +48,11 @@ type Config struct {
 	// DefaultCeiling (15s: beyond it a slow cloud is a fault to see, not a delay to
 	// wait out silently; later polls back off from there anyway).
 	Floor, Ceiling time.Duration
-	// PendingTarget is the share of first polls allowed to find the address still
-	// pending, in (0, 0.5]. Defaults to DefaultPendingTarget (0.001): about one
-	// second poll per thousand devices once learned (a batch of polls that comes due
-	// together may find a few more pending before the estimate answers), the price
-	// of ever learning that a shorter delay would do.
+	// PendingTarget is the share of scouts' first polls (see ScoutEvery) allowed to
+	// find the address still pending, in (0, 0.5]. Defaults to DefaultPendingTarget
+	// (0.01): the scouts are polled at the p99 of the delays, the other devices a
+	// margin later, so the learning costs about 0.01/ScoutEvery second polls a
+	// device, the price of ever learning that a shorter delay would do.
 	PendingTarget float64
 }
 
@@ -61,7 +62,7 @@ const (
 	DefaultInitial       = time.Second
 	DefaultFloor         = 100 * time.Millisecond
 	DefaultCeiling       = 15 * time.Second
-	DefaultPendingTarget = 0.001
+	DefaultPendingTarget = 0.01
 )
 
 // Step is the change of the logarithm of the delay per unit of evidence: a pending
@@ -71,16 +72,41 @@ const Step = 0.05
 
 // MaxUpdateFactor is the most one Update lengthens the delay by. MaxFallAnswers is
 // how many ready answers of one Update count at most: the delay probes downwards
-// gently, by what 50 ready answers say (0.25% with the defaults), however large the
-// batch. The first polls that come due together (a batch of 250, four at a time) are
-// all sent at one delay, and where the readiness delay is fixed, a step down across
-// it would find a whole batch pending before any answer could say so; small falls
-// let the first few pending answers stop the descent. With large batches the delay
-// therefore settles a little higher than PendingTarget alone would put it.
+// gently, by what 5 ready answers say (0.25% with the defaults), however large the
+// batch and however fresh the account. The first polls that come due together (a
+// batch of 250, four at a time) are all sent at one delay, and where the readiness
+// delay is nearly fixed, a step down across it would find a whole batch pending
+// before any answer could say so; falls much smaller than Margin let the scouts'
+// pending answers stop the descent before the other devices reach it. With large
+// batches the delay therefore settles a little higher than PendingTarget alone would
+// put it.
 const (
 	MaxUpdateFactor = 1.5
-	MaxFallAnswers  = 50
+	MaxFallAnswers  = 5
 )
+
+// ScoutEvery and Margin split the devices: one in ScoutEvery (by row id) is a scout,
+// first polled at the learned delay itself; the others Margin later. Only scouts'
+// ready answers shorten the delay, so that the probing below the current estimate,
+// without which it would never learn that shorter would do, is done by few devices:
+// where the readiness delay is nearly fixed, a probe that crosses it finds the
+// scouts of a burst pending, not the burst. Anyone's pending answer lengthens it.
+const (
+	ScoutEvery = 16
+	Margin     = 0.05
+)
+
+// IsScout says whether the device with row id id is a scout.
+func IsScout(id int64) bool { return id%ScoutEvery == 0 }
+
+// FirstPollFor is the first-poll delay of device id when the learned delay is q.
+// The SQL function vncfleet_first_poll (migration 0020) says the same.
+func FirstPollFor(q time.Duration, id int64) time.Duration {
+	if IsScout(id) {
+		return q
+	}
+	return time.Duration(float64(q) * (1 + Margin))
+}
 
 // Tolerance and OnTime decide which answers compare with the current estimate q.
 // A poll's answer is about the moment it was sent, Scheduled+Late. A pending answer
@@ -99,8 +125,9 @@ const (
 	OnTime    = 250 * time.Millisecond
 )
 
-// ColdObservations and ColdGain make the first answers of an account count more:
-// the step starts at Step·(1+ColdGain) and falls to Step over the first
+// ColdObservations and ColdGain make the first pending answers of an account count
+// more: the step that lengthens the delay starts at Step·(1+ColdGain) and falls to
+// Step over the first
 // ColdObservations counted answers (a Robbins–Monro gain that decreases), so that a
 // fleet uploaded to a fresh account moves its first polls to the learned delay within
 // a few answers, while later the estimate stays steady.
@@ -140,6 +167,8 @@ type Observation struct {
 	Late time.Duration
 	// Pending is true when the address was not ready yet.
 	Pending bool
+	// Scout is true for a scout's poll (IsScout): only those shorten the delay.
+	Scout bool
 }
 
 // Estimate is what has been learned for one account.
@@ -163,7 +192,7 @@ func (c Config) clamp(d time.Duration) time.Duration { return min(max(d, c.Floor
 // Update returns the estimate after the observations.
 //
 // An observation counts only when it compares its delay with the current estimate
-// (see Tolerance); one scheduled earlier than Floor is not a first poll the schedule
+// (see Tolerance), a ready one only from a scout; one scheduled earlier than Floor is not a first poll the schedule
 // chose (an operator's "retry now", a failed device polled again) and never counts.
 func (c Config) Update(e Estimate, obs []Observation) Estimate {
 	c = c.WithDefaults()
@@ -177,7 +206,7 @@ func (c Config) Update(e Estimate, obs []Observation) Estimate {
 		switch {
 		case o.Pending && sent >= float64(q):
 			up++
-		case !o.Pending && sent <= float64(q)*(1+Tolerance)+float64(OnTime):
+		case !o.Pending && o.Scout && sent <= float64(q)*(1+Tolerance)+float64(OnTime):
 			down++
 		}
 	}
@@ -185,9 +214,12 @@ func (c Config) Update(e Estimate, obs []Observation) Estimate {
 		return Estimate{FirstPoll: q, Observations: e.Observations, Pending: e.Pending}
 	}
 	eps := c.PendingTarget
+	// The larger steps of a fresh account are for lengthening only: a fall is always
+	// gentle.
 	gain := Step * (1 + ColdGain*max(0, 1-float64(e.Observations)/ColdObservations))
-	delta := gain * (float64(up)*(1-eps) - float64(down)*eps)
-	delta = min(max(delta, -gain*eps*MaxFallAnswers), math.Log(MaxUpdateFactor))
+	rise := gain * float64(up) * (1 - eps)
+	fall := Step * eps * float64(min(down, MaxFallAnswers))
+	delta := min(rise-fall, math.Log(MaxUpdateFactor))
 	next := c.clamp(time.Duration(float64(q) * math.Exp(delta)))
 	return Estimate{FirstPoll: next, Observations: e.Observations + up + down, Pending: e.Pending + up}
 }

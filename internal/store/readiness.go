@@ -11,11 +11,12 @@ import (
 	"github.com/vncfleet/vncfleet/internal/readiness"
 )
 
-// firstPollSQL is when a device that starts waiting for readiness now is first
-// polled: the delay learned for the account in the parameter acct (migration 0020),
-// else the one in fallback. An empty account learns nothing: the fallback.
-func firstPollSQL(acct, fallback string) string {
-	return `now() + vncfleet_first_poll(` + acct + `, ` + fallback + `::interval)`
+// firstPollSQL is when device (an SQL expression of its row id) that starts waiting
+// for readiness now is first polled: the delay learned for the account in the
+// parameter acct (migration 0020), else the one in fallback. An empty account learns
+// nothing: the fallback.
+func firstPollSQL(acct, fallback, device string) string {
+	return `now() + vncfleet_first_poll(` + acct + `, ` + fallback + `::interval, ` + device + `)`
 }
 
 // ReadinessEstimate is what was learned of account's readiness delay; ok is false
@@ -81,8 +82,8 @@ func (s *Store) LearnReadiness(ctx context.Context, account string, cfg readines
 				WHERE status = 'awaiting_ready' AND polls = 0 AND next_poll_at > now() AND awaiting_since IS NOT NULL
 				  AND (claim_until IS NULL OR claim_until < now())
 				FOR UPDATE SKIP LOCKED)
-			UPDATE devices d SET next_poll_at = d.awaiting_since + make_interval(secs => $1::float8)
-			FROM c WHERE d.id = c.id`, next.FirstPoll.Seconds())
+			UPDATE devices d SET next_poll_at = d.awaiting_since + vncfleet_first_poll($1, interval '0', d.id)
+			FROM c WHERE d.id = c.id`, account)
 		return err
 	})
 	if err != nil {

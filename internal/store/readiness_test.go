@@ -12,14 +12,39 @@ import (
 )
 
 // firstPollAfter reads how long after it began waiting device id of fleet "f" is
-// first polled.
-func firstPollAfter(t *testing.T, e *provisiontest.Env, id string) time.Duration {
+// first polled, and its row id.
+func firstPollAfter(t *testing.T, e *provisiontest.Env, id string) (time.Duration, int64) {
 	t.Helper()
 	var secs float64
+	var pk int64
 	require.NoError(t, e.Pool.QueryRow(e.Ctx, `
-		SELECT extract(epoch FROM d.next_poll_at - d.awaiting_since)::float8 FROM devices d JOIN fleets f ON f.id = d.fleet_id
-		WHERE f.name = 'f' AND d.device_id = $1`, id).Scan(&secs))
-	return time.Duration(secs * float64(time.Second)).Round(time.Millisecond)
+		SELECT extract(epoch FROM d.next_poll_at - d.awaiting_since)::float8, d.id FROM devices d JOIN fleets f ON f.id = d.fleet_id
+		WHERE f.name = 'f' AND d.device_id = $1`, id).Scan(&secs, &pk))
+	return time.Duration(secs * float64(time.Second)).Round(time.Millisecond), pk
+}
+
+// requireFirstPoll requires device id's first poll after the learned delay q, as
+// readiness.FirstPollFor says for its row (a scout's at q, the others later).
+func requireFirstPoll(t *testing.T, e *provisiontest.Env, id string, q time.Duration, msg string) {
+	t.Helper()
+	got, pk := firstPollAfter(t, e, id)
+	require.Equal(t, readiness.FirstPollFor(q, pk).Round(time.Millisecond), got, "%s: %s", id, msg)
+}
+
+// The SQL function that schedules first polls and readiness.FirstPollFor agree, for
+// scouts and for the others.
+func TestFirstPollAgreesWithGo(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	_, err := e.Pool.Exec(e.Ctx, `INSERT INTO readiness_estimates (account, first_poll_seconds) VALUES ('a', 1.25)`)
+	require.NoError(t, err)
+	for pk := int64(0); pk < 2*readiness.ScoutEvery+1; pk++ {
+		var secs float64
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT extract(epoch FROM vncfleet_first_poll('a', interval '7s', $1))::float8`, pk).Scan(&secs))
+		require.InDelta(t, readiness.FirstPollFor(1250*time.Millisecond, pk).Seconds(), secs, 1e-6, "row %d", pk)
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, `SELECT extract(epoch FROM vncfleet_first_poll('none', interval '7s', $1))::float8`, pk).Scan(&secs))
+		require.InDelta(t, 7, secs, 1e-9, "no estimate: the fallback")
+	}
 }
 
 // The learned first-poll delay is stored per account, outlives the store that
@@ -39,7 +64,8 @@ func TestLearnedFirstPollSchedulesAndReschedules(t *testing.T) {
 	key := e.Ingest("f", provisiontest.Header+"early,connect,g,,,\nclaimed,connect,g,,,\nsecond,connect,g,,,\n")
 	require.Equal(t, 3, e.Step(key, 10, policy))
 	for _, id := range []string{"early", "claimed", "second"} {
-		require.Equal(t, time.Second, firstPollAfter(t, e, id), "%s: before anything is learned, PollAfter", id)
+		got, _ := firstPollAfter(t, e, id)
+		require.Equal(t, time.Second, got, "%s: before anything is learned, PollAfter", id)
 	}
 	// "second" is past its first poll; "claimed" is being polled right now.
 	_, err = e.Pool.Exec(e.Ctx, `UPDATE devices SET polls = 1 WHERE device_id = 'second'`)
@@ -57,15 +83,17 @@ func TestLearnedFirstPollSchedulesAndReschedules(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1500*time.Millisecond, got.FirstPoll.Round(time.Millisecond))
 	require.EqualValues(t, 50, got.Observations)
-	require.Equal(t, 1500*time.Millisecond, firstPollAfter(t, e, "early"), "rescheduled")
-	require.Equal(t, time.Second, firstPollAfter(t, e, "claimed"), "a claimed device is left alone")
-	require.Equal(t, time.Second, firstPollAfter(t, e, "second"), "later polls back off as before")
+	requireFirstPoll(t, e, "early", got.FirstPoll, "rescheduled")
+	for id, why := range map[string]string{"claimed": "a claimed device is left alone", "second": "later polls back off as before"} {
+		stays, _ := firstPollAfter(t, e, id)
+		require.Equal(t, time.Second, stays, why)
+	}
 
 	// A small move (one ready answer) is stored but moves no row.
-	got, err = e.Store.LearnReadiness(e.Ctx, acct, cfg, []readiness.Observation{{Scheduled: 1500 * time.Millisecond}})
+	got, err = e.Store.LearnReadiness(e.Ctx, acct, cfg, []readiness.Observation{{Scheduled: 1500 * time.Millisecond, Scout: true}})
 	require.NoError(t, err)
 	require.Less(t, got.FirstPoll, 1500*time.Millisecond)
-	require.Equal(t, 1500*time.Millisecond, firstPollAfter(t, e, "early"))
+	requireFirstPoll(t, e, "early", 1500*time.Millisecond, "a small move moves no row")
 
 	// Another process (a new store on the same database) sees it, and a device that
 	// starts waiting now is first polled by it.
@@ -76,7 +104,7 @@ func TestLearnedFirstPollSchedulesAndReschedules(t *testing.T) {
 	require.Equal(t, got, seen)
 	key = e.Ingest("f", provisiontest.Header+"late,connect,g,,,\n")
 	require.Equal(t, 1, e.Step(key, 10, policy))
-	require.Equal(t, got.FirstPoll.Round(time.Millisecond), firstPollAfter(t, e, "late"))
+	requireFirstPoll(t, e, "late", got.FirstPoll, "a device that starts waiting now")
 
 	// Another account learns apart; no account keeps PollAfter.
 	_, ok, err = e.Store.ReadinessEstimate(e.Ctx, "sha256:other")
@@ -85,7 +113,8 @@ func TestLearnedFirstPollSchedulesAndReschedules(t *testing.T) {
 	key = e.Ingest("f", provisiontest.Header+"unlearned,connect,g,,,\n")
 	policy.ReadinessAccount = ""
 	require.Equal(t, 1, e.Step(key, 10, policy))
-	require.Equal(t, time.Second, firstPollAfter(t, e, "unlearned"))
+	unlearned, _ := firstPollAfter(t, e, "unlearned")
+	require.Equal(t, time.Second, unlearned)
 
 	// The claim reports when a first poll was due.
 	_, err = e.Pool.Exec(e.Ctx, `UPDATE devices SET awaiting_since = now() - interval '3 seconds', next_poll_at = now() - interval '1 second'

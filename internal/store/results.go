@@ -199,11 +199,11 @@ func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy Retr
 			return err
 		}
 		b.Queue(`UPDATE devices SET pending_password_ct = $2, pending_key_id = $3, status = 'awaiting_ready',
-			    awaiting_since = now(), next_poll_at = `+firstPollSQL("$5", "$4")+`, polls = 0, claim_until = NULL, claim_worker = NULL,
+			    awaiting_since = now(), next_poll_at = `+firstPollSQL("$5", "$4", "$1")+`, polls = 0, claim_until = NULL, claim_worker = NULL,
 			    op = NULL, `+clearErrorSQL+`, updated_at = now()
 			WHERE id = $1`, w.PK, ct, keyID, policy.PollAfter, policy.ReadinessAccount)
 	case e.Applied && e.AwaitReady:
-		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = `+firstPollSQL("$4", "$2")+`, polls = 0,
+		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = `+firstPollSQL("$4", "$2", "$1")+`, polls = 0,
 			    applied_version = $3, claim_until = NULL, claim_worker = NULL, drift = NULL, `+clearErrorSQL+`, updated_at = now()
 			WHERE id = $1`, w.PK, policy.PollAfter, w.SpecVersion, policy.ReadinessAccount)
 	default:

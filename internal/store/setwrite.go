@@ -74,7 +74,7 @@ func (c *createdRows) queue(b *pgx.Batch, policy RetryPolicy) {
 		    status = CASE WHEN d.desired_state = 'absent' THEN 'deleting'
 		                  WHEN r.version < d.spec_version THEN 'updating' ELSE 'awaiting_ready' END,
 		    next_poll_at = CASE WHEN d.desired_state = 'present' AND r.version >= d.spec_version
-		                        THEN `+firstPollSQL("$7", "$6")+` END,
+		                        THEN `+firstPollSQL("$7", "$6", "d.id")+` END,
 		    `+clearErrorSQL+`, updated_at = now()
 		FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::int[]) AS r(pk, address, ct, key_id, version)
 		WHERE d.id = r.pk`,
