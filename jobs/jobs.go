@@ -214,8 +214,9 @@ type Deps struct {
 	Recorded func(results []store.Result)
 
 	// readySeen is how many first polls the account's readiness delay has been
-	// learned from, as last stored.
-	readySeen atomic.Int64
+	// learned from, as last stored; readyOnTime how many first polls this process
+	// has seen answered on time (see coldOnTime).
+	readySeen, readyOnTime atomic.Int64
 }
 
 // River queue names.

@@ -123,14 +123,21 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 // by each loop, a thousand of them would be sent by that guess before the first
 // answers could move the rest. Small claims let the first answers reschedule the
 // others: the price of a wrong initial delay is then a few dozen second polls, not
-// hundreds. When a small claim comes back full the poller is behind: the next claim
-// takes a full batch, so that small claims never make a backlog last (polls that
-// late teach nothing anyway, and find their devices ready).
-const coldProbe = 8
+// hundreds. They end, too, once this process has seen coldOnTime first polls
+// answered on time: the estimate counts the scouts' ready answers only, and a delay
+// that the first guess already covers would otherwise keep the claims small for
+// thousands of polls. When a small claim comes back full the poller is behind: the
+// next claim takes a full batch, so that small claims never make a backlog last
+// (polls that late teach nothing anyway, and find their devices ready).
+const (
+	coldProbe  = 8
+	coldOnTime = 100
+)
 
 // pollLimit is how many polls one claim takes; backlog says the last one was full.
 func (d *Deps) pollLimit(backlog bool) int {
-	if backlog || d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
+	if backlog || d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations ||
+		d.readyOnTime.Load() >= coldOnTime {
 		return d.Config.PollBatch
 	}
 	return min(coldProbe, d.Config.PollBatch)
@@ -157,6 +164,11 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 	obs := firstPollObservations(results)
 	if len(obs) == 0 {
 		return
+	}
+	for _, o := range obs {
+		if o.Late <= readiness.OnTime+time.Duration(readiness.Tolerance*float64(o.Scheduled)) {
+			d.readyOnTime.Add(1)
+		}
 	}
 	e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs)
 	if err != nil {

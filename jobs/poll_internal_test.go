@@ -51,6 +51,9 @@ func TestPollLimitWhileCold(t *testing.T) {
 	require.Equal(t, coldProbe, d.pollLimit(false))
 	d.readySeen.Store(readiness.ColdObservations)
 	require.Equal(t, DefaultPollBatch, d.pollLimit(false))
+	d.readySeen.Store(0)
+	d.readyOnTime.Store(coldOnTime)
+	require.Equal(t, DefaultPollBatch, d.pollLimit(false), "enough polls answered on time")
 
 	none := &Deps{}
 	none.Config.setDefaults()

@@ -232,14 +232,20 @@ func Account(apiURL, apiKey string) string {
 	return "sha256:" + hex.EncodeToString(sum[:16])
 }
 
-// RescheduleShare is how far (as a share) the estimate must have moved since the
-// first polls already scheduled were last moved before they are moved again: often
-// enough that a learned change reaches the devices already waiting, seldom enough
-// that the poller does not rewrite their rows at every step.
-const RescheduleShare = 0.05
+// RescheduleRise and RescheduleFall are how far (as shares) the estimate must have
+// moved since the first polls already scheduled were last moved before they are
+// moved again. A rise moves them soon: the polls waiting at the shorter delay would
+// otherwise find "pending" and each cost a second call. A fall only makes devices
+// wait a little longer than they need (those created from now on use it at once),
+// and falls come in many small steps, so the waiting rows are rewritten only after a
+// large one.
+const (
+	RescheduleRise = 0.05
+	RescheduleFall = 0.2
+)
 
 // ShouldReschedule reports whether first polls scheduled at the delay last (zero:
 // never rescheduled) should move to next.
 func ShouldReschedule(last, next time.Duration) bool {
-	return last <= 0 || math.Abs(float64(next)/float64(last)-1) >= RescheduleShare
+	return last <= 0 || float64(next) >= float64(last)*(1+RescheduleRise) || float64(next) <= float64(last)*(1-RescheduleFall)
 }

@@ -214,3 +214,12 @@ func TestScouts(t *testing.T) {
 	require.Greater(t, c.Update(e, []readiness.Observation{{Scheduled: 1050 * time.Millisecond, Pending: true}}).FirstPoll, e.FirstPoll,
 		"anyone's pending answer lengthens it")
 }
+
+func TestShouldReschedule(t *testing.T) {
+	t.Parallel()
+	require.True(t, readiness.ShouldReschedule(0, time.Second), "never rescheduled")
+	require.True(t, readiness.ShouldReschedule(time.Second, 1060*time.Millisecond), "a rise of 6%")
+	require.False(t, readiness.ShouldReschedule(time.Second, 1040*time.Millisecond))
+	require.False(t, readiness.ShouldReschedule(time.Second, 900*time.Millisecond), "a fall of 10% waits")
+	require.True(t, readiness.ShouldReschedule(time.Second, 790*time.Millisecond), "a fall of 21%")
+}
