@@ -24,7 +24,7 @@ import (
 
 // benchIngest uploads a generated manifest of rows devices through the HTTP API into
 // a fresh database, and loads the same file with psql \copy into a plain table.
-func benchIngest(baseURL string, rows int) error {
+func benchIngest(baseURL string, rows int, keep bool) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "vncfleet-bench-")
 	if err != nil {
@@ -43,7 +43,11 @@ func benchIngest(baseURL string, rows int) error {
 	if err != nil {
 		return err
 	}
-	defer dropDatabase(ctx, baseURL, name)
+	if keep {
+		defer fmt.Printf("database kept: %s\n", url)
+	} else {
+		defer dropDatabase(ctx, baseURL, name)
+	}
 	defer pool.Close()
 
 	// psql \copy of the same file into a plain table of text columns.
@@ -128,7 +132,7 @@ func benchIngest(baseURL string, rows int) error {
 			{fmt.Sprintf("progress read with the counts of its %d groups (GET %s)", (rows+9)/10+1, progress), func() error {
 				return getJSON(ctx, api.URL+progress)
 			}},
-			{"vncfleet status of the fleet, by status, group and manifest (GET /v1/status?fleet=bench)", func() error {
+			{"vncfleet status of the fleet: totals, manifests, group count and the first 100 groups (GET /v1/status?fleet=bench)", func() error {
 				return getJSON(ctx, api.URL+"/v1/status?fleet=bench")
 			}},
 			{"  the store's part of it (Status)", func() error {

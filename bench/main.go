@@ -6,6 +6,9 @@
 //	go run ./bench calls      --devices 2000 [--ready-jitter 0.5]  # API calls per device, 1 s readiness delay (± 50%)
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
+//	go run ./bench views      --devices 1000000 # status, export and reconciliation of one fleet of ready devices
+//	go run ./bench console    --requests 2000  # a console request with its session in PostgreSQL vs the bearer token's
+//	go run ./bench eta        --devices 400    # how far off the ETA is early in a run, against the rule it replaced
 //
 // Each scenario uses a database of its own (vncfleet_bench_*_PID), dropped afterwards.
 package main
@@ -16,6 +19,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/vncfleet/vncfleet/internal/console"
 )
 
 func main() {
@@ -59,9 +64,10 @@ func main() {
 	switch scenario {
 	case "ingest":
 		rows := fs.Int("rows", 1_000_000, "manifest rows")
+		keep := fs.Bool("keep", false, "keep the database afterwards (to look into it)")
 		_ = fs.Parse(args)
 		if begin() {
-			err = benchIngest(*base, *rows)
+			err = benchIngest(*base, *rows, *keep)
 		}
 	case "throughput":
 		devices := fs.Int("devices", 20_000, "devices to provision")
@@ -92,13 +98,41 @@ func main() {
 		if begin() {
 			err = benchScrape(*base, *devices, *fleets, *scrapes)
 		}
+	case "views":
+		devices := fs.Int("devices", 1_000_000, "ready devices in the fleet")
+		reconcile := fs.Bool("reconcile", true, "also measure serve's peak RSS in a dry-run reconciliation (a simulator process holds the addresses)")
+		keep := fs.Bool("keep", false, "keep the database afterwards (to look into it)")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchViews(*base, *devices, *reconcile, *keep)
+		}
+	case "simhelper": // the simulator process of the views scenario
+		addresses := fs.Int("addresses", 0, "addresses to hold")
+		list := fs.String("list", "", "file to write them to, one a line")
+		_ = fs.Parse(args)
+		err = simHelper(*addresses, *list)
+	case "console":
+		requests := fs.Int("requests", 2000, "requests of each kind to time")
+		sessions := fs.Int("sessions", console.DefaultMaxSessions-1, "other sessions in the table")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchConsole(*base, *requests, *sessions)
+		}
+	case "eta":
+		devices := fs.Int("devices", 400, "devices to provision")
+		rate := fs.Float64("rate", 20, "VNCCLOUD_RATE for the run")
+		delay := fs.Duration("ready-delay", 2e9, "simulator readiness delay")
+		_ = fs.Parse(args)
+		if begin() {
+			err = benchETA(*base, *devices, *rate, *delay)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape [flags]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./bench ingest|throughput|calls|rotation|scrape|views|console|eta [flags]")
 	os.Exit(2)
 }
 

@@ -359,15 +359,22 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // apiGet decodes a JSON answer of the vncfleet API.
 func (c *cluster) apiGet(path string, v any) {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, c.apiURLs[0]+path, nil)
+	status, body := c.apiGetAt(c.apiURLs[0], path)
+	require.Equal(c.t, http.StatusOK, status, "GET %s: %s", path, body)
+	require.NoError(c.t, json.Unmarshal(body, v))
+}
+
+// apiGetAt sends an administrator's GET to the serve process at apiURL.
+func (c *cluster) apiGetAt(apiURL, path string) (status int, body []byte) {
+	c.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, apiURL+path, nil)
 	require.NoError(c.t, err)
 	req.Header.Set("Authorization", "Bearer "+adminTok)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(c.t, err)
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	require.Equal(c.t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
-	require.NoError(c.t, json.Unmarshal(body, v))
+	body, _ = io.ReadAll(resp.Body)
+	return resp.StatusCode, body
 }
 
 type progress struct {

@@ -96,6 +96,10 @@ func AllStates() []State {
 // them to agree on every state).
 func (s State) Owed() (Op, Status) {
 	switch {
+	case s.Status == StatusCancelled:
+		// Its manifest was cancelled: nothing is owed until a manifest names it
+		// again (Resumed).
+		return OpNone, StatusCancelled
 	case s.Desired == StateAbsent && s.HasAddress:
 		return OpDelete, StatusDeleting
 	case s.Desired == StateAbsent:
@@ -116,6 +120,19 @@ func (s State) Owed() (Op, Status) {
 		return OpRotate, s.Status
 	}
 	return OpNone, s.Status
+}
+
+// Resumed is the state of a device when a newly applied manifest names it: a
+// cancelled device is resumed, and Owed then says what is left of its work. When
+// nothing is left to send, a readiness check confirms it before it is called ready
+// (a reset answered before the cancel may still wait to be promoted), so a resumed
+// device shows awaiting_ready with a poll due. Other devices are unchanged: a
+// failed one waits for a change of its row or an explicit retry.
+func (s State) Resumed() State {
+	if s.Status == StatusCancelled {
+		s.Status = StatusAwaitingReady
+	}
+	return s
 }
 
 // Effect is what one outcome does to a device's row. After it, the owed operation is

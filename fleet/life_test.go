@@ -32,6 +32,12 @@ func TestOwed(t *testing.T) {
 			s.RotationDue, s.HasPending, s.Status = true, true, fleet.StatusAwaitingReady
 		}), fleet.OpNone, fleet.StatusAwaitingReady},
 		{"failed with nothing owed stays failed", with(func(s *fleet.State) { s.Status = fleet.StatusFailed }), fleet.OpNone, fleet.StatusFailed},
+		{"cancelled before its create owes nothing", with(func(s *fleet.State) {
+			s.HasAddress, s.HasPassword, s.Status = false, false, fleet.StatusCancelled
+		}), fleet.OpNone, fleet.StatusCancelled},
+		{"cancelled before its delete owes nothing", with(func(s *fleet.State) {
+			s.Desired, s.Status = fleet.StateAbsent, fleet.StatusCancelled
+		}), fleet.OpNone, fleet.StatusCancelled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,6 +57,12 @@ func TestOwedInvariants(t *testing.T) {
 		if s.Desired == fleet.StateAbsent {
 			require.Contains(t, []fleet.Op{fleet.OpDelete, fleet.OpNone}, op, name)
 		}
+		if s.Status == fleet.StatusCancelled {
+			// A cancelled device owes nothing until a manifest resumes it (TestResumed).
+			require.Equal(t, fleet.OpNone, op, name)
+			require.Equal(t, fleet.StatusCancelled, status, name)
+			continue
+		}
 		if op == fleet.OpNone && s.Desired == fleet.StatePresent {
 			require.True(t, s.HasAddress && !s.SpecBehind && (s.HasPassword || s.HasPending), name)
 		}
@@ -66,6 +78,27 @@ func TestOwedInvariants(t *testing.T) {
 			require.NotEqual(t, fleet.StatusFailed, status, name)
 		}
 		require.Contains(t, fleet.Statuses, status, name)
+	}
+}
+
+// A cancelled device named again by a manifest takes up what is left of its work;
+// with nothing left, a readiness check confirms it. Other devices are unchanged.
+func TestResumed(t *testing.T) {
+	t.Parallel()
+	for _, s := range fleet.AllStates() {
+		name := fmt.Sprintf("%+v", s)
+		r := s.Resumed()
+		if s.Status != fleet.StatusCancelled {
+			require.Equal(t, s, r, name)
+			continue
+		}
+		op, status := r.Owed()
+		require.NotEqual(t, fleet.StatusCancelled, status, name)
+		require.NotEqual(t, fleet.StatusReady, status, name+": only a poll makes a device ready")
+		cancelledCopy := s
+		cancelledCopy.Status = fleet.StatusPending
+		wantOp, _ := cancelledCopy.Owed()
+		require.Equal(t, wantOp, op, name+": resumed, it owes what it owed before the cancel")
 	}
 }
 

@@ -8,7 +8,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -25,7 +24,6 @@ import (
 	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/ratelimit"
-	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // Cloud is what the jobs need of VNC Cloud; *vnccloud.Client provides it.
@@ -347,28 +345,9 @@ func (d *Deps) call(ctx context.Context, fn func(ctx context.Context) error) (se
 
 // callAfterWait is call whose wait for a send slot ends, unsent, when waitCtx does
 // (a cancelled manifest), while the call itself, once sent, runs under ctx alone.
+// The limiter hears of the answer by the rule reconciliation's calls follow too.
 func (d *Deps) callAfterWait(waitCtx, ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
-	if err := d.Limiter.Wait(waitCtx); err != nil {
-		return false, err
-	}
-	callCtx, cancel := context.WithTimeout(ctx, d.Config.CallTimeout)
-	defer cancel()
-	err = fn(callCtx)
-	var apiErr *vnccloud.APIError
-	switch {
-	case err == nil:
-		d.Limiter.Report(ratelimit.OK)
-	case errors.As(err, &apiErr) && (apiErr.StatusCode == vnccloud.StatusServiceUnavailable || apiErr.StatusCode == vnccloud.StatusTooManyRequests):
-		d.Limiter.Report(ratelimit.Throttled)
-		if apiErr.RetryAfter > 0 {
-			if perr := d.Limiter.Pause(ctx, apiErr.RetryAfter); perr != nil {
-				d.Logger.Warn("rate limiter pause failed", "err", perr)
-			}
-		}
-	default:
-		d.Limiter.Report(ratelimit.Failed)
-	}
-	return true, err
+	return cloudop.Limited{Limiter: d.Limiter, Timeout: d.Config.CallTimeout, Logger: d.Logger}.CallAfterWait(waitCtx, ctx, fn)
 }
 
 // claimer is the worker id to claim under, and a context that ends when claims made

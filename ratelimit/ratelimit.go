@@ -91,6 +91,18 @@ const (
 	Failed                   // another failure: no effect on the rate
 )
 
+// Feedback is the one rule for what a request's answer tells a limiter: it reports o
+// (for AIMD) and, when a throttled answer named a delay (Retry-After), pauses every
+// sender sharing the limiter for that long, since the server asked the account, not
+// this request, to wait. The error is the pause's: the report is always made.
+func Feedback(ctx context.Context, l Limiter, o Outcome, retryAfter time.Duration) error {
+	l.Report(o)
+	if o != Throttled || retryAfter <= 0 {
+		return nil
+	}
+	return l.Pause(ctx, retryAfter)
+}
+
 func (o Outcome) String() string {
 	switch o {
 	case OK:
@@ -136,24 +148,34 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The defaults of Config (see each field for the reasoning).
+const (
+	DefaultName      = "vnccloud"
+	DefaultMargin    = 0.08
+	DefaultMaxLease  = 100 * time.Millisecond
+	DefaultMaxLate   = 20 * time.Millisecond // or a quarter of the Margin budget if that is less
+	DefaultMinFactor = 0.1
+	DefaultRecovery  = 3 * time.Second
+)
+
 func (c *Config) setDefaults() {
 	if c.Name == "" {
-		c.Name = "vnccloud"
+		c.Name = DefaultName
 	}
 	if c.Margin <= 0 {
-		c.Margin = 0.08
+		c.Margin = DefaultMargin
 	}
 	if c.MaxLease <= 0 {
-		c.MaxLease = 100 * time.Millisecond
+		c.MaxLease = DefaultMaxLease
 	}
 	if c.MaxLate <= 0 {
-		c.MaxLate = min(20*time.Millisecond, time.Duration(c.Margin*float64(time.Second)/4))
+		c.MaxLate = min(DefaultMaxLate, time.Duration(c.Margin*float64(time.Second)/4))
 	}
 	if c.MinFactor <= 0 || c.MinFactor > 1 {
-		c.MinFactor = 0.1
+		c.MinFactor = DefaultMinFactor
 	}
 	if c.Recovery <= 0 {
-		c.Recovery = 3 * time.Second
+		c.Recovery = DefaultRecovery
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

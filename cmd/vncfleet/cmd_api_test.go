@@ -25,6 +25,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/vncfleet/vncfleet/internal/apiclient"
 )
 
 const apiFakeToken = "cli-test-token"
@@ -475,6 +477,43 @@ func TestStatus(t *testing.T) {
 	require.Contains(t, errOut, "manifest 9 not found")
 }
 
+// status of a fleet of many groups shows a page of them, says how many there are and
+// how to see the next ones, and passes its paging flags to the server.
+func TestStatusPagesGroups(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("GET /v1/status", fakeAnswer{200, map[string]any{"total": 30, "groups": 3, "nextGroupsAfter": "line-2",
+		"byStatus": map[string]int{"ready": 30},
+		"byGroup":  map[string]any{"line-1": map[string]int{"ready": 10}, "line-2": map[string]int{"ready": 10}}}})
+
+	out, errOut, code := runCLI(t, srv.URL, nil, "status", "--fleet", "f", "--groups", "2", "--groups-after", "line-0")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "fleet f: 30 devices")
+	require.Contains(t, out, "line-1  10     10\nline-2  10     10\n")
+	require.Contains(t, out, "(2 of 3 groups shown; the next ones: --groups-after line-2)")
+	q := fake.seen("GET /v1/status")[0].query
+	require.Equal(t, "2", q.Get("groups"))
+	require.Equal(t, "line-0", q.Get("groups_after"))
+	require.False(t, q.Has("group"))
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--group", "")
+	require.Equal(t, exitOK, code, errOut)
+	q = fake.seen("GET /v1/status")[1].query
+	require.True(t, q.Has("group"), "--group \"\" asks for the devices in no group")
+	require.Equal(t, "", q.Get("group"))
+	require.False(t, q.Has("groups"))
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--groups", "0")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "0", fake.seen("GET /v1/status")[2].query.Get("groups"), "--groups 0: none")
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "--group", "line-1", "--groups", "5")
+	require.Equal(t, exitBadInput, code)
+	require.Contains(t, errOut, "--group shows one group")
+	_, _, code = runCLI(t, srv.URL, nil, "status", "--groups", "-1")
+	require.Equal(t, exitBadInput, code)
+	require.Len(t, fake.seen("GET /v1/status"), 3, "bad flags ask nothing")
+}
+
 func TestExportStreamsUnchanged(t *testing.T) {
 	fake, srv := newAPIFake(t)
 	csvBody := "device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error\n" +
@@ -662,4 +701,122 @@ func TestReconcileWaitsForARunInProgress(t *testing.T) {
 	require.Equal(t, exitOK, code, "%s\n%s", out, errOut)
 	require.Contains(t, errOut, "another reconciliation is running")
 	require.Len(t, fake.seen("POST /v1/reconcile"), 2, "asked again once the other run ended")
+}
+
+// TestLimiterMessages holds the lines that show the cluster's limiter to their exact
+// wording (golden): the progress line's note, the cloud's own line, and the final
+// summary.
+func TestLimiterMessages(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 3, 0, 0, time.UTC)
+	until := now.Add(4 * time.Second)
+	retry := now.Add(20 * time.Second)
+	slowed := &apiclient.LimiterState{Rate: 40, Factor: 0.3, Sending: 12, Processes: 3, Slowed: 2}
+	full := &apiclient.LimiterState{Rate: 40, Factor: 1, Sending: 38.6, Processes: 3}
+	for _, c := range []struct {
+		name       string
+		cloud      *apiclient.CloudState
+		note, line string
+	}{
+		{name: "nothing to say", cloud: &apiclient.CloudState{Calls: 5, Limiter: full}},
+		{name: "no state", cloud: nil},
+		{
+			name:  "slowed down",
+			cloud: &apiclient.CloudState{Calls: 5, Limiter: slowed},
+			note:  "sending 12/s of 40/s: VNC Cloud asked to slow down",
+			line:  "VNC Cloud: the cluster slowed down at VNC Cloud's request",
+		},
+		{
+			name:  "slowed to a fraction",
+			cloud: &apiclient.CloudState{Limiter: &apiclient.LimiterState{Rate: 5, Factor: 0.1, Sending: 0.5, Processes: 1, Slowed: 1}},
+			note:  "sending 0.5/s of 5/s: VNC Cloud asked to slow down",
+			line:  "VNC Cloud: the cluster slowed down at VNC Cloud's request",
+		},
+		{
+			name:  "paused",
+			cloud: &apiclient.CloudState{Calls: 5, ErrorsLastMinute: map[string]int{"503": 5}, PausedUntil: &until, Limiter: full},
+			note:  "paused until 12:03:04 by Retry-After",
+			line:  "VNC Cloud: answered 503 to 5 of the 5 calls in the last minute (100%); every call paused by Retry-After",
+		},
+		{
+			name:  "a pause that has ended",
+			cloud: &apiclient.CloudState{Calls: 5, PausedUntil: &now, Limiter: full},
+		},
+		{
+			name: "paused, slowed, in backoff",
+			cloud: &apiclient.CloudState{Calls: 5, ErrorsLastMinute: map[string]int{"503": 4}, InBackoff: 4, NextRetryAt: &retry,
+				PausedUntil: &until, Limiter: slowed},
+			note: "paused until 12:03:04 by Retry-After; sending 12/s of 40/s: VNC Cloud asked to slow down",
+			line: "VNC Cloud: answered 503 to 4 of the 5 calls in the last minute (80%); 4 devices in backoff, the next retry in 20s; " +
+				"every call paused by Retry-After; the cluster slowed down at VNC Cloud's request (vncfleet retry --now ends the backoff)",
+		},
+	} {
+		require.Equal(t, c.note, limiterNote(c.cloud, now), c.name)
+		require.Equal(t, c.line, cloudLine(c.cloud, now), c.name)
+	}
+
+	var seen limiterSeen
+	require.Empty(t, seen.summary(now), "nothing seen: no line")
+	seen.observe(&apiclient.CloudState{Limiter: full}, now)
+	require.Empty(t, seen.summary(now), "full speed throughout: no line")
+	seen.observe(&apiclient.CloudState{Limiter: slowed}, now)
+	seen.observe(&apiclient.CloudState{Limiter: &apiclient.LimiterState{Rate: 40, Factor: 0.1, Sending: 4, Slowed: 3}}, now)
+	seen.observe(&apiclient.CloudState{Limiter: slowed}, now)
+	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest", seen.summary(now))
+	seen.observe(&apiclient.CloudState{PausedUntil: &until}, now)
+	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; "+
+		"every call paused by Retry-After once, the last until 12:03:04", seen.summary(now))
+	later := now.Add(time.Minute)
+	seen.observe(&apiclient.CloudState{PausedUntil: &later}, now.Add(time.Second)) // the same pause, extended
+	seen.observe(nil, now.Add(2*time.Minute))
+	end := later.Add(2 * time.Minute)
+	seen.observe(&apiclient.CloudState{PausedUntil: &end}, later.Add(time.Second))
+	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; "+
+		"every call paused by Retry-After 2 times, the last until 12:06:00", seen.summary(now))
+}
+
+// TestUploadWaitShowsTheLimiter: the limiter's state reaches the progress line, the
+// cloud's line and the final summary of a real `upload --wait` run, and the line
+// stops saying it once the limiter is back at full speed.
+func TestUploadWaitShowsTheLimiter(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("POST /v1/manifests", fakeAnswer{201, map[string]any{"manifest": manifestJSON(7), "plan": testPlan}})
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	cloud := func(limiter map[string]any, paused *time.Time) map[string]any {
+		c := map[string]any{"calls": 3, "inBackoff": 0, "limiter": limiter}
+		if paused != nil {
+			c["pausedUntil"] = paused
+		}
+		return c
+	}
+	poll := func(settled int, done bool, c map[string]any) fakeAnswer {
+		a := progressAnswer(7, settled, 3, done, map[string]int{"pending": 3 - settled, "ready": settled})
+		a.body.(map[string]any)["cloud"] = c
+		a.body.(map[string]any)["callsOwed"] = 2 * (3 - settled)
+		return a
+	}
+	slowed := map[string]any{"rate": 40, "factor": 0.1, "sending": 4, "processes": 2, "slowed": 1}
+	fake.on("GET /v1/manifests/7",
+		poll(0, false, cloud(slowed, &until)),
+		poll(1, false, cloud(map[string]any{"rate": 40, "factor": 0.5, "sending": 20, "processes": 2, "slowed": 1}, nil)),
+		poll(2, false, cloud(map[string]any{"rate": 40, "factor": 1, "sending": 40, "processes": 2, "slowed": 0}, nil)),
+		poll(3, true, nil))
+	out, errOut, code := runCLI(t, srv.URL, nil, "upload", "--wait", writeManifest(t, sampleCSV))
+	require.Equal(t, exitOK, code, "%s\n%s", out, errOut)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	at := clockTime(until, time.Now())
+	require.Equal(t, "VNC Cloud: every call paused by Retry-After; the cluster slowed down at VNC Cloud's request", lines[0])
+	require.Regexp(t, `^manifest #7 0/3 settled \(0%\) \| pending 3 \| 0\.0/s ETA 1h0m\ds \| paused until `+at+
+		` by Retry-After; sending 4/s of 40/s: VNC Cloud asked to slow down \| \ds elapsed$`, lines[1],
+		"6 calls at the 4/s the slowed limiter allows, after the pause")
+	require.Equal(t, "VNC Cloud: the cluster slowed down at VNC Cloud's request", lines[2], "the pause ended")
+	require.NotContains(t, lines[len(lines)-1], "slow down", "back at full speed: the last line says nothing of it")
+	cloudLines := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "VNC Cloud: ") {
+			cloudLines++
+		}
+	}
+	require.Equal(t, 2, cloudLines, "a line per change, and none once at full speed: %s", errOut)
+	require.Contains(t, out, "manifest #7: 3 devices settled\nSTATUS  DEVICES\nready   3\n"+
+		"VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; every call paused by Retry-After once, the last until "+at+"\n")
 }

@@ -55,13 +55,12 @@ settled: exit 1 if any device failed.`,
 // its counts per status, and returns exit 1 if any device failed.
 func waitWork(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, key string) error {
 	label := "work " + key
-	p, err := pollUntilDone(ctx, cmd, label, func(ctx context.Context) (*apiclient.Progress, error) { return client.WorkProgress(ctx, key) })
+	var seen limiterSeen
+	p, err := pollUntilDone(ctx, cmd, label, &seen, func(ctx context.Context) (*apiclient.Progress, error) { return client.WorkProgress(ctx, key) })
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
-	printStatusTable(out, p.ByStatus)
+	printSettled(cmd.OutOrStdout(), label, p, &seen)
 	if n := failedOf(p); n > 0 {
 		return withExit(exitSomeFailed, fmt.Errorf("%d of %d devices failed", n, p.Total))
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -19,21 +20,27 @@ import (
 func init() { register(newStatusCmd) }
 
 func newStatusCmd() *cobra.Command {
-	var fleetName string
+	var fleetName, group, groupsAfter string
 	var asJSON bool
+	var groups int
 	cmd := &cobra.Command{
 		Use:   "status [MANIFEST_ID]",
 		Short: "Counts per status, per group and per manifest",
 		Long: `status asks the server at VNCFLEET_URL how far the work is.
 
 With MANIFEST_ID: the progress of the devices that manifest last set, by status and by
-group. Without: the counts of every fleet (or of --fleet NAME) per status, per group and
-per manifest. A device counts in every group it belongs to (its groups, or a listen
-device's allow_groups), so the group rows may add up to more than the total. An unknown
+group. Without: the counts of every fleet (or of --fleet NAME) per status and per
+manifest, the number of groups, and the first 100 groups by name (--groups N, up to
+10000, 0 for none); the next page starts --groups-after the last group shown, which
+status names. --group G shows group G alone ("" for the devices in no group). A device
+counts in every group it belongs to (its groups, or a listen device's allow_groups), so
+the group rows may add up to more than the total. An unknown
 fleet or manifest is "not found" (exit 2). Aligned text tables by default; --json prints
 the server's answer as JSON.`,
 		Example: `  vncfleet status
   vncfleet status --fleet factory
+  vncfleet status --fleet factory --groups 500 --groups-after line-00099
+  vncfleet status --fleet factory --group line-04242
   vncfleet status 12 --json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -63,7 +70,25 @@ the server's answer as JSON.`,
 				printManifestProgress(out, id, p)
 				return nil
 			}
-			st, err := client.Status(cmd.Context(), fleetName)
+			o := apiclient.StatusOptions{Fleet: fleetName, Groups: groups}
+			if cmd.Flags().Changed("groups") {
+				if groups < 0 {
+					return withExit(exitBadInput, errors.New("--groups must not be negative"))
+				}
+				if groups == 0 {
+					o.Groups = apiclient.NoGroups
+				}
+			}
+			if cmd.Flags().Changed("groups-after") {
+				o.GroupsAfter = &groupsAfter
+			}
+			if cmd.Flags().Changed("group") {
+				if cmd.Flags().Changed("groups") || cmd.Flags().Changed("groups-after") {
+					return withExit(exitBadInput, errors.New("--group shows one group: not with --groups or --groups-after"))
+				}
+				o.Group = &group
+			}
+			st, err := client.StatusWith(cmd.Context(), o)
 			if err != nil {
 				return apiExit(err)
 			}
@@ -76,7 +101,18 @@ the server's answer as JSON.`,
 	}
 	cmd.Flags().StringVar(&fleetName, "fleet", "", "only this fleet (default: every fleet); with MANIFEST_ID, check that the manifest belongs to it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's answer as JSON instead of tables")
+	cmd.Flags().IntVar(&groups, "groups", 0, "show at most this many groups, in name order (default 100; 0 for none)")
+	cmd.Flags().StringVar(&groupsAfter, "groups-after", "", "show the groups after this one (the next page, as status names it)")
+	cmd.Flags().StringVar(&group, "group", "", `show this group alone ("" for the devices in no group)`)
 	return cmd
+}
+
+// shellQuote quotes a group name for a command line, when it needs quoting.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseManifestID reads a MANIFEST_ID argument ("12" or "#12").
@@ -129,6 +165,15 @@ func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
 	fmt.Fprintf(w, "%s: %s\n\n", scope, fleet.Plural(st.Total, "device"))
 	printStatusTable(w, st.ByStatus)
 	printGroups(w, st.ByGroup)
+	// Every group is shown unless the answer says otherwise: a small fleet's
+	// status reads as it always did.
+	if st.NextGroupsAfter != nil || len(st.ByGroup) < st.Groups {
+		fmt.Fprintf(w, "(%d of %s shown", len(st.ByGroup), fleet.Plural(st.Groups, "group"))
+		if st.NextGroupsAfter != nil {
+			fmt.Fprintf(w, "; the next ones: --groups-after %s", shellQuote(*st.NextGroupsAfter))
+		}
+		fmt.Fprintln(w, ")")
+	}
 	if len(st.ByManifest) > 0 {
 		fmt.Fprintln(w)
 		rows := make([]string, len(st.ByManifest))

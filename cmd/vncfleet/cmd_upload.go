@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -255,7 +256,11 @@ func uploadError(errOut io.Writer, err error) error {
 }
 
 func planSummary(p *apiclient.Plan) string {
-	return fmt.Sprintf("%d to create, %d to update, %d to delete, %d unchanged", p.Creates, p.Updates, p.Deletes, p.Unchanged)
+	s := fmt.Sprintf("%d to create, %d to update, %d to delete, %d unchanged", p.Creates, p.Updates, p.Deletes, p.Unchanged)
+	if p.Resumes > 0 {
+		s += fmt.Sprintf(" (%s resumed after a cancel)", fleet.Plural(p.Resumes, "device"))
+	}
+	return s
 }
 
 // printPlan prints the plan: its counts, then one line per create, update (with
@@ -318,8 +323,9 @@ func statusOrder() []string {
 
 // pollUntilDone polls fetch until the work is done, drawing progress. Polls back
 // off from pollPolicy.First to Max; the server being unreachable for a while (a
-// restart) is waited out up to pollPolicy.Outage.
-func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
+// restart) is waited out up to pollPolicy.Outage. seen gathers what the wait saw of
+// the limiter, for the final summary.
+func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, seen *limiterSeen, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
 	bar := newProgress(cmd, label)
 	delay := pollPolicy.First
 	var outageSince time.Time
@@ -334,20 +340,14 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 		switch {
 		case err == nil:
 			outageSince = time.Time{}
-			snap := progress.Snapshot{Settled: p.Settled, Total: p.Total, ByStatus: p.ByStatus}
-			if p.Staged > 0 {
-				// Rows of a large manifest not yet applied to devices.
-				snap.ByStatus = maps.Clone(p.ByStatus)
-				if snap.ByStatus == nil {
-					snap.ByStatus = map[string]int{}
-				}
-				snap.ByStatus["staged"] = p.Staged
-			}
+			now := time.Now()
+			snap := snapshotOf(p, now)
+			seen.observe(p.Cloud, now)
 			if p.Done {
 				bar.Finish(snap)
 				return p, nil
 			}
-			if line := cloudLine(p.Cloud, time.Now()); line != lastCloud {
+			if line := cloudLine(p.Cloud, now); line != lastCloud {
 				// The cloud's trouble gets a line of its own, when it changes.
 				lastCloud = line
 				if line != "" {
@@ -382,17 +382,143 @@ func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, fetch 
 	}
 }
 
+// snapshotOf is what the progress line draws of a progress answer: the counts (the
+// ETA's calls owed are counted from them, staged rows included), the budget and
+// pause the ETA needs, and the limiter's state at the end of the line.
+func snapshotOf(p *apiclient.Progress, now time.Time) progress.Snapshot {
+	snap := progress.Snapshot{Settled: p.Settled, Total: p.Total, ByStatus: p.ByStatus}
+	if p.Staged > 0 {
+		// Rows of a large manifest not yet applied to devices.
+		snap.ByStatus = maps.Clone(p.ByStatus)
+		if snap.ByStatus == nil {
+			snap.ByStatus = map[string]int{}
+		}
+		snap.ByStatus["staged"] = p.Staged
+	}
+	if c := p.Cloud; c != nil && !p.Done {
+		if c.Limiter != nil {
+			snap.Budget = progress.BudgetShare(c.Limiter.Rate, c.Limiter.Factor)
+		}
+		if c.PausedUntil != nil {
+			snap.PausedUntil = *c.PausedUntil
+		}
+		snap.Note = limiterNote(c, now)
+	}
+	return snap
+}
+
+// limiterNote is the cluster limiter's state for the progress line, "" at full
+// speed: "paused until 12:03:04 by Retry-After", "sending 12/s of 40/s: VNC Cloud
+// asked to slow down".
+func limiterNote(c *apiclient.CloudState, now time.Time) string {
+	if c == nil {
+		return ""
+	}
+	var parts []string
+	if c.PausedUntil != nil && c.PausedUntil.After(now) {
+		parts = append(parts, "paused until "+clockTime(*c.PausedUntil, now)+" by Retry-After")
+	}
+	if l := c.Limiter; l != nil && l.Slowed > 0 {
+		parts = append(parts, fmt.Sprintf("sending %s of %s: VNC Cloud asked to slow down", perSecond(l.Sending), perSecond(l.Rate)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// clockTime is t on the operator's wall clock (now's zone), to the second.
+func clockTime(t, now time.Time) string { return t.In(now.Location()).Format("15:04:05") }
+
+// perSecond renders a rate: "12/s", "0.5/s".
+func perSecond(r float64) string {
+	if r >= 10 || r == math.Trunc(r) {
+		return fmt.Sprintf("%.0f/s", r)
+	}
+	return fmt.Sprintf("%.1f/s", r)
+}
+
+// limiterSeen gathers what a wait saw of the cluster's limiter: the slowest it sent
+// while slowed down, and the last Retry-After pause.
+type limiterSeen struct {
+	slowed      bool
+	slowest     float64 // requests/s sent at the slowest while slowed
+	rate        float64 // the cap
+	pauses      int     // pauses seen begin (a poll with one after a poll without)
+	pausedUntil time.Time
+	inPause     bool
+}
+
+func (s *limiterSeen) observe(c *apiclient.CloudState, now time.Time) {
+	if c == nil {
+		s.inPause = false
+		return
+	}
+	if l := c.Limiter; l != nil && l.Slowed > 0 {
+		if !s.slowed || l.Sending < s.slowest {
+			s.slowest = l.Sending
+		}
+		s.slowed, s.rate = true, l.Rate
+	}
+	paused := c.PausedUntil != nil && c.PausedUntil.After(now)
+	if paused {
+		if !s.inPause {
+			s.pauses++
+		}
+		if c.PausedUntil.After(s.pausedUntil) {
+			s.pausedUntil = *c.PausedUntil
+		}
+	}
+	s.inPause = paused
+}
+
+// summary is the final summary's line of the limiter, "" when it ran at full speed
+// throughout: "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at
+// the slowest; every call paused by Retry-After 2 times, the last until 12:03:04".
+func (s *limiterSeen) summary(now time.Time) string {
+	var parts []string
+	if s.slowed {
+		parts = append(parts, fmt.Sprintf("sending %s of %s at the slowest", perSecond(s.slowest), perSecond(s.rate)))
+	}
+	if s.pauses > 0 {
+		times := "once"
+		if s.pauses > 1 {
+			times = fmt.Sprintf("%d times", s.pauses)
+		}
+		parts = append(parts, fmt.Sprintf("every call paused by Retry-After %s, the last until %s", times, clockTime(s.pausedUntil, now)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "VNC Cloud asked to slow down during the wait: " + strings.Join(parts, "; ")
+}
+
+// printSettled is the final summary of a wait: the devices settled by status, and
+// what the limiter went through if anything.
+func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *limiterSeen) {
+	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
+	printStatusTable(out, p.ByStatus)
+	if line := seen.summary(time.Now()); line != "" {
+		fmt.Fprintln(out, line)
+	}
+}
+
 // cloudLine says what the cloud is doing to a wait, or "" when nothing is wrong:
-// "VNC Cloud answered 503 to 12 of the 15 devices called in the last minute; 5 devices
-// in backoff, the next retry in 20s; calls paused by Retry-After for 30s".
+// "VNC Cloud answered 503 to 12 of the 15 calls in the last minute (80%); 5 devices
+// in backoff, the next retry in 20s; every call paused by Retry-After; the cluster
+// slowed down at VNC Cloud's request". The limiter's figures change every second and
+// are the progress line's (limiterNote); this line is printed when it changes, so
+// it names the limiter's state only.
 func cloudLine(c *apiclient.CloudState, now time.Time) string {
 	if c == nil {
 		return ""
 	}
 	var parts []string
 	for _, code := range sortedKeys(c.ErrorsLastMinute) {
-		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s called in the last minute",
-			code, c.ErrorsLastMinute[code], fleet.Plural(c.Touched, "device")))
+		n := c.ErrorsLastMinute[code]
+		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s in the last minute (%d%%)",
+			code, n, fleet.Plural(c.Calls, "call"), 100*n/max(c.Calls, 1)))
+	}
+	if c.Unanswered > 0 {
+		parts = append(parts, fmt.Sprintf("%d of the %s in the last minute got no answer (a timeout or a lost connection)",
+			c.Unanswered, fleet.Plural(c.Calls, "call")))
 	}
 	if c.InBackoff > 0 {
 		part := fleet.Plural(c.InBackoff, "device") + " in backoff"
@@ -401,13 +527,20 @@ func cloudLine(c *apiclient.CloudState, now time.Time) string {
 		}
 		parts = append(parts, part)
 	}
-	if c.PausedUntil != nil {
-		parts = append(parts, fmt.Sprintf("every call paused by a Retry-After for %s", max(c.PausedUntil.Sub(now), 0).Round(time.Second)))
+	if c.PausedUntil != nil && c.PausedUntil.After(now) {
+		parts = append(parts, "every call paused by Retry-After")
+	}
+	if l := c.Limiter; l != nil && l.Slowed > 0 {
+		parts = append(parts, "the cluster slowed down at VNC Cloud's request")
 	}
 	if len(parts) == 0 {
 		return ""
 	}
-	return "VNC Cloud: " + strings.Join(parts, "; ") + " (vncfleet retry --now ends the backoff)"
+	line := "VNC Cloud: " + strings.Join(parts, "; ")
+	if c.InBackoff > 0 {
+		line += " (vncfleet retry --now ends the backoff)"
+	}
+	return line
 }
 
 // stoppedWaiting is the error of a wait cut short: by --timeout (exit 4, its own
@@ -423,13 +556,13 @@ func stoppedWaiting(ctx context.Context, label string) error {
 // counts per status and the failed devices, and returns exit 1 if any failed.
 func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, id int64) error {
 	label := fmt.Sprintf("manifest #%d", id)
-	p, err := pollUntilDone(ctx, cmd, label, func(ctx context.Context) (*apiclient.Progress, error) { return client.ManifestTotals(ctx, id) })
+	var seen limiterSeen
+	p, err := pollUntilDone(ctx, cmd, label, &seen, func(ctx context.Context) (*apiclient.Progress, error) { return client.ManifestTotals(ctx, id) })
 	if err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
-	printStatusTable(out, p.ByStatus)
+	printSettled(out, label, p, &seen)
 	failed := failedOf(p)
 	if failed == 0 {
 		return nil

@@ -219,6 +219,8 @@ type Plan struct {
 	Updates   int `json:"updates"`
 	Deletes   int `json:"deletes"`
 	Unchanged int `json:"unchanged"`
+	// Resumes counts listed devices an earlier cancel stopped, whose work the upload takes up.
+	Resumes int `json:"resumes"`
 	// CreateIDs lists the created devices, capped at 1000 by the server (Creates is exact).
 	CreateIDs []string `json:"createIds"`
 	// UpdateList lists the changed devices and fields, capped at 1000 (Updates is exact).
@@ -268,26 +270,65 @@ type Progress struct {
 	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
 	ByStatus map[string]int            `json:"byStatus"`
 	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+	// CallsOwed is the VNC Cloud calls the devices still owe at the least
+	// (progress.CallsOwed): what the ETA divides by the rate.
+	CallsOwed int `json:"callsOwed"`
 	// Cloud is what the cloud answered lately, while the manifest is not done.
 	Cloud *CloudState `json:"cloud,omitempty"`
 }
 
 // CloudState is the cloud behind a manifest's progress (GET /v1/manifests/{id}).
 type CloudState struct {
-	Touched          int            `json:"touched"`          // devices worked on in the last minute
-	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, last answered with this HTTP status
+	Calls            int            `json:"calls"`            // calls for the manifest's devices ended in the last minute
+	ErrorsLastMinute map[string]int `json:"errorsLastMinute"` // of them, answered with this HTTP error status
+	Unanswered       int            `json:"unanswered"`       // of them, no answer (a timeout, a lost connection)
 	InBackoff        int            `json:"inBackoff"`        // devices waiting out a backoff
 	NextRetryAt      *time.Time     `json:"nextRetryAt"`
 	PausedUntil      *time.Time     `json:"pausedUntil"` // a Retry-After pauses every call until then
+	// Limiter is the whole cluster's VNC Cloud limiter; nil when no process publishes it.
+	Limiter *LimiterState `json:"limiter,omitempty"`
 }
 
-// Status is the fleet-wide view (GET /v1/status).
+// LimiterState is the cluster's rate limiter as its processes last published it.
+type LimiterState struct {
+	Rate        float64    `json:"rate"`    // the cap, requests/s for the cluster (VNCCLOUD_RATE)
+	Factor      float64    `json:"factor"`  // the lowest AIMD factor: 1 at full speed
+	Sending     float64    `json:"sending"` // requests/s all processes sent over their last second
+	Processes   int        `json:"processes"`
+	Slowed      int        `json:"slowed"` // processes slowed down by the cloud's 503/429s
+	SlowedSince *time.Time `json:"slowedSince,omitempty"`
+}
+
+// Status is the fleet-wide view (GET /v1/status): the totals and manifests, and a
+// page of the groups.
 type Status struct {
 	Total      int                       `json:"total"`
 	ByStatus   map[string]int            `json:"byStatus"`
 	ByGroup    map[string]map[string]int `json:"byGroup"`
 	ByManifest []ManifestCounts          `json:"byManifest"`
+	// Groups counts every group with devices; ByGroup may show only some.
+	Groups int `json:"groups"`
+	// GroupsCountedAt is set when Groups is a count kept by the server (fleets of
+	// 10,000 groups or more), at most a minute old.
+	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
+	// NextGroupsAfter is the GroupsAfter of the next page of groups; nil on the last.
+	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`
 }
+
+// StatusOptions select the fleet of a status and the page of its groups.
+type StatusOptions struct {
+	Fleet string // "" for every fleet
+	// Groups is how many groups to show at most (the server's default, 100, when 0;
+	// NoGroups for none).
+	Groups int
+	// GroupsAfter, when set, starts the page after this group (a NextGroupsAfter).
+	GroupsAfter *string
+	// Group, when set, shows this group alone ("" for the devices in no group).
+	Group *string
+}
+
+// NoGroups as StatusOptions.Groups shows no group.
+const NoGroups = -1
 
 // ManifestCounts is one manifest's line of Status.
 type ManifestCounts struct {
@@ -528,9 +569,25 @@ func (c *Client) Report(ctx context.Context, id int64, w io.Writer) error {
 
 // Status is the fleet-wide status (GET /v1/status); fleet "" means every fleet.
 func (c *Client) Status(ctx context.Context, fleet string) (*Status, error) {
+	return c.StatusWith(ctx, StatusOptions{Fleet: fleet})
+}
+
+// StatusWith reads the fleet-wide view with the page of groups o selects.
+func (c *Client) StatusWith(ctx context.Context, o StatusOptions) (*Status, error) {
 	q := url.Values{}
-	if fleet != "" {
-		q.Set("fleet", fleet)
+	if o.Fleet != "" {
+		q.Set("fleet", o.Fleet)
+	}
+	switch {
+	case o.Group != nil:
+		q.Set("group", *o.Group)
+	case o.Groups < 0:
+		q.Set("groups", "0")
+	case o.Groups > 0:
+		q.Set("groups", strconv.Itoa(o.Groups))
+	}
+	if o.GroupsAfter != nil && o.Group == nil {
+		q.Set("groups_after", *o.GroupsAfter)
 	}
 	var s Status
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/status", q, &s); err != nil {

@@ -108,6 +108,9 @@ type Worker struct {
 	// while Serve runs.
 	Metrics *metrics.Metrics
 	Gauges  *metrics.DBGauges
+	// cluster is the cluster-wide VNC Cloud limiter (nil with Options.LocalLimiter),
+	// whose state Serve publishes for the progress answer.
+	cluster *ratelimit.Cluster
 	// Handler serves HTTP: the operator's console at / and, for every other path, the API.
 	Handler http.Handler
 }
@@ -146,10 +149,13 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	limCfg := ratelimit.Config{Name: "vnccloud", Rate: cfg.VNCCloud.Rate, Logger: logger}
 	var bare ratelimit.Limiter
+	var cluster *ratelimit.Cluster
 	if opts.LocalLimiter {
 		bare = ratelimit.NewLocal(limCfg)
-	} else if bare, err = ratelimit.NewCluster(pool, limCfg); err != nil {
+	} else if cluster, err = ratelimit.NewCluster(pool, limCfg); err != nil {
 		return nil, err
+	} else {
+		bare = cluster
 	}
 	limiter := met.InstrumentLimiter(bare, cfg.VNCCloud.Rate)
 
@@ -184,7 +190,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 			return jobs.EnqueueWork(ctx, rc, tx, deps.Config, key, devices)
 		})
 	}
-	life, err := newLifecycle(pool, cfg, st, limiter, cloud, logger, enqueueNow)
+	life, err := newLifecycle(cfg, st, limiter, cloud, logger, enqueueNow)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +249,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 		},
 		Rate:           cfg.VNCCloud.Rate,
 		RotationMaxAge: cfg.Rotation.MaxAge,
+		RotationWindow: cfg.Rotation.Window,
 	}
 	if life != nil {
 		apiCfg.Lifecycle = life
@@ -253,12 +260,12 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	api := server.New(apiCfg)
 	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
 		RotationMaxAge: cfg.Rotation.MaxAge, ReadinessAccount: deps.Config.ReadyAccount, Logger: logger})
-	ui, err := console.New(console.Config{API: api, Logger: logger})
+	ui, err := console.New(console.Config{API: api, Sessions: st, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	return &Worker{Store: st, River: rc, Limiter: limiter, Deps: deps, API: api, Handler: ui, HTTP: cfg.HTTP,
-		Metrics: met, Gauges: gauges}, nil
+		Metrics: met, Gauges: gauges, cluster: cluster}, nil
 }
 
 func jobsConfig(cfg *config.Config) jobs.Config {
@@ -339,6 +346,14 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener, shutdownTimeout tim
 	gaugesDone := make(chan struct{})
 	go func() { defer close(gaugesDone); w.Gauges.Run(gaugesCtx) }()
 	defer func() { stopGauges(); <-gaugesDone }()
+	if w.cluster != nil {
+		// The limiter's state for the progress answer (`upload --wait` shows whether the
+		// cluster is slowed down); its row goes when the process stops.
+		pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+		pubDone := make(chan struct{})
+		go func() { defer close(pubDone); w.cluster.Publish(pubCtx, 0) }()
+		defer func() { stopPub(); <-pubDone }()
+	}
 	httpErr := make(chan error, 1)
 	scheme := "http"
 	if srv.TLSConfig != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/robfig/cron/v3"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/metrics"
@@ -18,7 +19,6 @@ import (
 	"github.com/vncfleet/vncfleet/internal/webhook"
 	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/ratelimit"
-	"github.com/vncfleet/vncfleet/vnccloud"
 	"github.com/vncfleet/vncfleet/zenlayer"
 )
 
@@ -36,7 +36,7 @@ type reconcileCloud interface {
 	reconcile.Cloud
 }
 
-func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limiter ratelimit.Limiter,
+func newLifecycle(cfg *config.Config, st *store.Store, limiter ratelimit.Limiter,
 	cloud jobs.Cloud, logger *slog.Logger, enqueue func(ctx context.Context, key string, devices int) error) (*lifecycle.Lifecycle, error) {
 	rc, ok := cloud.(reconcileCloud)
 	if !ok {
@@ -45,18 +45,9 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	rec := &reconcile.Reconciler{
 		Store: st,
 		Cloud: rc,
-		Call: func(ctx context.Context, fn func(ctx context.Context) error) error {
-			if err := limiter.Wait(ctx); err != nil {
-				return err
-			}
-			err := fn(ctx)
-			if vnccloud.IsRetryable(err) {
-				limiter.Report(ratelimit.Throttled)
-			} else {
-				limiter.Report(ratelimit.OK)
-			}
-			return err
-		},
+		// The worker's rule: paced by the cluster limiter, under a call's timeout,
+		// and a Retry-After pauses the whole cluster.
+		Call: cloudop.Limited{Limiter: limiter, Timeout: cfg.Workers.CallTimeout, Logger: logger}.Call,
 		Config: reconcile.Config{
 			// The longest a create recorded before a run can be in progress.
 			MaxWait:       cfg.Workers.ClaimLease + cfg.Workers.CallTimeout,
@@ -67,7 +58,6 @@ func newLifecycle(pool *pgxpool.Pool, cfg *config.Config, st *store.Store, limit
 	}
 	return &lifecycle.Lifecycle{
 		Store:      st,
-		Pool:       pool,
 		Reconciler: rec,
 		Config:     lifecycle.Config{MaxAge: cfg.Rotation.MaxAge, Window: cfg.Rotation.Window},
 		Logger:     logger,

@@ -9,21 +9,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
 // Cloud is what an operation needs of VNC Cloud; *vnccloud.Client provides it.
 type Cloud interface {
+	Deleter
 	Create(ctx context.Context, spec vnccloud.Spec) (vnccloud.Created, error)
-	Get(ctx context.Context, address string) (vnccloud.Details, error)
 	Update(ctx context.Context, address string, spec vnccloud.Spec, ifMatch string) error
 	ResetPassword(ctx context.Context, address string, ifMatch string) (vnccloud.Created, error)
-	Delete(ctx context.Context, address string, ifMatch string) error
 	Ready(ctx context.Context, address string) (bool, error)
+}
+
+// Reader is what Inspect needs of VNC Cloud.
+type Reader interface {
+	Get(ctx context.Context, address string) (vnccloud.Details, error)
+}
+
+// Deleter is what Delete needs of VNC Cloud.
+type Deleter interface {
+	Reader
+	Delete(ctx context.Context, address string, ifMatch string) error
 }
 
 // Caller makes one call: through the rate limiter, under a timeout. sent is false
@@ -35,12 +48,66 @@ func Direct(ctx context.Context, fn func(ctx context.Context) error) (bool, erro
 	return true, fn(ctx)
 }
 
+// Limited makes calls through a rate limiter, each under a timeout, and feeds every
+// answer back to the limiter by one rule (LimiterOutcome, ratelimit.Feedback): the
+// River worker and reconciliation both call VNC Cloud through it.
+type Limited struct {
+	Limiter ratelimit.Limiter
+	// Timeout bounds each call once it is sent; 0 leaves it to ctx.
+	Timeout time.Duration
+	// Logger hears of a pause the limiter could not record; nil discards.
+	Logger *slog.Logger
+}
+
+// Call is a Caller: it waits for a send slot, then calls fn.
+func (l Limited) Call(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	return l.CallAfterWait(ctx, ctx, fn)
+}
+
+// CallAfterWait is Call whose wait for a send slot ends, unsent, when waitCtx does
+// (a cancelled manifest), while the call itself, once sent, runs under ctx alone.
+func (l Limited) CallAfterWait(waitCtx, ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	if err := l.Limiter.Wait(waitCtx); err != nil {
+		return false, err
+	}
+	callCtx := ctx
+	if l.Timeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, l.Timeout)
+		defer cancel()
+	}
+	err = fn(callCtx)
+	o, retryAfter := LimiterOutcome(err)
+	if perr := ratelimit.Feedback(ctx, l.Limiter, o, retryAfter); perr != nil && l.Logger != nil {
+		l.Logger.Warn("rate limiter pause failed", "err", perr)
+	}
+	return true, err
+}
+
+// LimiterOutcome is what the answer of one sent request tells the rate limiter: OK
+// for an answer, Throttled for a 503 or a 429 (with the Retry-After it named, if
+// any), Failed for anything else, which says nothing about the rate.
+func LimiterOutcome(err error) (ratelimit.Outcome, time.Duration) {
+	var apiErr *vnccloud.APIError
+	switch {
+	case err == nil:
+		return ratelimit.OK, 0
+	case errors.As(err, &apiErr) && (apiErr.StatusCode == vnccloud.StatusServiceUnavailable || apiErr.StatusCode == vnccloud.StatusTooManyRequests):
+		return ratelimit.Throttled, apiErr.RetryAfter
+	}
+	return ratelimit.Failed, 0
+}
+
 // Task is one device's operation.
 type Task struct {
 	Op           fleet.Op
 	DeviceID     string
 	Spec         vnccloud.Spec // create and update
 	CloudAddress string        // every operation but create
+	// ETag, when set, is the address's ETag as the caller last read it: the first
+	// write of an update, delete or reset uses it instead of a GET of its own. A 412
+	// (changed since) is met like any other: a fresh GET and another try.
+	ETag string
 	// Unresolved names the allow_devices entries that have no address: a create or
 	// update of such a listen device is refused without a request.
 	Unresolved []string
@@ -70,30 +137,63 @@ const maxPreconditionRetries = 3
 // Perform carries out t and reports its outcome. It never returns an error of its
 // own: whatever fails is an outcome (see Classify).
 func Perform(ctx context.Context, cloud Cloud, call Caller, t Task) Report {
-	p := &performer{ctx: ctx, cloud: cloud, call: call}
+	p := &performer{ctx: ctx, reader: cloud, call: call}
 	switch t.Op {
 	case fleet.OpCreate:
-		p.create(t)
+		p.create(cloud, t)
 	case fleet.OpUpdate:
-		p.update(t)
+		p.update(cloud, t)
 	case fleet.OpDelete:
-		p.delete(t)
+		p.delete(cloud, t)
 	case fleet.OpRotate:
-		p.rotate(t)
+		p.rotate(cloud, t)
 	case fleet.OpPoll:
-		p.poll(t)
+		p.poll(cloud, t)
 	default:
 		p.rep.Outcome, p.rep.Err = fleet.Refused, fmt.Errorf("unknown operation %q", t.Op)
 	}
 	return p.rep
 }
 
+// Delete deletes t.CloudAddress (Deleted when it is gone, 404 included): Perform's
+// delete, for callers that hold only a Deleter (reconciliation deleting orphans).
+func Delete(ctx context.Context, cloud Deleter, call Caller, t Task) Report {
+	p := &performer{ctx: ctx, reader: cloud, call: call}
+	p.delete(cloud, t)
+	return p.rep
+}
+
+// Inspect reads an address. Its Report's Outcome is empty when the address was
+// read, Vanished on a 404, and otherwise what the failed read came to (Retryable,
+// Refused or NotSent; a read is never Unknown).
+func Inspect(ctx context.Context, cloud Reader, call Caller, address string) (vnccloud.Details, Report) {
+	p := &performer{ctx: ctx, reader: cloud, call: call}
+	details, vanished, err := p.get(address)
+	switch {
+	case vanished:
+		p.rep.Outcome, p.rep.Err = fleet.Vanished, err
+	case err != nil:
+		p.fail(err, false)
+	}
+	return details, p.rep
+}
+
+// Read makes one read request that is not of one address (a page of a listing)
+// and classifies its failure as Inspect does; the Outcome is empty when it answered.
+func Read(ctx context.Context, call Caller, op string, fn func(ctx context.Context) error) Report {
+	p := &performer{ctx: ctx, call: call}
+	if err := p.do(op, fn); err != nil {
+		p.fail(err, false)
+	}
+	return p.rep
+}
+
 type performer struct {
-	ctx   context.Context
-	cloud Cloud
-	call  Caller
-	rep   Report
-	sent  bool // some request left the process
+	ctx    context.Context
+	reader Reader // the GET before a write
+	call   Caller
+	rep    Report
+	sent   bool // some request left the process
 }
 
 // do makes one call and logs it.
@@ -122,14 +222,14 @@ func (p *performer) refuseUnresolved(t Task) bool {
 	return true
 }
 
-func (p *performer) create(t Task) {
+func (p *performer) create(cloud Cloud, t Task) {
 	if p.refuseUnresolved(t) {
 		return
 	}
 	var created vnccloud.Created
 	err := p.do("create", func(ctx context.Context) error {
 		var err error
-		created, err = p.cloud.Create(ctx, t.Spec)
+		created, err = cloud.Create(ctx, t.Spec)
 		return err
 	})
 	if err != nil {
@@ -139,23 +239,33 @@ func (p *performer) create(t Task) {
 	p.rep.Outcome, p.rep.Address, p.rep.Password = fleet.Created, created.CloudAddress, created.CloudPassword
 }
 
-// withETag runs GET then write(etag), again on 412. vanished: a 404 at either step.
-// mutating says whether a failure was the write's.
+// get GETs address; vanished: answered 404 (err is then that answer).
+func (p *performer) get(address string) (details vnccloud.Details, vanished bool, err error) {
+	err = p.do("get", func(ctx context.Context) error {
+		var err error
+		details, err = p.reader.Get(ctx, address)
+		return err
+	})
+	return details, errors.Is(err, vnccloud.ErrNotFound), err
+}
+
+// withETag runs GET then write(etag), again on 412; the first GET is skipped when the
+// task carries an ETag. vanished: a 404 at either step. mutating says whether a
+// failure was the write's.
 func (p *performer) withETag(t Task, op string, write func(ctx context.Context, etag string) error) (vanished bool, err error, mutating bool) {
 	for try := 0; ; try++ {
-		var details vnccloud.Details
-		err = p.do("get", func(ctx context.Context) error {
-			var err error
-			details, err = p.cloud.Get(ctx, t.CloudAddress)
-			return err
-		})
-		if errors.Is(err, vnccloud.ErrNotFound) {
-			return true, nil, false
+		etag := t.ETag
+		if try > 0 || etag == "" {
+			details, vanished, err := p.get(t.CloudAddress)
+			if vanished {
+				return true, nil, false
+			}
+			if err != nil {
+				return false, err, false
+			}
+			etag = details.ETag
 		}
-		if err != nil {
-			return false, err, false
-		}
-		err = p.do(op, func(ctx context.Context) error { return write(ctx, details.ETag) })
+		err = p.do(op, func(ctx context.Context) error { return write(ctx, etag) })
 		switch {
 		case errors.Is(err, vnccloud.ErrNotFound):
 			return true, nil, true
@@ -166,12 +276,12 @@ func (p *performer) withETag(t Task, op string, write func(ctx context.Context, 
 	}
 }
 
-func (p *performer) update(t Task) {
+func (p *performer) update(cloud Cloud, t Task) {
 	if p.refuseUnresolved(t) {
 		return
 	}
 	vanished, err, mutating := p.withETag(t, "update", func(ctx context.Context, etag string) error {
-		return p.cloud.Update(ctx, t.CloudAddress, t.Spec, etag)
+		return cloud.Update(ctx, t.CloudAddress, t.Spec, etag)
 	})
 	switch {
 	case err != nil:
@@ -183,14 +293,14 @@ func (p *performer) update(t Task) {
 	}
 }
 
-func (p *performer) delete(t Task) {
+func (p *performer) delete(cloud Deleter, t Task) {
 	if t.CloudAddress == "" {
 		p.rep.Outcome = fleet.Deleted
 		return
 	}
 	// A 404 at any step means the address is already gone, which is what we wanted.
 	_, err, mutating := p.withETag(t, "delete", func(ctx context.Context, etag string) error {
-		return p.cloud.Delete(ctx, t.CloudAddress, etag)
+		return cloud.Delete(ctx, t.CloudAddress, etag)
 	})
 	if err != nil {
 		p.fail(err, mutating)
@@ -199,11 +309,11 @@ func (p *performer) delete(t Task) {
 	p.rep.Outcome = fleet.Deleted
 }
 
-func (p *performer) rotate(t Task) {
+func (p *performer) rotate(cloud Cloud, t Task) {
 	var created vnccloud.Created
 	vanished, err, mutating := p.withETag(t, "reset", func(ctx context.Context, etag string) error {
 		var err error
-		created, err = p.cloud.ResetPassword(ctx, t.CloudAddress, etag)
+		created, err = cloud.ResetPassword(ctx, t.CloudAddress, etag)
 		return err
 	})
 	switch {
@@ -216,11 +326,11 @@ func (p *performer) rotate(t Task) {
 	}
 }
 
-func (p *performer) poll(t Task) {
+func (p *performer) poll(cloud Cloud, t Task) {
 	var ready bool
 	err := p.do("ready", func(ctx context.Context) error {
 		var err error
-		ready, err = p.cloud.Ready(ctx, t.CloudAddress)
+		ready, err = cloud.Ready(ctx, t.CloudAddress)
 		return err
 	})
 	switch {

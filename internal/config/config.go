@@ -31,11 +31,15 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/lifecycle"
+	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
+	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/internal/webhook"
 	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/vnccloud"
+	"github.com/vncfleet/vncfleet/zenlayer"
 )
 
 // Config is every setting. The YAML key of each field is in its tag; the environment
@@ -315,23 +319,23 @@ func Defaults() *Config {
 		Listen:              "127.0.0.1:8080",
 		URL:                 "http://127.0.0.1:8080",
 		SimListen:           "127.0.0.1:8090",
-		MaxUploadBytes:      256 << 20,
-		ClaimTTL:            15 * time.Minute,
+		MaxUploadBytes:      server.DefaultMaxUploadBytes,
+		ClaimTTL:            server.DefaultClaimTTL,
 		MaxCellBytes:        fleet.DefaultMaxCellBytes,
 		MaxColumns:          fleet.DefaultMaxColumns,
-		MaxDeletionsPercent: 10,
-		MaxDeletionsMin:     1,
-		InlineApplyRows:     10_000,
-		MetricsInterval:     20 * time.Second,
-		VNCCloud:            VNCCloud{APIURL: "https://api.vnc.com/cloud/1.1", Rate: 10, Timeout: vnccloud.DefaultTimeout},
-		Zenlayer:            Zenlayer{APIURL: "https://console.zenlayer.com/api/v2", Rate: 5},
+		MaxDeletionsPercent: server.DefaultMaxDeletionsPercent,
+		MaxDeletionsMin:     server.DefaultMaxDeletionsMin,
+		InlineApplyRows:     store.DefaultInlineApplyRows,
+		MetricsInterval:     metrics.DefaultDBInterval,
+		VNCCloud:            VNCCloud{APIURL: vnccloud.DefaultBaseURL, Rate: 10, Timeout: vnccloud.DefaultTimeout},
+		Zenlayer:            Zenlayer{APIURL: zenlayer.DefaultBaseURL, Rate: 5},
 		Workers: Workers{Concurrency: jobs.DefaultMaxWorkers, BatchSize: jobs.DefaultBatchSize, Chains: jobs.DefaultChains,
 			Fanout: jobs.DefaultFanout, ClaimLease: jobs.DefaultClaimLease, CallTimeout: jobs.DefaultCallTimeout,
 			MaxAttempts: jobs.DefaultMaxAttempts, ShutdownTimeout: 30 * time.Second},
 		Readiness: Readiness{InitialInterval: jobs.DefaultReadyInitial, MaxInterval: jobs.DefaultReadyMax,
 			Multiplier: jobs.DefaultReadyMultiplier, MaxElapsed: jobs.DefaultReadyMaxElapsed,
 			Floor: jobs.DefaultReadyFloor, Ceiling: jobs.DefaultReadyCeiling, PendingTarget: jobs.DefaultReadyPending},
-		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: 720 * time.Hour, Window: time.Hour},
+		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: lifecycle.DefaultMaxAge, Window: lifecycle.DefaultWindow},
 		Reconcile: Reconcile{Schedule: "*/15 * * * *", ForeignPolicy: "report"},
 		Webhook:   Webhook{Rate: webhook.DefaultRate, MaxAttempts: webhook.DefaultMaxAttempts},
 		HTTP: HTTP{ReadHeaderTimeout: server.DefaultReadHeaderTimeout, UploadIdleTimeout: server.DefaultUploadIdleTimeout,
@@ -756,8 +760,8 @@ func (c *Config) Validate() error {
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		bad("trusted_proxies", "%v", err)
 	}
-	if c.ClaimTTL < time.Second || c.ClaimTTL > 24*time.Hour {
-		bad("claim_ttl", "must be from 1s to 24h")
+	if c.ClaimTTL < time.Second || c.ClaimTTL > server.DefaultMaxClaimTTL {
+		bad("claim_ttl", "must be from 1s to %s", strings.TrimSuffix(server.DefaultMaxClaimTTL.String(), "0m0s"))
 	}
 
 	var level slog.Level

@@ -296,6 +296,24 @@ func (b *browser) uploadThroughConsole(base, fleetName, csv string) {
 	b.waitText("#progress", "Fleet "+fleetName)
 }
 
+// dropFile drags content, as a CSV file, onto the upload form's drop zone, as a
+// person dragging it from their file manager does: dragenter, dragover and drop
+// carrying a DataTransfer that holds the File. It reports whether the zone took the
+// drag (marked itself and prevented the browser's default of opening the file).
+func (b *browser) dropFile(content string) bool {
+	b.t.Helper()
+	b.step(chromedp.WaitVisible(chromedp.CSS("#drop")))
+	return eval[bool](b, fmt.Sprintf(`(() => {
+  const dt = new DataTransfer();
+  dt.items.add(new File([%q], "manifest.csv", { type: "text/csv" }));
+  const zone = document.querySelector("#drop");
+  const fire = (type) => zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+  const took = !fire("dragenter") & !fire("dragover") & zone.classList.contains("over");
+  const dropped = !fire("drop");
+  return Boolean(took && dropped && !zone.classList.contains("over"));
+})()`, content))
+}
+
 // setSelect chooses value in a <select>.
 func setSelect(sel, value string) chromedp.Action[chromedp.Void] {
 	return chromedp.SetValue(chromedp.CSS(sel), value)

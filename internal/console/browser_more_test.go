@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -56,12 +57,26 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	st := newStack(t, nil)
 	b := newBrowser(t, st.url)
 	b.signIn(st.url, adminToken)
-	b.uploadThroughConsole(st.url, "default", twoLines())
+
+	// A CSV dragged onto the upload form is checked at once: its plan appears.
+	b.open(st.url + "/upload")
+	require.True(t, b.dropFile(twoLines()), "the drop zone takes the drag")
+	b.waitText("#plan-h", "Plan (dry run")
+	require.Equal(t, []string{"10to create", "0to update", "0to delete", "0unchanged"}, squash(b.texts(".plan-counts li")))
+	require.Equal(t, "manifest.csv", eval[string](b, `document.querySelector("#file").files[0].name`), "the dropped file is the one sent")
+	b.screenshot("upload-dropped")
+	b.click("#apply")
+	b.waitText("#progress", "Fleet default")
 	b.waitText("#state", "done")
 
 	b.open(st.url + "/fleets/default/devices/viewer-line-a-1")
 	require.Equal(t, "Device viewer-line-a-1", b.text("h1"))
 	require.Contains(t, b.text(".facts"), "ready")
+	// Rotation: never rotated yet; the default policy (30 days, the daily 03:00 run)
+	// resets it at the first run after it falls due.
+	require.Contains(t, b.text("#last-rotation"), "never")
+	next := b.text("#next-rotation")
+	require.Regexp(t, `^due \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; reset by the scheduled run of \d{4}-\d\d-\d\d 03:00:00 UTC, starting by \d{4}-\d\d-\d\d 04:00:00 UTC\.$`, next)
 	address := b.text(".facts code")
 	require.Contains(t, b.text("main"), "Status history, newest first")
 	require.NotEmpty(t, b.texts("tbody tr"), "the calls made are listed")
@@ -97,6 +112,8 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	b.waitText("#work-state", "Done: 0 failed.")
 	b.screenshot("rotation")
 	require.NotEqual(t, want, b.revealedPassword(st.url, "default", "viewer-line-a-1"), "the password was rotated")
+	require.NotContains(t, b.text("#last-rotation"), "never", "the device says when it was rotated")
+	b.screenshot("device-rotated")
 
 	// Reconcile: a dry run, then a run, each rendered as a report.
 	b.open(st.url + "/reconcile")
@@ -106,7 +123,24 @@ func TestConsoleRolesAndLifecyclePages(t *testing.T) {
 	require.Contains(t, b.texts(".report h3"), "Vanished: 0")
 	b.click(`form[action="/reconcile"] button:not([name])`)
 	b.waitText("#rep-h", "Run of")
+
+	// Both runs are recorded: the page, opened afresh, renders the last one's report
+	// and lists the runs; the fleets overview says how the last one went.
+	b.open(st.url + "/reconcile")
+	require.Regexp(t, `^Last run: Run of `, b.text("#rep-h"))
+	require.Contains(t, b.text(".report .verdict"), "Converged")
+	require.Contains(t, b.text(".report"), "Started by a request")
+	require.Contains(t, b.texts(".report h3"), "Drifted: 0")
+	runs := b.texts("#runs tbody tr")
+	require.Len(t, runs, 2)
+	require.Equal(t, []string{"run", "a", "request"}, strings.Fields(runs[0])[3:6], runs[0])
+	require.Contains(t, runs[1], "dry run")
 	b.screenshot("reconcile")
+	b.open(st.url + "/")
+	require.Contains(t, b.text("#last-reconcile"), "converged: 0 vanished, 0 drifted")
+	require.Equal(t, "Last reconcile, of this fleet's devices: nothing to put right.", b.text("section.fleet .reconciled"))
+	require.Regexp(t, `next rotation: the scheduled run of \d{4}-\d\d-\d\d 03:00:00 UTC`, b.text("section.fleet .rotation"))
+	b.screenshot("fleets-reconciled")
 
 	// Webhooks: a dead event is listed with its last error and redelivered on request.
 	var id int64
@@ -192,4 +226,42 @@ func TestConsoleCancelManifest(t *testing.T) {
 	require.Equal(t, 300, cancelled+created, "every device was either created or cancelled")
 	require.Contains(t, b.text("#action-result"), fmt.Sprintf("Cancelled: %d devices will not be provisioned", cancelled))
 	require.Len(t, st.sim.State().Accounts[simKey].Addresses, created, "the cloud holds exactly the devices created")
+}
+
+// The manifest page shows the cluster's limiter as `upload --wait` does (a
+// Retry-After pause, a slow-down at VNC Cloud's request), its ETA follows the same
+// rule (the calls owed at the slowed budget, after the pause), and the note clears
+// once the limiter is back at full speed.
+func TestConsoleShowsTheClusterLimiter(t *testing.T) {
+	st := newStack(t, nil)
+	ctx := context.Background()
+	// A live process slowed down to a tenth, and a pause of an hour: every call waits.
+	_, err := st.pool.Exec(ctx, `
+		INSERT INTO rate_limit_processes (name, process, rate, factor, sending, slowed_at, sent_at, updated_at)
+		VALUES ('vnccloud', 'elsewhere', 40, 0.1, 4, now(), now() + interval '1 hour', now() + interval '1 hour')`)
+	require.NoError(t, err)
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limits SET paused_until = now() + interval '1 hour' WHERE name = 'vnccloud'`)
+	require.NoError(t, err)
+
+	b := newBrowser(t, st.url)
+	b.signIn(st.url, adminToken)
+	b.uploadThroughConsole(st.url, "held", twoLines())
+	b.waitText("#limiter", "Sending 4/s of 40/s: VNC Cloud asked to slow down.")
+	require.Regexp(t, `^Paused until .+ by Retry-After\. Sending`, b.text("#limiter"))
+	b.waitText("#eta", "1 h 0 min") // 12 calls at 4/s after an hour's pause
+	b.screenshot("manifest-limiter")
+
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limit_processes SET factor = 1, slowed_at = NULL, sending = 10`)
+	require.NoError(t, err)
+	_, err = st.pool.Exec(ctx, `UPDATE rate_limits SET paused_until = 'epoch' WHERE name = 'vnccloud'`)
+	require.NoError(t, err)
+	// (The process keeps the hour's pause it learned of: a pause is never shortened.
+	// The page shows the cluster's state as the database has it.)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if eval[string](b, `document.querySelector("#limiter").innerText`) == "" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the note never cleared: %q", b.text("#limiter"))
+	}
+	require.Equal(t, "in progress", b.text("#state"), "cleared while the manifest waits, not because it ended")
 }

@@ -9,9 +9,12 @@
 // answers are decoded into the types the API encodes them from (package store's).
 //
 // Signing in exchanges a bearer token for a session: an HttpOnly, SameSite=Strict
-// cookie naming a session kept in this process's memory (the token never reaches a
-// script or the browser's storage), with a CSRF token that every state-changing
-// request must carry. Sessions end on sign-out and after Config.SessionTTL.
+// cookie naming a session kept in PostgreSQL (Config.Sessions), which every `serve`
+// process on the database shares and a restart keeps; the token never reaches a
+// script, the browser's storage or the database (the session names the token it acts
+// as). A CSRF token, derived from the session id, must come with every
+// state-changing request. Sessions end on sign-out, for every process, and after
+// Config.SessionTTL.
 package console
 
 import (
@@ -35,16 +38,26 @@ const (
 	DefaultMaxSessions = 10000
 )
 
+// API is the JSON API (internal/server's *Server): it serves requests, and serves a
+// request as a configured token named by a session (AsToken; ok false when no such
+// token is configured any more).
+type API interface {
+	http.Handler
+	AsToken(r *http.Request, tokenName string) (_ *http.Request, ok bool)
+}
+
 // Config configures the console.
 type Config struct {
 	// API is the JSON API the console reads and acts through, and that serves every
 	// path the console does not own (/v1, /healthz, ...). Required.
-	API http.Handler
+	API API
+	// Sessions keeps the sessions (package store). Required.
+	Sessions SessionStore
 	// SessionTTL is how long a session lasts after sign-in; the operator then signs in
 	// again. Defaults to DefaultSessionTTL: a working day.
 	SessionTTL time.Duration
-	// MaxSessions bounds the sessions held in memory; signing in beyond it ends the
-	// oldest. Defaults to DefaultMaxSessions.
+	// MaxSessions bounds the sessions kept; signing in beyond it ends the oldest.
+	// Defaults to DefaultMaxSessions.
 	MaxSessions int
 	// Now is the clock. Defaults to time.Now.
 	Now    func() time.Time
@@ -70,6 +83,9 @@ func New(cfg Config) (*Console, error) {
 	if cfg.API == nil {
 		return nil, fmt.Errorf("console: Config.API is required")
 	}
+	if cfg.Sessions == nil {
+		return nil, fmt.Errorf("console: Config.Sessions is required")
+	}
 	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, DefaultSessionTTL)
 	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
 	if cfg.Now == nil {
@@ -78,7 +94,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{cfg: cfg, sessions: newSessions(cfg.SessionTTL, cfg.MaxSessions, cfg.Now), mux: http.NewServeMux()}
+	c := &Console{cfg: cfg, sessions: &sessions{store: cfg.Sessions, ttl: cfg.SessionTTL, max: cfg.MaxSessions, now: cfg.Now}, mux: http.NewServeMux()}
 	var err error
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err
@@ -139,6 +155,9 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
 
+// errTokenGone: the session's token is no longer configured.
+var errTokenGone = &apiError{Status: http.StatusUnauthorized, Message: "the token of this session is no longer configured: sign in again"}
+
 // call makes one API request in-process as the session's token, and decodes a JSON
 // answer into v (when v is not nil).
 func (c *Console) call(r *http.Request, s *session, method, path string, body io.Reader, v any) error {
@@ -146,8 +165,26 @@ func (c *Console) call(r *http.Request, s *session, method, path string, body io
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.RemoteAddr = r.RemoteAddr
+	req.Header.Set("User-Agent", r.UserAgent())
+	if req, err = c.as(req, s); err != nil {
+		return err
+	}
+	return c.serve(req, method, path, v)
+}
+
+// as is req acting as the session's token: a session names its token, the API
+// authenticates the request as that token.
+func (c *Console) as(req *http.Request, s *session) (*http.Request, error) {
+	req, ok := c.cfg.API.AsToken(req, s.token)
+	if !ok {
+		return nil, errTokenGone
+	}
+	return req, nil
+}
+
+// serve has the API answer req and decodes a JSON answer into v (when not nil).
+func (c *Console) serve(req *http.Request, method, path string, v any) error {
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
 	c.cfg.API.ServeHTTP(rec, req)
 	if rec.status < 200 || rec.status > 299 {
@@ -181,7 +218,12 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 // session's token in place of the cookie. A state-changing request must carry the
 // session's CSRF token in X-CSRF-Token.
 func (c *Console) proxy(w http.ResponseWriter, r *http.Request) {
-	s := c.sessions.get(r)
+	s, err := c.sessions.get(r)
+	if err != nil {
+		c.cfg.Logger.Error("console session lookup failed", "err", err)
+		writeJSONError(w, http.StatusServiceUnavailable, "sessions cannot be read right now; try again shortly")
+		return
+	}
 	if s == nil {
 		writeJSONError(w, http.StatusUnauthorized, "not signed in, or the session expired")
 		return
@@ -200,7 +242,11 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request) {
 	req.RequestURI = ""
 	req.Header.Del("Cookie")
 	req.Header.Del("X-CSRF-Token")
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Del("Authorization")
+	if req, err = c.as(req, s); err != nil {
+		writeJSONError(w, http.StatusUnauthorized, errTokenGone.Message)
+		return
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	c.cfg.API.ServeHTTP(w, req)
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -29,6 +31,7 @@ var funcs = template.FuncMap{
 	"days":       func(d time.Duration) string { return fmt.Sprintf("%g days", d.Hours()/24) },
 	"percent":    func(n, total int) string { return fmt.Sprintf("%.1f", 100*float64(n)/float64(max(total, 1))) },
 	"pathEscape": url.PathEscape,
+	"trigger":    triggerLabel,
 	// The scripts draw bars in the same order and count the same statuses as settled.
 	"statuses":        func() string { return joinStatuses(func(fleet.Status) bool { return true }) },
 	"settledStatuses": func() string { return joinStatuses(fleet.Status.Settled) },
@@ -54,6 +57,17 @@ func parsePages() (map[string]*template.Template, error) {
 		pages[name] = t
 	}
 	return pages, nil
+}
+
+// triggerLabel says who started a reconcile run.
+func triggerLabel(trigger string) string {
+	switch trigger {
+	case store.ReconcileBySchedule:
+		return "the schedule"
+	case store.ReconcileByRequest:
+		return "a request (vncfleet reconcile or this console)"
+	}
+	return trigger
 }
 
 // statusLabel is how a status reads to a person.
@@ -87,13 +101,29 @@ type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session)
 // withSession serves h to a signed-in operator, and sends anyone else to sign in.
 func (c *Console) withSession(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessions.get(r)
-		if s == nil {
-			c.toSignin(w, r)
+		s, ok := c.session(w, r)
+		if !ok {
 			return
 		}
 		h(w, r, s)
 	}
+}
+
+// session is the request's session; without one (ok false) the request was answered:
+// sent to sign in, or told that sessions cannot be read.
+func (c *Console) session(w http.ResponseWriter, r *http.Request) (_ *session, ok bool) {
+	s, err := c.sessions.get(r)
+	if err != nil {
+		c.cfg.Logger.Error("console session lookup failed", "err", err)
+		c.render(w, http.StatusServiceUnavailable, "signin", view{Title: "Sign in",
+			Error: "The server cannot read sessions right now. Try again shortly.", Data: signinData{Next: safeNext(r.URL.RequestURI())}})
+		return nil, false
+	}
+	if s == nil {
+		c.toSignin(w, r)
+		return nil, false
+	}
+	return s, true
 }
 
 func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
@@ -108,9 +138,8 @@ func (c *Console) toSignin(w http.ResponseWriter, r *http.Request) {
 // the session's CSRF token.
 func (c *Console) withForm(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessions.get(r)
-		if s == nil {
-			c.toSignin(w, r)
+		s, ok := c.session(w, r)
+		if !ok {
 			return
 		}
 		if !sameOrigin(r) || !s.csrfOK(r.PostFormValue("csrf")) {
@@ -168,7 +197,12 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		Name  string   `json:"name"`
 		Roles []string `json:"roles"`
 	}
-	err := c.call(r, &session{token: token}, http.MethodGet, "/v1/me", nil, &me)
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/v1/me", nil)
+	if err == nil {
+		req.RemoteAddr = r.RemoteAddr
+		req.Header.Set("Authorization", "Bearer "+token)
+		err = c.serve(req, http.MethodGet, "/v1/me", &me)
+	}
 	var apiErr *apiError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
@@ -179,13 +213,22 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "The server cannot sign you in right now. Try again shortly.")
 		return
 	}
-	c.sessions.start(w, r, token, me.Name, me.Roles)
+	if _, err := c.sessions.start(w, r, me.Name, me.Roles); err != nil {
+		c.cfg.Logger.Error("console sign-in failed", "err", err)
+		fail(http.StatusServiceUnavailable, "The server cannot sign you in right now. Try again shortly.")
+		return
+	}
 	c.cfg.Logger.Info("console sign-in", "name", me.Name, "remote", r.RemoteAddr)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ *session) {
-	c.sessions.end(w, r)
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
+	if err := c.sessions.end(w, r); err != nil {
+		c.cfg.Logger.Error("console sign-out failed", "name", s.Name(), "err", err)
+		http.Error(w, "The server could not end the session. Try again shortly.", http.StatusServiceUnavailable)
+		return
+	}
+	c.cfg.Logger.Info("console sign-out", "name", s.Name(), "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
@@ -258,14 +301,22 @@ type fleetView struct {
 	Name      string
 	Bar       bar
 	Manifests []manifestRow
-	Rotation  *store.FleetRotation
+	Rotation  *server.FleetRotation
+	// Reconciled is what the last reconcile run found of this fleet's devices (nil
+	// when there is no such run).
+	Reconciled *store.FleetFindings
 }
 
-// overviewView is the fleets page: each fleet, and when rotation runs next.
+// overviewView is the fleets page: each fleet, when rotation runs next and how the
+// last reconcile went.
 type overviewView struct {
 	Fleets     []fleetView
 	NextRun    *time.Time
 	NoRotation bool // the API could not say
+	// LastReconcile is the newest recorded reconcile run; NoReconcile says why there is
+	// none to show.
+	LastReconcile *store.ReconcileRun
+	NoReconcile   string
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
@@ -311,6 +362,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	for _, fr := range rot.Fleets {
 		if f := fleets[fr.Fleet]; f != nil {
 			f.Rotation = &fr
+		}
+	}
+	ov.LastReconcile, ov.NoReconcile = c.lastReconcile(r, s, false)
+	if run := ov.LastReconcile; run != nil && run.Error == "" {
+		for name, f := range fleets {
+			found := run.ByFleet[name]
+			f.Reconciled = &found
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(fleets)) {
@@ -395,10 +453,17 @@ func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *sessio
 
 // --- device detail ---
 
+// deviceView is the API's device answer: the device and its rotation forecast
+// (lifecycle.Config.NextRotation's, absent for a device without a password).
+type deviceView struct {
+	store.DeviceDetail
+	Rotation *lifecycle.Forecast `json:"rotation"`
+}
+
 func (c *Console) devicePage(w http.ResponseWriter, r *http.Request, s *session) {
 	fleetName, deviceID := r.PathValue("fleet"), r.PathValue("device")
 	v := view{Title: "Device " + deviceID, Page: "fleets", Session: s}
-	var d store.DeviceDetail
+	var d deviceView
 	if err := c.call(r, s, http.MethodGet, "/v1/fleets/"+url.PathEscape(fleetName)+"/devices/"+url.PathEscape(deviceID), nil, &d); err != nil {
 		c.failPage(w, "device", v, err)
 		return
@@ -453,31 +518,132 @@ func (c *Console) rotateNow(w http.ResponseWriter, r *http.Request, s *session) 
 
 // --- reconcile ---
 
-// reconcileReport is the API's reconcile report, as the page shows it.
-type reconcileReport struct{ reconcile.Report }
+// reconcileReport is a reconcile run's report as the page shows it; counts, when
+// set, are the full lengths of lists the stored report keeps the first entries of.
+type reconcileReport struct {
+	reconcile.Report
+	counts map[string]int
+}
 
 // Sections lists the report's findings with what each means, in the order an
 // operator reads them.
 func (rep reconcileReport) Sections() []reportSection {
-	return []reportSection{
-		{"Vanished", "addresses gone from the cloud: created again", rep.Vanished},
-		{"Drifted", "specs changed outside vncfleet: put back", rep.Drifted},
-		{"Adopted", "addresses of lost creates, given to their device", rep.Adopted},
-		{"Orphans deleted", "addresses of lost creates no device needed", rep.DeletedOrphans},
-		{"Creates in flight", "unknown addresses a recent create may have made: settled by a later run", rep.InFlight},
-		{"Foreign", "addresses vncfleet did not create", rep.Foreign},
-		{"Foreign deleted", "foreign addresses deleted by policy", rep.DeletedForeign},
-		{"Errors", "what could not be settled", rep.Errors},
+	list := []reportSection{
+		{"Vanished", "addresses gone from the cloud: created again", rep.Vanished, "vanished", 0},
+		{"Drifted", "specs changed outside vncfleet: put back", rep.Drifted, "drifted", 0},
+		{"Adopted", "addresses of lost creates, given to their device", rep.Adopted, "adopted", 0},
+		{"Orphans deleted", "addresses of lost creates no device needed", rep.DeletedOrphans, "deletedOrphans", 0},
+		{"Creates in flight", "devices whose create may still be in progress at VNC Cloud: settled by a later run", rep.CreatesInFlight, "createsInFlight", 0},
+		{"Addresses in flight", "unknown addresses a recent create may have made: settled by a later run", rep.InFlight, "inFlight", 0},
+		{"Ambiguous", "unknown addresses that lost creates may have made, but more than they could have: left alone", rep.Ambiguous, "ambiguous", 0},
+		{"Foreign", "addresses vncfleet did not create", rep.Foreign, "foreign", 0},
+		{"Foreign deleted", "foreign addresses deleted by policy", rep.DeletedForeign, "deletedForeign", 0},
+		{"Errors", "what could not be settled", rep.Errors, "errors", 0},
 	}
+	for i := range list {
+		list[i].Total = len(list[i].Items)
+		if n, ok := rep.counts[list[i].key]; ok {
+			list[i].Total = n
+		}
+	}
+	return list
 }
 
 type reportSection struct {
 	Name, Meaning string
 	Items         []string
+	key           string
+	Total         int // Items may be the first of them
 }
 
-func (c *Console) reconcilePage(w http.ResponseWriter, _ *http.Request, s *session) {
-	c.render(w, http.StatusOK, "reconcile", view{Title: "Reconcile", Page: "reconcile", Session: s})
+// reconcileView is the reconcile page: the report shown (the run just started from
+// the page, or the last one recorded) and the recent runs.
+type reconcileView struct {
+	Run     *store.ReconcileRun // the recorded run shown; nil for a run just started here
+	Report  *reconcileReport
+	Runs    []store.ReconcileRun
+	NoRuns  string // why there is no history to show
+	Started bool   // the report is of the run this page just started
+}
+
+// lastReconcile is the newest recorded run, with its report when withReport; nil when
+// there is none or it could not be read (why says which), or when the caller may not
+// read it (why is empty).
+func (c *Console) lastReconcile(r *http.Request, s *session, withReport bool) (run *store.ReconcileRun, why string) {
+	var runs struct {
+		Runs []store.ReconcileRun `json:"runs"`
+	}
+	var err error
+	if withReport {
+		runs.Runs = make([]store.ReconcileRun, 1)
+		err = c.call(r, s, http.MethodGet, "/v1/reconcile/runs/last", nil, &runs.Runs[0])
+	} else {
+		err = c.call(r, s, http.MethodGet, "/v1/reconcile/runs?limit=1", nil, &runs)
+	}
+	var apiErr *apiError
+	switch {
+	case err == nil && len(runs.Runs) > 0:
+		return &runs.Runs[0], ""
+	case err == nil, errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
+		return nil, "No reconcile run has been recorded yet."
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden:
+		return nil, "" // a fleet-limited token: the report spans the account
+	case errors.As(err, &apiErr):
+		return nil, apiErr.Message
+	}
+	return nil, "The server could not answer: " + err.Error()
+}
+
+// reportOf decodes a recorded run's report; nil for a run that failed.
+func reportOf(run *store.ReconcileRun) (*reconcileReport, error) {
+	if run == nil || run.Report == nil {
+		return nil, nil
+	}
+	rep := &reconcileReport{counts: run.Counts}
+	if err := json.Unmarshal(run.Report, &rep.Report); err != nil {
+		return nil, fmt.Errorf("reconcile run %d: decoding its report: %w", run.ID, err)
+	}
+	return rep, nil
+}
+
+func (c *Console) reconcilePage(w http.ResponseWriter, r *http.Request, s *session) {
+	v := view{Title: "Reconcile", Page: "reconcile", Session: s}
+	c.renderReconcile(w, r, http.StatusOK, v, nil)
+}
+
+// renderReconcile renders the page with started, the report of a run just started,
+// or else the last recorded run's.
+func (c *Console) renderReconcile(w http.ResponseWriter, r *http.Request, status int, v view, started *reconcileReport) {
+	var rv reconcileView
+	var runs struct {
+		Runs []store.ReconcileRun `json:"runs"`
+	}
+	if err := c.call(r, v.Session, http.MethodGet, "/v1/reconcile/runs", nil, &runs); err != nil {
+		var apiErr *apiError
+		if errors.As(err, &apiErr) {
+			rv.NoRuns = apiErr.Message
+		} else {
+			rv.NoRuns = "The server could not answer: " + err.Error()
+		}
+	}
+	rv.Runs = runs.Runs
+	if started != nil {
+		rv.Report, rv.Started = started, true
+	} else if rv.NoRuns == "" && len(rv.Runs) > 0 {
+		run, why := c.lastReconcile(r, v.Session, true)
+		if run == nil {
+			rv.NoRuns = why
+		}
+		rep, err := reportOf(run)
+		if err != nil {
+			v.Data = rv
+			c.failPage(w, "reconcile", v, err)
+			return
+		}
+		rv.Run, rv.Report = run, rep
+	}
+	v.Data = rv
+	c.render(w, status, "reconcile", v)
 }
 
 func (c *Console) reconcileNow(w http.ResponseWriter, r *http.Request, s *session) {
@@ -487,12 +653,18 @@ func (c *Console) reconcileNow(w http.ResponseWriter, r *http.Request, s *sessio
 		path += "?dry_run=true"
 	}
 	var rep reconcileReport
-	if err := c.call(r, s, http.MethodPost, path, nil, &rep); err != nil {
-		c.failPage(w, "reconcile", v, err)
+	if err := c.call(r, s, http.MethodPost, path, nil, &rep.Report); err != nil {
+		status := http.StatusBadGateway
+		var apiErr *apiError
+		if errors.As(err, &apiErr) {
+			status, v.Error = apiErr.Status, apiErr.Message
+		} else {
+			v.Error = "The server could not answer: " + err.Error()
+		}
+		c.renderReconcile(w, r, status, v, nil)
 		return
 	}
-	v.Data = rep
-	c.render(w, http.StatusOK, "reconcile", v)
+	c.renderReconcile(w, r, http.StatusOK, v, &rep)
 }
 
 // --- webhooks ---

@@ -1,6 +1,9 @@
 package console_test
 
 import (
+	"bytes"
+	"context"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/internal/console"
@@ -25,22 +29,33 @@ import (
 type consoleOver struct {
 	url    string
 	client *http.Client
+	pool   *pgxpool.Pool
+	srv    *httptest.Server
 	mu     sync.Mutex
 	now    time.Time
 }
 
+var opToken = server.Token{Name: "op", Value: "op-token-value", Roles: []string{server.RoleRead, server.RoleUpload}}
+
 func newConsoleOver(t *testing.T) *consoleOver {
 	t.Helper()
 	pool, _ := dbtest.New(t)
-	api := server.New(server.Config{Store: store.New(pool, nil), Tokens: []server.Token{
-		{Name: "op", Value: "op-token-value", Roles: []string{server.RoleRead, server.RoleUpload}}}})
-	c := &consoleOver{now: time.Now()} // the cookie jar checks Expires against the real clock
-	ui, err := console.New(console.Config{API: api, Now: func() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }})
+	return consoleOn(t, pool, opToken)
+}
+
+// consoleOn is another server (an API and its console) on pool's database, as a
+// second `serve` process is, with a cookie jar of its own.
+func consoleOn(t *testing.T, pool *pgxpool.Pool, tokens ...server.Token) *consoleOver {
+	t.Helper()
+	st := store.New(pool, nil)
+	api := server.New(server.Config{Store: st, Tokens: tokens})
+	c := &consoleOver{now: time.Now(), pool: pool} // the cookie jar checks Expires against the real clock
+	ui, err := console.New(console.Config{API: api, Sessions: st, Now: func() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }})
 	require.NoError(t, err)
-	srv := httptest.NewServer(ui)
-	t.Cleanup(srv.Close)
+	c.srv = httptest.NewServer(ui)
+	t.Cleanup(c.srv.Close)
 	jar, _ := cookiejar.New(nil)
-	c.url = srv.URL
+	c.url = c.srv.URL
 	c.client = &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return c
 }
@@ -143,4 +158,131 @@ func TestSessionExpires(t *testing.T) {
 	require.Equal(t, "1", loc.Query().Get("expired"))
 	_, page := c.do(t, "GET", loc.RequestURI(), nil, nil)
 	require.Contains(t, page, "Your session has ended")
+}
+
+// withCookie sends requests to c carrying the session cookie value id, as a browser
+// whose requests a load balancer sends to one process or another does.
+func (c *consoleOver) withCookie(t *testing.T, id string) {
+	t.Helper()
+	u, err := url.Parse(c.url)
+	require.NoError(t, err)
+	c.client.Jar.SetCookies(u, []*http.Cookie{{Name: "vncfleet_session", Value: id, Path: "/"}})
+}
+
+func (c *consoleOver) sessionCookie(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(c.url)
+	require.NoError(t, err)
+	for _, ck := range c.client.Jar.Cookies(u) {
+		if ck.Name == "vncfleet_session" {
+			return ck.Value
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
+}
+
+// A session made through one server is accepted by a second on the same database,
+// with the same CSRF token; sign-out on either ends it on both; the database holds
+// hashes only, never the session id, the CSRF token or the bearer token.
+func TestSessionSharedByEveryServer(t *testing.T) {
+	t.Parallel()
+	one := newConsoleOver(t)
+	two := consoleOn(t, one.pool, opToken)
+
+	resp, _ := one.do(t, "POST", "/signin", url.Values{"token": {opToken.Value}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	id := one.sessionCookie(t)
+	_, page := one.do(t, "GET", "/", nil, nil)
+	csrf := csrfMeta.FindStringSubmatch(page)[1]
+
+	two.withCookie(t, id)
+	resp, page = two.do(t, "GET", "/", nil, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the second server knows the session")
+	require.Contains(t, page, "Signed in as <strong>op</strong>")
+	require.Equal(t, csrf, csrfMeta.FindStringSubmatch(page)[1], "and prints the same CSRF token")
+	resp, body := two.do(t, "POST", "/ui/api/v1/retry", nil, map[string]string{"X-CSRF-Token": csrf})
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	resp, _ = two.do(t, "POST", "/ui/api/v1/retry", nil, map[string]string{"X-CSRF-Token": "guess"})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	var stored string
+	require.NoError(t, one.pool.QueryRow(context.Background(), `
+		SELECT encode(id_hash, 'escape') || encode(csrf_hash, 'escape') || token_name || array_to_string(roles, ',')
+		FROM console_sessions`).Scan(&stored))
+	for _, secret := range []string{id, csrf, opToken.Value} {
+		require.NotContains(t, stored, secret)
+	}
+	var idHash, csrfHash []byte
+	require.NoError(t, one.pool.QueryRow(context.Background(), `SELECT id_hash, csrf_hash FROM console_sessions`).Scan(&idHash, &csrfHash))
+	idSum, csrfSum := sha256.Sum256([]byte(id)), sha256.Sum256([]byte(csrf))
+	require.Equal(t, idSum[:], idHash, "the session id is kept as its SHA-256")
+	require.Equal(t, csrfSum[:], csrfHash, "and so is the CSRF token")
+
+	// Sign out through the second: the first no longer knows the session either.
+	resp, _ = two.do(t, "POST", "/signout", url.Values{"csrf": {csrf}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = one.do(t, "GET", "/ui/api/v1/me", nil, nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "signed out on both")
+	var n int
+	require.NoError(t, one.pool.QueryRow(context.Background(), `SELECT count(*) FROM console_sessions`).Scan(&n))
+	require.Zero(t, n, "sign-out deletes the session")
+}
+
+// A session survives a restart of the server (a new API and console on the same
+// database), and ends when its token is no longer configured.
+func TestSessionSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	before := newConsoleOver(t)
+	resp, _ := before.do(t, "POST", "/signin", url.Values{"token": {opToken.Value}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	id := before.sessionCookie(t)
+	before.srv.Close()
+
+	after := consoleOn(t, before.pool, opToken)
+	after.withCookie(t, id)
+	resp, page := after.do(t, "GET", "/webhooks", nil, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "still signed in after the restart")
+	require.Contains(t, page, "Signed in as <strong>op</strong>")
+
+	// The operator's token removed from the configuration: its session acts no more.
+	renamed := opToken
+	renamed.Name = "someone-else"
+	without := consoleOn(t, before.pool, renamed)
+	without.withCookie(t, id)
+	resp, _ = without.do(t, "GET", "/ui/api/v1/me", nil, nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
+
+// Expired sessions are pruned at the next sign-in, and the number kept is bounded.
+func TestSessionsPruned(t *testing.T) {
+	t.Parallel()
+	c := newConsoleOver(t)
+	for range 3 {
+		resp, _ := c.do(t, "POST", "/signin", url.Values{"token": {opToken.Value}}, nil)
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	}
+	count := func() (n int) {
+		require.NoError(t, c.pool.QueryRow(context.Background(), `SELECT count(*) FROM console_sessions`).Scan(&n))
+		return n
+	}
+	require.Equal(t, 3, count())
+	c.mu.Lock()
+	c.now = c.now.Add(console.DefaultSessionTTL + time.Minute)
+	c.mu.Unlock()
+	resp, _ := c.do(t, "POST", "/signin", url.Values{"token": {opToken.Value}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, 1, count(), "the expired ones were deleted")
+
+	st := store.New(c.pool, nil)
+	for i := range 5 {
+		_, err := st.CreateConsoleSession(context.Background(), store.ConsoleSession{
+			IDHash: bytes.Repeat([]byte{byte(i)}, 32), CSRFHash: bytes.Repeat([]byte{1}, 32), TokenName: "op", Roles: []string{"read"},
+			CreatedAt: c.now.Add(time.Duration(i) * time.Second), ExpiresAt: c.now.Add(time.Hour)}, 3)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 3, count(), "at most max sessions, the newest")
+	var oldest []byte
+	require.NoError(t, c.pool.QueryRow(context.Background(), `SELECT id_hash FROM console_sessions ORDER BY created_at LIMIT 1`).Scan(&oldest))
+	require.Equal(t, bytes.Repeat([]byte{2}, 32), oldest)
 }

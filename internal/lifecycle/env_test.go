@@ -1,13 +1,13 @@
 package lifecycle_test
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
@@ -28,13 +28,12 @@ func newEnv(t *testing.T) *env {
 // pool; call, when set, wraps every API call of its reconciliation. It returns the
 // lifecycle's log.
 func (e *env) lifecycle(pool *pgxpool.Pool, cfg lifecycle.Config,
-	call func(ctx context.Context, fn func(ctx context.Context) error) error) (*lifecycle.Lifecycle, *syncbuf.Buffer) {
+	call cloudop.Caller) (*lifecycle.Lifecycle, *syncbuf.Buffer) {
 	st := store.New(pool, e.Keys)
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	return &lifecycle.Lifecycle{
 		Store: st,
-		Pool:  pool,
 		Reconciler: &reconcile.Reconciler{Store: st, Cloud: e.Cloud, Call: call, Logger: logger,
 			Enqueue: e.Enq.Enqueue},
 		Config:  cfg,

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
@@ -19,19 +17,52 @@ import (
 // Config tunes rotation.
 type Config struct {
 	// MaxAge is how old a password may get before the schedule rotates it.
-	// Defaults to 30 days.
+	// Defaults to DefaultMaxAge, 30 days. NextRotation states the rule.
 	MaxAge time.Duration
 	// Window spreads a scheduled run's rotations evenly over this long, so a nightly
 	// run neither spends the whole rate budget at once nor resets the whole fleet in
-	// the same minute. Defaults to 1 hour. Rotations asked for by hand start at once.
+	// the same minute. Defaults to DefaultWindow, 1 hour. Rotations asked for by hand
+	// start at once.
 	Window time.Duration
+}
+
+// The defaults of Config, exported so that the configuration layer shows the same.
+const (
+	DefaultMaxAge = 30 * 24 * time.Hour
+	DefaultWindow = time.Hour
+)
+
+// withDefaults fills every unset (or negative) field.
+func (c Config) withDefaults() Config {
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	return c
+}
+
+// Store is what the lifecycle needs of the database; *store.Store provides it.
+type Store interface {
+	ScheduleRotations(ctx context.Context, fleetName string, all bool, maxAge, window time.Duration, key string) (int, error)
+	// TryLock takes a cluster-wide advisory lock if nobody holds it.
+	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
+	// RecordReconcileRun keeps every reconcile run's report (a bounded history).
+	RecordReconcileRun(ctx context.Context, run store.ReconcileRun) (int64, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Reconciler runs one reconciliation; *reconcile.Reconciler is one.
+type Reconciler interface {
+	Run(ctx context.Context, dryRun bool) (*reconcile.Report, error)
 }
 
 // Lifecycle implements jobs.Lifecycle and server.Lifecycle.
 type Lifecycle struct {
-	Store      *store.Store
-	Pool       *pgxpool.Pool
-	Reconciler *reconcile.Reconciler
+	Store      Store
+	Reconciler Reconciler
 	Config     Config
 	Logger     *slog.Logger // nil discards
 	// Enqueue starts work jobs for the devices scheduled under key.
@@ -65,26 +96,16 @@ func (l *Lifecycle) logger() *slog.Logger {
 	return l.Logger
 }
 
-func (l *Lifecycle) maxAge() time.Duration {
-	if l.Config.MaxAge <= 0 {
-		return 30 * 24 * time.Hour
-	}
-	return l.Config.MaxAge
-}
-
 // Rotate schedules rotations now: the devices whose password is older than MaxAge,
 // or every ready device with all.
 func (l *Lifecycle) Rotate(ctx context.Context, fleet string, all bool) (int, string, error) {
 	return l.rotate(ctx, fleet, all, 0)
 }
 
-// ScheduledRotation is the periodic run: due devices, spread over the window.
+// ScheduledRotation is the periodic run: due devices, spread over the window
+// (Config.NextRotation states the rule).
 func (l *Lifecycle) ScheduledRotation(ctx context.Context) error {
-	window := l.Config.Window
-	if window <= 0 {
-		window = time.Hour
-	}
-	_, _, err := l.rotate(ctx, "", false, window)
+	_, _, err := l.rotate(ctx, "", false, l.Config.withDefaults().Window)
 	return err
 }
 
@@ -103,7 +124,7 @@ func (l *Lifecycle) rotate(ctx context.Context, fleet string, all bool, window t
 		}
 		l.logger().Info("rotations scheduled", attrs...)
 	}()
-	if n, err = l.Store.ScheduleRotations(ctx, fleet, all, l.maxAge(), window, key); err != nil {
+	if n, err = l.Store.ScheduleRotations(ctx, fleet, all, l.Config.withDefaults().MaxAge, window, key); err != nil {
 		return 0, "", err
 	}
 	if n > 0 {
@@ -119,22 +140,23 @@ const reconcileLockKey = 0x76_6e_63_72_65_63 // "vncrec"
 
 // Reconcile runs reconciliation now and returns its report.
 func (l *Lifecycle) Reconcile(ctx context.Context, dryRun bool) (any, error) {
-	return l.reconcile(ctx, dryRun)
+	return l.reconcile(ctx, dryRun, store.ReconcileByRequest)
 }
 
 // ScheduledReconcile is the periodic run; a run already in progress elsewhere is not
 // an error.
 func (l *Lifecycle) ScheduledReconcile(ctx context.Context) error {
-	_, err := l.reconcile(ctx, false)
+	_, err := l.reconcile(ctx, false, store.ReconcileBySchedule)
 	if errors.Is(err, ErrReconcileRunning) {
 		return nil
 	}
 	return err
 }
 
-// reconcile runs reconciliation under the cluster-wide lock and logs the run, one line
-// whatever the outcome (a run that found another in progress is no run).
-func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.Report, err error) {
+// reconcile runs reconciliation under the cluster-wide lock, records the run in the
+// store (its report, or that it failed) and logs it, one line whatever the outcome (a
+// run that found another in progress is no run).
+func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool, trigger string) (rep *reconcile.Report, err error) {
 	start := time.Now()
 	defer func() {
 		if errors.Is(err, ErrReconcileRunning) {
@@ -143,6 +165,7 @@ func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.
 		if l.Observe != nil && !dryRun {
 			l.Observe.ReconcileRun(rep, err)
 		}
+		l.record(context.WithoutCancel(ctx), rep, err, dryRun, trigger, start)
 		if err != nil {
 			l.logger().Error("reconcile run failed", "dry_run", dryRun, "duration", time.Since(start), "err", err)
 			return
@@ -157,21 +180,26 @@ func (l *Lifecycle) reconcile(ctx context.Context, dryRun bool) (rep *reconcile.
 	return l.lockedReconcile(ctx, dryRun)
 }
 
-func (l *Lifecycle) lockedReconcile(ctx context.Context, dryRun bool) (*reconcile.Report, error) {
-	conn, err := l.Pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reconcile: %w", err)
+// record stores a run's report; a run whose report cannot be stored is still a run
+// (its caller gets the report), so the failure is logged only.
+func (l *Lifecycle) record(ctx context.Context, rep *reconcile.Report, runErr error, dryRun bool, trigger string, start time.Time) {
+	run, err := reconcile.RunRecord(rep, runErr, dryRun, trigger, start.UTC(), time.Now().UTC())
+	if err == nil {
+		_, err = l.Store.RecordReconcileRun(ctx, run)
 	}
-	defer conn.Release()
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, reconcileLockKey).Scan(&locked); err != nil {
+	if err != nil {
+		l.logger().Error("reconcile run not recorded", "dry_run", dryRun, "trigger", trigger, "err", err)
+	}
+}
+
+func (l *Lifecycle) lockedReconcile(ctx context.Context, dryRun bool) (*reconcile.Report, error) {
+	release, locked, err := l.Store.TryLock(ctx, reconcileLockKey)
+	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	if !locked {
 		return nil, ErrReconcileRunning
 	}
-	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, reconcileLockKey)
-	}()
+	defer release()
 	return l.Reconciler.Run(ctx, dryRun)
 }

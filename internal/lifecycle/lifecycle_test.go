@@ -185,12 +185,12 @@ func TestOverlappingReconciliationIsBusy(t *testing.T) {
 	var enter sync.Once
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(releaseOnce)
-	first, _ := e.lifecycle(e.Pool, lifecycle.Config{}, func(ctx context.Context, fn func(ctx context.Context) error) error {
+	first, _ := e.lifecycle(e.Pool, lifecycle.Config{}, func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		enter.Do(func() {
 			close(entered)
 			<-release
 		})
-		return fn(ctx)
+		return true, fn(ctx)
 	})
 	type outcome struct {
 		report any

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
@@ -18,7 +19,7 @@ func TestLifecycleWithoutLoggerDiscardsItsLog(t *testing.T) {
 	e.age("a", "d1", 31*24*time.Hour)
 	require.NoError(t, e.Sim.ForceSpec(provisiontest.APIKey, addrs["d2"], vnccloud.Spec{Action: vnccloud.ActionConnect, Groups: []string{"intruders"}}))
 	l, _ := e.lifecycle(e.Pool, lifecycle.Config{}, nil)
-	l.Logger, l.Reconciler.Logger = nil, nil
+	l.Logger, l.Reconciler.(*reconcile.Reconciler).Logger = nil, nil
 
 	// Both runs have something to log.
 	require.NotPanics(t, func() { require.NoError(t, l.ScheduledRotation(e.Ctx)) })

@@ -1,5 +1,5 @@
 // Package progress renders the progress of a long wait (settled of total, counts
-// per status, rate, ETA). On a terminal it is one line redrawn in place; anywhere
+// per status, rate, ETA) and states the rule of its ETA (eta.go). On a terminal it is one line redrawn in place; anywhere
 // else (CI logs, pipes) it prints plain lines, sparingly, so that a log shows the
 // run's course without thousands of lines.
 package progress
@@ -29,8 +29,8 @@ type Config struct {
 	// Heartbeat prints a plain line even when nothing changed, so that a long quiet
 	// wait does not look hung. Default 1m.
 	Heartbeat time.Duration
-	// RateWindow is how far back the rate (and so the ETA) looks. Default 30s: long
-	// enough to smooth the batches of the workers, short enough to follow a change.
+	// RateWindow is how far back the rate of devices settled, and the calls paid off
+	// that the ETA divides by (Pace), look. Default 30s (DefaultWindow).
 	RateWindow time.Duration
 	// Order lists the statuses in the order shown; others follow alphabetically.
 	// Default none: alphabetical.
@@ -46,7 +46,15 @@ type Config struct {
 type Snapshot struct {
 	Settled  int
 	Total    int
-	ByStatus map[string]int
+	ByStatus map[string]int // the calls owed are counted from it (CallsOwed)
+	// Budget is the requests per second the cluster's limiter allows now
+	// (BudgetShare); 0: unknown. The ETA uses it until the rate achieved is measured.
+	Budget float64
+	// PausedUntil is the end of a Retry-After pause of every call (zero: none).
+	PausedUntil time.Time
+	// Note ends the line, e.g. the limiter's state ("sending 4/s of 40/s: VNC Cloud
+	// asked to slow down"); "" for none.
+	Note string
 }
 
 type sample struct {
@@ -59,6 +67,7 @@ type Renderer struct {
 	cfg     Config
 	start   time.Time
 	samples []sample
+	pace    Pace
 
 	drawn      bool // a TTY line is on screen without its newline
 	printed    bool // a plain line was printed
@@ -87,7 +96,7 @@ func New(cfg Config) *Renderer {
 	if cfg.Width <= 0 {
 		cfg.Width = 24
 	}
-	return &Renderer{cfg: cfg, start: cfg.Now(), lastDecile: -1}
+	return &Renderer{cfg: cfg, start: cfg.Now(), lastDecile: -1, pace: Pace{Window: cfg.RateWindow}}
 }
 
 // Update shows s: on a TTY it redraws the line; otherwise it prints a line when the
@@ -95,7 +104,7 @@ func New(cfg Config) *Renderer {
 // and something changed, or when Heartbeat passed.
 func (r *Renderer) Update(s Snapshot) {
 	now := r.cfg.Now()
-	r.observe(now, s.Settled)
+	r.observe(now, s)
 	if r.cfg.TTY {
 		line := r.line(now, s, true)
 		fmt.Fprintf(r.cfg.Out, "\r%s\x1b[K", line)
@@ -115,7 +124,7 @@ func (r *Renderer) Update(s Snapshot) {
 // state is printed unless it already was.
 func (r *Renderer) Finish(s Snapshot) {
 	now := r.cfg.Now()
-	r.observe(now, s.Settled)
+	r.observe(now, s)
 	if r.cfg.TTY {
 		fmt.Fprintf(r.cfg.Out, "\r%s\x1b[K\n", r.line(now, s, true))
 		r.drawn = false
@@ -141,10 +150,11 @@ func (r *Renderer) printPlain(now time.Time, s Snapshot) {
 	r.printed, r.lastPrint, r.lastDecile, r.lastSnap = true, now, decile(s), cloneSnapshot(s)
 }
 
-// observe records a sample for the rate, keeping those inside the window (and the
+// observe records a sample for the rates, keeping those inside the window (and the
 // newest one before it, so that a window is always spanned).
-func (r *Renderer) observe(now time.Time, settled int) {
-	r.samples = append(r.samples, sample{now, settled})
+func (r *Renderer) observe(now time.Time, s Snapshot) {
+	r.pace.Observe(now, CallsOwed(s.ByStatus))
+	r.samples = append(r.samples, sample{now, s.Settled})
 	cut := 0
 	for cut < len(r.samples)-1 && now.Sub(r.samples[cut+1].at) >= r.cfg.RateWindow {
 		cut++
@@ -165,28 +175,17 @@ func (r *Renderer) Rate() float64 {
 	return float64(last.settled-first.settled) / secs
 }
 
-// span is how long the rate's samples cover.
-func (r *Renderer) span() time.Duration {
-	if len(r.samples) < 2 {
-		return 0
-	}
-	return r.samples[len(r.samples)-1].at.Sub(r.samples[0].at)
-}
-
 func (r *Renderer) line(now time.Time, s Snapshot, tty bool) string {
 	pct := 100.0
 	if s.Total > 0 {
 		pct = 100 * float64(s.Settled) / float64(s.Total)
 	}
 	rate := r.Rate()
-	// An ETA from a few seconds of samples (a first batch, a readiness delay) is
-	// off by an order of magnitude: none is shown before a third of the rate window.
 	eta := ""
-	switch {
-	case s.Settled >= s.Total:
+	if s.Settled >= s.Total {
 		eta = " ETA 0s"
-	case rate > 0 && r.span() >= r.cfg.RateWindow/3:
-		eta = " ETA " + (time.Duration(float64(s.Total-s.Settled) / rate * float64(time.Second))).Round(time.Second).String()
+	} else if d, ok := r.pace.ETA(CallsOwed(s.ByStatus), s.Budget, s.PausedUntil.Sub(now)); ok {
+		eta = " ETA " + d.Round(time.Second).String()
 	}
 	var b strings.Builder
 	if r.cfg.Label != "" {
@@ -203,6 +202,9 @@ func (r *Renderer) line(now time.Time, s Snapshot, tty bool) string {
 		b.WriteString(" | " + counts)
 	}
 	fmt.Fprintf(&b, " | %.1f/s%s", rate, eta)
+	if s.Note != "" {
+		b.WriteString(" | " + s.Note)
+	}
 	if !tty {
 		fmt.Fprintf(&b, " | %s elapsed", now.Sub(r.start).Round(time.Second))
 	}
@@ -252,7 +254,7 @@ func decile(s Snapshot) int {
 }
 
 func sameSnapshot(a, b Snapshot) bool {
-	if a.Settled != b.Settled || a.Total != b.Total || len(a.ByStatus) != len(b.ByStatus) {
+	if a.Settled != b.Settled || a.Total != b.Total || a.Note != b.Note || len(a.ByStatus) != len(b.ByStatus) {
 		return false
 	}
 	for k, v := range a.ByStatus {

@@ -115,7 +115,8 @@ func TestPlainLineContent(t *testing.T) {
 	r.Finish(progress.Snapshot{Settled: 40, Total: 40, ByStatus: map[string]int{"ready": 39, "failed": 1}})
 	require.Equal(t, strings.Join([]string{
 		"work rot-1 0/40 settled (0%) | pending 40 | 0.0/s | 0s elapsed",
-		"work rot-1 20/40 settled (50%) | pending 19, ready 19, failed 1, zombie 1 | 1.0/s ETA 20s | 20s elapsed",
+		// 80 calls owed fell to 38 (19 pending, 2 each) in 20 s: 2.1/s, 18 s left.
+		"work rot-1 20/40 settled (50%) | pending 19, ready 19, failed 1, zombie 1 | 1.0/s ETA 18s | 20s elapsed",
 		"work rot-1 40/40 settled (100%) | ready 39, failed 1 | 1.0/s ETA 0s | 40s elapsed",
 	}, "\n")+"\n", out.String(), "Finish prints the last state once")
 }

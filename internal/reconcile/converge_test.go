@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/sim"
@@ -24,8 +25,8 @@ import (
 
 // failingCall returns a Call that has the simulator answer 503 to the run's calls
 // numbered in fail (counted from 1), and lets the others through; calls counts them.
-func (e *env) failingCall(calls *atomic.Int64, fail ...int64) func(ctx context.Context, fn func(ctx context.Context) error) error {
-	return func(ctx context.Context, fn func(ctx context.Context) error) error {
+func (e *env) failingCall(calls *atomic.Int64, fail ...int64) cloudop.Caller {
+	return func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		n := calls.Add(1)
 		for _, f := range fail {
 			if n == f {
@@ -33,7 +34,7 @@ func (e *env) failingCall(calls *atomic.Int64, fail ...int64) func(ctx context.C
 				defer e.Sim.SetFaults(sim.Faults{})
 			}
 		}
-		return fn(ctx)
+		return true, fn(ctx)
 	}
 }
 
@@ -155,12 +156,12 @@ func TestDriftCheckAnswered503IsRetried(t *testing.T) {
 	e.Sim.SetFaults(sim.Faults{FailRate: 1})
 	var calls atomic.Int64
 	r := e.reconciler(reconcile.Config{Backoff: quickRetries})
-	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		if calls.Add(1) == 1 {
 			e.Sim.SetFaults(sim.Faults{})
 			defer e.Sim.SetFaults(sim.Faults{FailRate: 1})
 		}
-		return fn(ctx)
+		return true, fn(ctx)
 	}
 	rep := e.run(r, false)
 	e.Sim.SetFaults(sim.Faults{})

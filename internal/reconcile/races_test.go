@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
 	"github.com/vncfleet/vncfleet/internal/reconcile"
 	"github.com/vncfleet/vncfleet/internal/sim"
@@ -22,14 +23,14 @@ import (
 // what a job would do at that moment.
 
 // atCall returns a Call that runs hook, once, right after the run's nth API call.
-func atCall(n int64, hook func()) func(ctx context.Context, fn func(ctx context.Context) error) error {
+func atCall(n int64, hook func()) cloudop.Caller {
 	var calls atomic.Int64
-	return func(ctx context.Context, fn func(ctx context.Context) error) error {
+	return func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		err := fn(ctx)
 		if calls.Add(1) == n {
 			hook()
 		}
-		return err
+		return true, err
 	}
 }
 
@@ -148,11 +149,11 @@ func TestFailedInspectionKeepsTheLostCreateOpen(t *testing.T) {
 	// retry are answered 503.
 	r := e.reconciler(reconcile.Config{Backoff: quickRetries})
 	var calls atomic.Int64
-	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		if calls.Add(1) == 2 {
 			e.Sim.SetFaults(sim.Faults{FailRate: 1})
 		}
-		return fn(ctx)
+		return true, fn(ctx)
 	}
 	rep := e.run(r, false)
 	e.Sim.SetFaults(sim.Faults{})

@@ -19,22 +19,25 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/cloudop"
 	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/vnccloud"
 )
 
-// Cloud is what reconciliation needs of VNC Cloud.
+// Cloud is what reconciliation needs of VNC Cloud: a listing, and what cloudop
+// needs to inspect and delete one address.
 type Cloud interface {
+	cloudop.Deleter
 	List(ctx context.Context, opts vnccloud.ListOptions) iter.Seq2[string, error]
-	Get(ctx context.Context, address string) (vnccloud.Details, error)
-	Delete(ctx context.Context, address string, ifMatch string) error
 }
 
 // Defaults of Config.
 const (
-	// DefaultMaxWait is the default claim lease (2m) plus a call's timeout (30s): a
+	// DefaultMaxWait is the workers' default claim lease plus a call's timeout: a
 	// create recorded before the run can be in progress no longer than that.
-	DefaultMaxWait     = 2*time.Minute + 30*time.Second
+	DefaultMaxWait     = jobs.DefaultClaimLease + jobs.DefaultCallTimeout
 	DefaultDriftChecks = 1000
 	DefaultAttempts    = 5
 )
@@ -82,13 +85,37 @@ func defaultBackoff(n int) time.Duration {
 // maxRetryAfter caps how long one retry waits on a server's Retry-After.
 const maxRetryAfter = 30 * time.Second
 
+// Store is what reconciliation needs of the database; *store.Store provides it.
+// Declared here, by its consumer, so that the run's decisions have unit tests with a
+// store of their own; the SQL behind it has its tests in internal/store.
+type Store interface {
+	// What the store knows: addresses, creates still in flight, open attempts.
+	// NewListing snapshots the addresses the store holds, to compare a listing with
+	// (store.NewListing keeps both in the database).
+	NewListing(ctx context.Context) (store.AddressListing, error)
+	CreatesInFlight(ctx context.Context, sentBefore time.Time) (store.CreatesInFlight, error)
+	OpenAttempts(ctx context.Context) ([]store.OpenAttempt, error)
+	FirstSeen(ctx context.Context, addrs []string, record bool) (map[string]time.Time, error)
+	DriftCandidates(ctx context.Context, limit int) ([]store.DriftCandidate, error)
+
+	// What a run records, each only if the row is still as it was read.
+	MarkVanished(ctx context.Context, devicePK int64, address string, key string) (bool, error)
+	ResolveAttempt(ctx context.Context, attemptID int64, outcome, address string) error
+	AdoptAddress(ctx context.Context, attemptID, devicePK int64, address string, key string) (bool, error)
+	MarkChecked(ctx context.Context, devicePK int64, specVersion int, drift string, key string) error
+	Reschedule(ctx context.Context, key string) (int, error)
+	OwedUnder(ctx context.Context, key string) (int, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
 // Reconciler runs reconciliation.
 type Reconciler struct {
-	Store *store.Store
+	Store Store
 	Cloud Cloud
-	// Call wraps every API request (the rate limiter), retries included; nil calls
-	// directly.
-	Call   func(ctx context.Context, fn func(ctx context.Context) error) error
+	// Call makes every API request, retries included: the rate limiter
+	// (cloudop.Limited, as the worker's calls). Nil calls directly.
+	Call   cloudop.Caller
 	Config Config
 	Logger *slog.Logger
 	// Enqueue starts work jobs for the devices scheduled under key.
@@ -149,30 +176,66 @@ func (r *Reconciler) logger() *slog.Logger {
 	return r.Logger
 }
 
-// call makes one API request through Call, and again after a transient failure
-// (503, 429, a timeout), with backoff, up to Attempts times: each retry goes
-// through Call, so the rate limiter paces it and hears of the failure.
-func (r *Reconciler) call(ctx context.Context, fn func(ctx context.Context) error) error {
+func (r *Reconciler) caller() cloudop.Caller {
+	if r.Call == nil {
+		return cloudop.Direct
+	}
+	return r.Call
+}
+
+// retry makes one operation (a cloudop call), and again after a transient outcome
+// (Retryable, or Unknown: a 503, 429 or timeout, which is safe to repeat for the
+// reads and deletes reconciliation makes), with backoff, up to Attempts times. Each
+// try goes through Call, so the rate limiter paces it and hears of the failure.
+func (r *Reconciler) retry(ctx context.Context, op func() cloudop.Report) cloudop.Report {
 	cfg := r.Config.withDefaults()
 	for n := 1; ; n++ {
-		var err error
-		if r.Call == nil {
-			err = fn(ctx)
-		} else {
-			err = r.Call(ctx, fn)
-		}
-		if n >= cfg.Attempts || !vnccloud.IsRetryable(err) || ctx.Err() != nil {
-			return err
+		rep := op()
+		if n >= cfg.Attempts || (rep.Outcome != fleet.Retryable && rep.Outcome != fleet.Unknown) || ctx.Err() != nil {
+			return rep
 		}
 		delay := cfg.Backoff(n)
 		var apiErr *vnccloud.APIError
-		if errors.As(err, &apiErr) {
+		if errors.As(rep.Err, &apiErr) {
 			delay = max(delay, min(apiErr.RetryAfter, maxRetryAfter))
 		}
 		if err := sleep(ctx, delay); err != nil {
-			return err
+			return rep
 		}
 	}
+}
+
+// inspect GETs addr, with retries. found is false on a 404; err is what failed.
+func (r *Reconciler) inspect(ctx context.Context, addr string) (details vnccloud.Details, found bool, err error) {
+	rep := r.retry(ctx, func() cloudop.Report {
+		var rep cloudop.Report
+		details, rep = cloudop.Inspect(ctx, r.Cloud, r.caller(), addr)
+		return rep
+	})
+	switch rep.Outcome {
+	case "":
+		return details, true, nil
+	case fleet.Vanished:
+		return vnccloud.Details{}, false, nil
+	}
+	return vnccloud.Details{}, false, rep.Err
+}
+
+// listPage makes one page's request of a listing, with retries.
+func (r *Reconciler) listPage(ctx context.Context, fetch func(ctx context.Context) error) error {
+	return r.retry(ctx, func() cloudop.Report { return cloudop.Read(ctx, r.caller(), "list", fetch) }).Err
+}
+
+// deleteAddress deletes addr, whose ETag was read as etag, as the worker deletes a
+// device's address (cloudop.Delete: a 412 is met by a fresh GET), with retries.
+func (r *Reconciler) deleteAddress(ctx context.Context, addr, etag string) error {
+	rep := r.retry(ctx, func() cloudop.Report {
+		return cloudop.Delete(ctx, r.Cloud, r.caller(), cloudop.Task{Op: fleet.OpDelete, CloudAddress: addr, ETag: etag})
+	})
+	if rep.Outcome == fleet.Deleted {
+		return nil
+	}
+	return cmp.Or(rep.Err, fmt.Errorf("delete %s: %s", addr, rep.Outcome))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -201,24 +264,33 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 		}
 	}
 	// What the store knew before listing: an address of it missing from the listing
-	// vanished (confirmed by a GET, since a listing can miss entries changed while paging).
-	knownBefore, err := r.Store.KnownAddresses(ctx)
+	// vanished (confirmed by a GET, since a listing can miss entries changed while
+	// paging). The listing is kept in the database, not here: a million addresses.
+	listing, err := r.Store.NewListing(ctx)
 	if err != nil {
 		return nil, err
 	}
-	listed := map[string]bool{}
+	defer listing.Close()
 	// Each page is a request of its own, so each goes through the rate limiter, and
 	// a page that fails transiently is asked for again.
-	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99, PerRequest: r.call}) {
+	for addr, err := range r.Cloud.List(ctx, vnccloud.ListOptions{Limit: 99, PerRequest: r.listPage}) {
 		if err != nil {
 			return nil, &ListingError{err}
 		}
-		listed[addr] = true
+		if err := listing.Add(ctx, addr); err != nil {
+			return nil, err
+		}
 	}
-	rep.Listed = len(listed)
-	rep.Known = len(knownBefore)
+	if rep.Listed, err = listing.Done(ctx); err != nil {
+		return nil, err
+	}
+	rep.Known = listing.Known()
 
-	if err := r.vanished(ctx, rep, knownBefore, listed, key); err != nil {
+	unlisted, err := listing.Unlisted(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.vanished(ctx, rep, unlisted, key); err != nil {
 		return nil, err
 	}
 	// The open attempts first, then the addresses known: a create answered in between
@@ -228,12 +300,12 @@ func (r *Reconciler) Run(ctx context.Context, dryRun bool) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Re-read: addresses recorded while we listed are not orphans.
-	knownAfter, err := r.Store.KnownAddresses(ctx)
+	// Compared with the devices now: addresses recorded while we listed are not orphans.
+	unknownAddrs, err := listing.Unknown(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.orphans(ctx, rep, cfg, attempts, knownAfter, listed, key); err != nil {
+	if err := r.orphans(ctx, rep, cfg, attempts, unknownAddrs, key); err != nil {
 		return nil, err
 	}
 	if err := r.drift(ctx, rep, cfg, key); err != nil {
@@ -288,21 +360,22 @@ func (r *Reconciler) waitForCreatesInFlight(ctx context.Context, rep *Report, cf
 	return nil
 }
 
-func (r *Reconciler) vanished(ctx context.Context, rep *Report, known map[string]store.KnownDevice, listed map[string]bool, key string) error {
-	for addr, dev := range known {
-		if listed[addr] || dev.Busy || dev.Status == "deleting" {
+// vanished checks the devices whose address the listing did not show, unless the
+// work jobs see to them (busy or being deleted), and marks those whose address is
+// gone.
+func (r *Reconciler) vanished(ctx context.Context, rep *Report, unlisted []store.KnownDevice, key string) error {
+	for _, dev := range unlisted {
+		addr := dev.CloudAddress
+		if dev.Busy || dev.Status == "deleting" {
 			continue
 		}
-		err := r.call(ctx, func(ctx context.Context) error {
-			_, err := r.Cloud.Get(ctx, addr)
-			return err
-		})
-		if err == nil {
-			continue // missed by the listing, but there
-		}
-		if !errors.Is(err, vnccloud.ErrNotFound) {
+		_, found, err := r.inspect(ctx, addr)
+		if err != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("check %s (%s): %v", dev.DeviceID, addr, err))
 			continue
+		}
+		if found {
+			continue // missed by the listing, but there
 		}
 		if !rep.DryRun {
 			// Only if the row still holds this address, unclaimed: a job may have
@@ -336,13 +409,7 @@ type unknownAddress struct {
 // nothing tells which: they are ambiguous. Addresses no attempt may have made are
 // foreign.
 func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attempts []store.OpenAttempt,
-	known map[string]store.KnownDevice, listed map[string]bool, key string) error {
-	var unknownAddrs []string
-	for addr := range listed {
-		if _, ok := known[addr]; !ok {
-			unknownAddrs = append(unknownAddrs, addr)
-		}
-	}
+	unknownAddrs []string, key string) error {
 	firstSeen, err := r.Store.FirstSeen(ctx, unknownAddrs, !rep.DryRun)
 	if err != nil {
 		return err
@@ -350,13 +417,8 @@ func (r *Reconciler) orphans(ctx context.Context, rep *Report, cfg Config, attem
 	checkFailed := false
 	var unknown []unknownAddress
 	for _, addr := range unknownAddrs {
-		var details vnccloud.Details
-		err := r.call(ctx, func(ctx context.Context) error {
-			var err error
-			details, err = r.Cloud.Get(ctx, addr)
-			return err
-		})
-		if errors.Is(err, vnccloud.ErrNotFound) {
+		details, found, err := r.inspect(ctx, addr)
+		if err == nil && !found {
 			continue // deleted meanwhile
 		}
 		if err != nil {
@@ -629,14 +691,6 @@ func (r *Reconciler) adopt(ctx context.Context, rep *Report, o *orphanPass, cand
 	return false, nil
 }
 
-func (r *Reconciler) deleteAddress(ctx context.Context, addr, etag string) error {
-	err := r.call(ctx, func(ctx context.Context) error { return r.Cloud.Delete(ctx, addr, etag) })
-	if errors.Is(err, vnccloud.ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
 // drift compares the cloud's spec of settled devices with the desired one.
 func (r *Reconciler) drift(ctx context.Context, rep *Report, cfg Config, key string) error {
 	candidates, err := r.Store.DriftCandidates(ctx, cfg.DriftChecks)
@@ -644,13 +698,8 @@ func (r *Reconciler) drift(ctx context.Context, rep *Report, cfg Config, key str
 		return err
 	}
 	for _, c := range candidates {
-		var details vnccloud.Details
-		err := r.call(ctx, func(ctx context.Context) error {
-			var err error
-			details, err = r.Cloud.Get(ctx, c.CloudAddress)
-			return err
-		})
-		if errors.Is(err, vnccloud.ErrNotFound) {
+		details, found, err := r.inspect(ctx, c.CloudAddress)
+		if err == nil && !found {
 			continue // the vanished pass or the next run handles it
 		}
 		if err != nil {

@@ -195,9 +195,9 @@ func TestListingFollowsEveryPageThroughCall(t *testing.T) {
 	}
 	var calls atomic.Int64
 	r := e.reconciler(reconcile.Config{})
-	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		calls.Add(1)
-		return fn(ctx)
+		return true, fn(ctx)
 	}
 	before := e.Sim.State().Requests
 	rep := e.run(r, false)
@@ -363,11 +363,11 @@ func TestFailedCheckIsReportedNotTakenAsVanished(t *testing.T) {
 	// The listing succeeds; every request after it is answered 503.
 	var calls atomic.Int64
 	r := e.reconciler(reconcile.Config{})
-	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) error {
+	r.Call = func(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 		if calls.Add(1) == 2 {
 			e.Sim.SetFaults(sim.Faults{FailRate: 1})
 		}
-		return fn(ctx)
+		return true, fn(ctx)
 	}
 	r.Config.Backoff = quickRetries
 	db := e.snapshot()

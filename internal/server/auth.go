@@ -57,6 +57,31 @@ type hashedToken struct {
 
 type ctxKey struct{}
 
+// actingKey marks a request that this process authenticated otherwise (AsToken).
+type actingKey struct{}
+
+// AsToken is r acting as the configured token named name: the API serves it as if it
+// bore that token, with the token's current roles and fleets. It is for a caller in
+// this process that authenticated the operator itself (the console's session, which
+// keeps the token's name, never the token); a context value cannot come from the
+// network. ok is false when no token, or more than one, has that name, as when the
+// token was removed from the configuration.
+func (s *Server) AsToken(r *http.Request, name string) (_ *http.Request, ok bool) {
+	var found *Token
+	for i := range s.tokens {
+		if s.tokens[i].token.Name == name {
+			if found != nil {
+				return nil, false
+			}
+			found = &s.tokens[i].token
+		}
+	}
+	if found == nil {
+		return nil, false
+	}
+	return r.WithContext(context.WithValue(r.Context(), actingKey{}, *found)), true
+}
+
 // caller is the token that authenticated the request.
 func caller(r *http.Request) Token {
 	t, _ := r.Context().Value(ctxKey{}).(Token)
@@ -69,6 +94,10 @@ func caller(r *http.Request) Token {
 // looked at, so tokens cannot be guessed at speed.
 func (s *Server) auth(next http.HandlerFunc, roles ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := r.Context().Value(actingKey{}).(Token); ok {
+			s.admit(w, r, next, &t, roles)
+			return
+		}
 		remote := s.clientAddr(r)
 		if !s.authFailures.allowed(remote) {
 			w.Header().Set("Retry-After", "60")
@@ -95,15 +124,20 @@ func (s *Server) auth(next http.HandlerFunc, roles ...string) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unknown bearer token", nil)
 			return
 		}
-		if !slices.ContainsFunc(roles, found.has) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("token %s lacks the %s role", found.Name, strings.Join(roles, " or ")), nil)
-			return
-		}
-		if info := infoOf(r); info != nil {
-			info.token = found.Name
-		}
-		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *found)))
+		s.admit(w, r, next, found, roles)
 	})
+}
+
+// admit serves next to the authenticated token found if it holds one of roles.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, next http.HandlerFunc, found *Token, roles []string) {
+	if !slices.ContainsFunc(roles, found.has) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("token %s lacks the %s role", found.Name, strings.Join(roles, " or ")), nil)
+		return
+	}
+	if info := infoOf(r); info != nil {
+		info.token = found.Name
+	}
+	next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, *found)))
 }
 
 func (s *Server) authFailed(r *http.Request, remote, reason string) {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -35,7 +37,20 @@ func (s *Server) device(w http.ResponseWriter, r *http.Request) {
 	if !caller(r).has(RoleSecrets) {
 		d.VNCURL = ""
 	}
-	writeJSON(w, http.StatusOK, d)
+	answer := deviceAnswer{DeviceDetail: d}
+	// Only a device holding a password is rotated; lifecycle states when.
+	if d.HasPassword && d.State == string(fleet.StatePresent) {
+		f := s.rotationPolicy().NextRotation(s.cfg.RotationSchedule, d.PasswordSetAt, time.Now())
+		answer.Rotation = &f
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// deviceAnswer is GET /v1/fleets/{fleet}/devices/{device}: the device, and when the
+// schedule rotates its password next.
+type deviceAnswer struct {
+	*store.DeviceDetail
+	Rotation *lifecycle.Forecast `json:"rotation,omitempty"`
 }
 
 // found answers 404 for store.ErrNotFound and 500 for other errors; it reports

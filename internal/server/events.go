@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vncfleet/vncfleet/internal/progress"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -125,82 +126,62 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, sn
 }
 
 // ProgressEvent is a manifest's progress with its pace: what a progress stream sends.
+// Its calls owed (callsOwed) are the embedded Progress's.
 type ProgressEvent struct {
 	*store.Progress
-	// DevicesPerSecond is how fast devices settled over the stream's last RateWindow.
+	// DevicesPerSecond is how fast devices settled over the stream's last rate window.
 	DevicesPerSecond float64 `json:"devicesPerSecond"`
-	// CallsOwed estimates the VNC Cloud calls still to make (callsOwed).
-	CallsOwed int `json:"callsOwed"`
-	// Rate is the cluster's budget, VNCCLOUD_RATE (0: none).
+	// Rate is the requests per second the cluster's limiter allows now
+	// (progress.BudgetShare of the limiter's state; VNCCLOUD_RATE when no process
+	// publishes one; 0: none).
 	Rate float64 `json:"rate"`
-	// ETASeconds estimates the time left; absent when nothing allows an estimate yet.
+	// ETASeconds estimates the time left by progress's rule (progress.ETA); absent
+	// while nothing allows an estimate that means anything.
 	ETASeconds *float64 `json:"etaSeconds,omitempty"`
 }
-
-// callsPerStatus is how many calls a device in a status still needs at the least:
-// a create then a readiness poll; a poll; a GET for the ETag, the change, a poll; a
-// GET and a DELETE. More polls are needed when the cloud is slow to be ready, so an
-// ETA from these is a floor.
-var callsPerStatus = map[string]int{
-	"pending": 2, "creating": 2, "awaiting_ready": 1, "updating": 3, "rotating": 3, "deleting": 2,
-}
-
-func callsOwed(p *store.Progress) int {
-	n := 2 * p.Staged // staged rows are creates or updates yet to be scheduled
-	for status, count := range p.ByStatus {
-		n += callsPerStatus[status] * count
-	}
-	return n
-}
-
-// rateWindow is how far back a progress stream measures devices/s.
-const rateWindow = 30 * time.Second
 
 type settledSample struct {
 	at      time.Time
 	settled int
 }
 
-// pace measures devices/s over a sliding window and estimates the time left.
+// pace measures devices/s over a sliding window for the display, and the calls
+// paid off for the ETA (progress.Pace).
 type pace struct {
-	rate    float64
+	rate    float64 // VNCCLOUD_RATE: the budget when no limiter state is published
+	calls   progress.Pace
 	samples []settledSample
 }
 
 // observe records a progress reading taken at now and returns its event.
 func (pc *pace) observe(p *store.Progress, now time.Time) ProgressEvent {
-	ev := ProgressEvent{Progress: p, CallsOwed: callsOwed(p), Rate: pc.rate}
+	budget, paused := pc.rate, time.Duration(0)
+	if c := p.Cloud; c != nil {
+		if c.Limiter != nil {
+			budget = progress.BudgetShare(c.Limiter.Rate, c.Limiter.Factor)
+		}
+		if c.PausedUntil != nil {
+			paused = c.PausedUntil.Sub(now)
+		}
+	}
+	ev := ProgressEvent{Progress: p, Rate: budget}
 	pc.samples = append(pc.samples, settledSample{now, p.Settled})
-	for len(pc.samples) > 2 && now.Sub(pc.samples[1].at) > rateWindow {
+	for len(pc.samples) > 2 && now.Sub(pc.samples[1].at) > progress.DefaultWindow {
 		pc.samples = pc.samples[1:]
 	}
 	first := pc.samples[0]
 	if elapsed := now.Sub(first.at).Seconds(); elapsed > 0 && p.Settled > first.settled {
 		ev.DevicesPerSecond = float64(p.Settled-first.settled) / elapsed
 	}
-	ev.ETASeconds = eta(p.Total-p.Settled, ev.CallsOwed, pc.rate, ev.DevicesPerSecond)
-	return ev
-}
-
-// eta is the longer of two estimates: the calls owed at the rate budget (the cluster
-// can go no faster), and the devices left at the pace measured (it has gone no
-// faster). Nil when neither is known, or nothing is left (0).
-func eta(devicesLeft, calls int, rate, devicesPerSecond float64) *float64 {
-	if devicesLeft <= 0 {
+	pc.calls.Observe(now, p.CallsOwed)
+	if p.Settled >= p.Total {
 		zero := 0.0
-		return &zero
+		ev.ETASeconds = &zero
+	} else if eta, ok := pc.calls.ETA(p.CallsOwed, budget, paused); ok {
+		secs := eta.Seconds()
+		ev.ETASeconds = &secs
 	}
-	var best float64
-	if rate > 0 {
-		best = float64(calls) / rate
-	}
-	if devicesPerSecond > 0 {
-		best = max(best, float64(devicesLeft)/devicesPerSecond)
-	}
-	if best == 0 {
-		return nil
-	}
-	return &best
+	return ev
 }
 
 func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {

@@ -4,11 +4,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/vncfleet/vncfleet/internal/lifecycle"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
-// Schedule is when a periodic job runs next (river.PeriodicSchedule is one).
-type Schedule interface{ Next(time.Time) time.Time }
+// Schedule is when a periodic job runs next (river.PeriodicSchedule is one): the
+// rotation schedule, whose forecasts package lifecycle makes.
+type Schedule = lifecycle.Schedule
 
 // RotationOverview is what GET /v1/rotation answers.
 type RotationOverview struct {
@@ -16,8 +18,15 @@ type RotationOverview struct {
 	MaxAgeSeconds float64 `json:"maxAgeSeconds"`
 	// NextRun is the schedule's next run; absent when rotation is not scheduled.
 	NextRun        *time.Time              `json:"nextRun,omitempty"`
-	Fleets         []store.FleetRotation   `json:"fleets"`
+	Fleets         []FleetRotation         `json:"fleets"`
 	RecentFailures []store.RotationFailure `json:"recentFailures"`
+}
+
+// FleetRotation is a fleet's passwords against the rotation age, and when the
+// schedule next rotates one of them: the forecast of its oldest password.
+type FleetRotation struct {
+	store.FleetRotation
+	Next *lifecycle.Forecast `json:"nextRotation,omitempty"`
 }
 
 func (s *Server) rotationStatus(w http.ResponseWriter, r *http.Request) {
@@ -25,9 +34,15 @@ func (s *Server) rotationStatus(w http.ResponseWriter, r *http.Request) {
 	if !s.found(w, r, err) {
 		return
 	}
-	o := RotationOverview{MaxAgeSeconds: s.cfg.RotationMaxAge.Seconds(), Fleets: fleets, RecentFailures: failures}
-	if o.Fleets == nil {
-		o.Fleets = []store.FleetRotation{}
+	o := RotationOverview{MaxAgeSeconds: s.cfg.RotationMaxAge.Seconds(), Fleets: []FleetRotation{}, RecentFailures: failures}
+	now := time.Now()
+	for _, f := range fleets {
+		fr := FleetRotation{FleetRotation: f}
+		if f.OldestPasswordAt != nil {
+			next := s.rotationPolicy().NextRotation(s.cfg.RotationSchedule, f.OldestPasswordAt, now)
+			fr.Next = &next
+		}
+		o.Fleets = append(o.Fleets, fr)
 	}
 	if o.RecentFailures == nil {
 		o.RecentFailures = []store.RotationFailure{}
@@ -37,4 +52,9 @@ func (s *Server) rotationStatus(w http.ResponseWriter, r *http.Request) {
 		o.NextRun = &next
 	}
 	writeJSON(w, http.StatusOK, o)
+}
+
+// rotationPolicy is rotation.max_age and rotation.window, for lifecycle's forecasts.
+func (s *Server) rotationPolicy() lifecycle.Config {
+	return lifecycle.Config{MaxAge: s.cfg.RotationMaxAge, Window: s.cfg.RotationWindow}
 }

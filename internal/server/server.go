@@ -24,7 +24,7 @@ type Enqueuer func(ctx context.Context, tx pgx.Tx, key string, devices int) erro
 
 // Config configures the API.
 type Config struct {
-	Store  *store.Store
+	Store  Store
 	Tokens []Token
 	// Enqueue inserts work jobs for a queue (uploads, retries).
 	Enqueue Enqueuer
@@ -94,6 +94,10 @@ type Config struct {
 	// not scheduled), for GET /v1/rotation.
 	RotationMaxAge   time.Duration
 	RotationSchedule Schedule
+	// RotationWindow is rotation.window, over which a scheduled run spreads its
+	// resets: a device's forecast (GET /v1/fleets/{fleet}/devices/{device}) says by
+	// when its reset starts.
+	RotationWindow time.Duration
 	// StreamHeartbeat is the longest a stream stays silent (a comment line keeps
 	// proxies from closing it). Defaults to DefaultStreamHeartbeat.
 	StreamHeartbeat time.Duration
@@ -104,6 +108,9 @@ const (
 	DefaultAuthFailuresPerMinute = 10
 	DefaultClaimTTL              = 15 * time.Minute
 	DefaultMaxClaimTTL           = 24 * time.Hour
+	DefaultMaxUploadBytes        = 256 << 20
+	DefaultMaxDeletionsPercent   = 10
+	DefaultMaxDeletionsMin       = 1
 )
 
 // Lifecycle is what the API needs from rotation and reconciliation.
@@ -127,13 +134,13 @@ type Server struct {
 // New builds the API.
 func New(cfg Config) *Server {
 	if cfg.MaxUploadBytes <= 0 {
-		cfg.MaxUploadBytes = 256 << 20
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if cfg.MaxDeletionsPercent <= 0 {
-		cfg.MaxDeletionsPercent = 10
+		cfg.MaxDeletionsPercent = DefaultMaxDeletionsPercent
 	}
 	if cfg.MaxDeletionsMin <= 0 {
-		cfg.MaxDeletionsMin = 1
+		cfg.MaxDeletionsMin = DefaultMaxDeletionsMin
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -188,6 +195,8 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /v1/retry", s.auth(s.retry, RoleUpload))
 	s.mux.Handle("POST /v1/rotate", s.auth(s.rotate, RoleUpload))
 	s.mux.Handle("POST /v1/reconcile", s.auth(s.reconcile, RoleUpload))
+	s.mux.Handle("GET /v1/reconcile/runs", s.auth(s.reconcileRuns, RoleRead))
+	s.mux.Handle("GET /v1/reconcile/runs/last", s.auth(s.lastReconcileRun, RoleRead))
 	s.mux.Handle("GET /v1/work/{key}", s.auth(s.workProgress, RoleRead))
 	s.mux.Handle("GET /v1/fleets/{fleet}/devices/{device}/credentials", s.auth(s.credentials, RoleSecrets))
 	s.mux.Handle("POST /v1/fleets/{fleet}/devices/{device}/credentials/claim", s.auth(s.issueClaim, RoleSecrets))

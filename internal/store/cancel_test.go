@@ -66,3 +66,49 @@ func TestCancelUnknownManifestIsNotFound(t *testing.T) {
 	_, err := e.Store.CancelManifest(e.Ctx, 999, "operator")
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// Uploading a cancelled manifest again takes up the work the cancel stopped, and only
+// that: the plan says how many devices it resumes, an identical file is stored for
+// it, and every device ends ready with one address.
+func TestUploadAgainResumesCancelledDevices(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	csv := provisiontest.Header + "a1,connect,a,,,\na2,connect,a,,,\na3,connect,a,,,\na4,connect,a,,,\n"
+	key := e.Ingest("f", csv)
+	id, err := strconv.ParseInt(strings.TrimPrefix(key, "manifest:"), 10, 64)
+	require.NoError(t, err)
+	require.Equal(t, 1, e.Step(key, 1, provisiontest.RetryNow), "one device created")
+	// a1's address vanishes before it is ready: it owes a create again, its spec
+	// long applied, when the cancel comes.
+	require.NoError(t, e.Sim.ForceDelete(provisiontest.APIKey, e.Device("f", "a1").Address))
+	require.Equal(t, 1, e.Poll())
+	require.Equal(t, "pending", e.Device("f", "a1").Status)
+	res, err := e.Store.CancelManifest(e.Ctx, id, "operator")
+	require.NoError(t, err)
+	require.Equal(t, 4, res.Cancelled)
+
+	dry, err := e.Store.Ingest(e.Ctx, store.IngestRequest{Fleet: "f", Uploader: "test", DryRun: true, Body: strings.NewReader(csv)})
+	require.NoError(t, err)
+	require.Equal(t, 4, dry.Plan.Resumes)
+	require.Zero(t, dry.Plan.Creates, "the devices exist: they are resumed, not created")
+
+	again, err := e.Store.Ingest(e.Ctx, store.IngestRequest{Fleet: "f", Uploader: "test", Body: strings.NewReader(csv)})
+	require.NoError(t, err)
+	require.False(t, again.Unchanged, "the same bytes are stored again: they resume work")
+	require.NotEqual(t, key, again.WorkKey)
+	require.Equal(t, "pending", e.Device("f", "a1").Status)
+	require.Equal(t, "pending", e.Device("f", "a2").Status)
+
+	e.Drain(again.WorkKey)
+	for e.Poll() > 0 {
+	}
+	for _, d := range []string{"a1", "a2", "a3", "a4"} {
+		require.Equal(t, "ready", e.Device("f", d).Status, d)
+	}
+	require.Len(t, e.Addresses(), 4, "one address per device")
+	require.Equal(t, int64(5), e.Counts()["create"], "a1 twice (its address vanished), the others once")
+
+	unchanged, err := e.Store.Ingest(e.Ctx, store.IngestRequest{Fleet: "f", Uploader: "test", Body: strings.NewReader(csv)})
+	require.NoError(t, err)
+	require.True(t, unchanged.Unchanged, "with nothing cancelled, the same file changes nothing")
+}

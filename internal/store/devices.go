@@ -33,9 +33,12 @@ type DeviceDetail struct {
 	LastErrorStatus    int               `json:"lastErrorStatus,omitempty"`
 	LastErrorCode      int               `json:"lastErrorCode,omitempty"`
 	// VNCURL is the Zenlayer console URL; the API shows it to the secrets role only.
-	VNCURL        string        `json:"vncUrl,omitempty"`
-	VNCURLError   string        `json:"vncUrlError,omitempty"`
-	PasswordSetAt *time.Time    `json:"passwordSetAt,omitempty"`
+	VNCURL        string     `json:"vncUrl,omitempty"`
+	VNCURLError   string     `json:"vncUrlError,omitempty"`
+	PasswordSetAt *time.Time `json:"passwordSetAt,omitempty"`
+	// LastRotatedAt is when a password reset of the device last succeeded; absent when
+	// its password is still the one its create gave it.
+	LastRotatedAt *time.Time    `json:"lastRotatedAt,omitempty"`
 	HasPassword   bool          `json:"hasPassword"`
 	CreatedAt     time.Time     `json:"createdAt"`
 	UpdatedAt     time.Time     `json:"updatedAt"`
@@ -68,11 +71,12 @@ func (s *Store) GetDevice(ctx context.Context, fleetName, deviceID string) (*Dev
 		SELECT d.id, d.action, d.groups, d.allow_groups, d.allow_devices, d.desired_state, d.zenlayer_instance_id,
 		       d.metadata, d.status, d.op, d.cloud_address, d.manifest_id, d.line, d.last_error, d.last_error_status,
 		       d.last_error_code, d.vnc_url, d.vnc_url_error, d.password_set_at, d.password_ct IS NOT NULL,
-		       d.created_at, d.updated_at, d.ready_at
+		       d.created_at, d.updated_at, d.ready_at,
+		       (SELECT max(e.at) FROM device_events e WHERE e.device_pk = d.id AND e.operation = 'reset' AND e.outcome = 'ok')
 		FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE f.name = $1 AND d.device_id = $2`,
 		fleetName, deviceID).Scan(&pk, &d.Action, &d.Groups, &d.AllowGroups, &d.AllowDevices, &d.State, &zl,
 		&meta, &d.Status, &op, &addr, &manifest, &line, &lastErr, &errStatus, &errCode, &url, &urlErr,
-		&d.PasswordSetAt, &d.HasPassword, &d.CreatedAt, &d.UpdatedAt, &d.ReadyAt)
+		&d.PasswordSetAt, &d.HasPassword, &d.CreatedAt, &d.UpdatedAt, &d.ReadyAt, &d.LastRotatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("device %q of fleet %q: %w", deviceID, fleetName, ErrNotFound)
 	}

@@ -52,10 +52,13 @@ type EnqueueConsoleURLsFunc func(ctx context.Context, tx pgx.Tx, wanted []Consol
 
 // Plan is what an upload changes.
 type Plan struct {
-	Creates    int          `json:"creates"`
-	Updates    int          `json:"updates"`
-	Deletes    int          `json:"deletes"`
-	Unchanged  int          `json:"unchanged"`
+	Creates   int `json:"creates"`
+	Updates   int `json:"updates"`
+	Deletes   int `json:"deletes"`
+	Unchanged int `json:"unchanged"`
+	// Resumes counts the devices listed whose work an earlier cancel stopped: the
+	// upload takes it up again (fleet.State.Resumed).
+	Resumes    int          `json:"resumes"`
 	CreateIDs  []string     `json:"createIds"`
 	UpdateList []PlanUpdate `json:"updateList"`
 	DeleteIDs  []string     `json:"deleteIds"`
@@ -73,7 +76,7 @@ type PlanUpdate struct {
 }
 
 // Changes reports whether the plan would touch the cloud.
-func (p Plan) Changes() bool { return p.Creates+p.Updates+p.Deletes > 0 }
+func (p Plan) Changes() bool { return p.Creates+p.Updates+p.Deletes+p.Resumes > 0 }
 
 // planListCap bounds the create and update lists of a plan; the counts stay exact.
 // Deletions are always listed in full: an operator must see every one.
@@ -526,9 +529,10 @@ func computePlan(ctx context.Context, tx pgx.Tx, table string, fleetID int64, mo
 		  count(*) FILTER (WHERE s.state = 'present' AND d.desired_state = 'present' AND d.spec_hash <> s.spec_hash),
 		  count(*) FILTER (WHERE s.state = 'absent' AND d.desired_state = 'present'),
 		  count(*) FILTER (WHERE (s.state = 'present' AND d.desired_state = 'present' AND d.spec_hash = s.spec_hash)
-		                      OR (s.state = 'absent' AND (d.id IS NULL OR d.desired_state = 'absent')))
+		                      OR (s.state = 'absent' AND (d.id IS NULL OR d.desired_state = 'absent'))),
+		  count(*) FILTER (WHERE d.status = 'cancelled')
 		FROM `+table+` s LEFT JOIN devices d ON d.fleet_id = $1 AND d.device_id = s.device_id`, fleetID).
-		Scan(&p.Creates, &p.Updates, &p.Deletes, &p.Unchanged)
+		Scan(&p.Creates, &p.Updates, &p.Deletes, &p.Unchanged, &p.Resumes)
 	if err != nil {
 		return p, fmt.Errorf("plan: %w", err)
 	}

@@ -40,7 +40,7 @@ func TestOwedSQLFunctionsAgreeWithFleet(t *testing.T) {
 	states := fleet.AllStates()
 	batch := &pgx.Batch{}
 	for _, st := range states {
-		batch.Queue(`SELECT coalesce(vncfleet_owed_op($1, $2, $3, $4, $5, $6), ''), vncfleet_owed_status($1, $2, $3, $4, $5, $6, $7)`,
+		batch.Queue(`SELECT coalesce(vncfleet_owed_op($1, $2, $3, $4, $5, $6, $7), ''), vncfleet_owed_status($1, $2, $3, $4, $5, $6, $7)`,
 			string(st.Desired), st.HasAddress, st.SpecBehind, st.HasPassword, st.HasPending, st.RotationDue, string(st.Status))
 	}
 	br := s.pool.SendBatch(ctx, batch)
@@ -137,6 +137,32 @@ func TestScheduleSQLAgreesWithOwed(t *testing.T) {
 		wantOp, wantStatus := st.Owed()
 		require.Equal(t, wantOp, op, "%+v", st)
 		require.Equal(t, wantStatus, got.Status, "%+v", st)
+	}
+}
+
+// resumeOpSQL over a row gives what Owed gives for the state Resumed makes of it, and
+// a resumed device left owing nothing has its confirming readiness check due.
+func TestResumeSQLAgreesWithResumed(t *testing.T) {
+	t.Parallel()
+	s, ctx := newLifeStore(t)
+	for i, st := range fleet.AllStates() {
+		if st.Status == fleet.StatusFailed {
+			continue // as for scheduleOpSQL: failed devices are left to retry
+		}
+		pk := insertDevice(t, s, ctx, i, st)
+		_, err := s.pool.Exec(ctx, `UPDATE devices SET next_poll_at = NULL WHERE id = $1 AND status = 'cancelled'`, pk)
+		require.NoError(t, err)
+		_, err = s.pool.Exec(ctx, `UPDATE devices d SET `+resumeOpSQL+` WHERE d.id = $1`, pk)
+		require.NoError(t, err)
+		got, op := rowState(t, s, ctx, pk)
+		wantOp, wantStatus := st.Resumed().Owed()
+		require.Equal(t, wantOp, op, "%+v", st)
+		require.Equal(t, wantStatus, got.Status, "%+v", st)
+		if st.Status == fleet.StatusCancelled && wantOp == fleet.OpNone {
+			var pollDue bool
+			require.NoError(t, s.pool.QueryRow(ctx, `SELECT next_poll_at <= now() FROM devices WHERE id = $1`, pk).Scan(&pollDue))
+			require.True(t, pollDue, "%+v: a resumed device owing nothing is confirmed by a poll", st)
+		}
 	}
 }
 

@@ -3,13 +3,19 @@ package store
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vncfleet/vncfleet/fleet"
+	"github.com/vncfleet/vncfleet/internal/progress"
 )
 
 // Counts maps a status to how many devices have it.
@@ -27,6 +33,9 @@ type Progress struct {
 	Staged   int               `json:"staged,omitempty"`
 	ByStatus Counts            `json:"byStatus"`
 	ByGroup  map[string]Counts `json:"byGroup,omitempty"`
+	// CallsOwed is the VNC Cloud calls the manifest's devices still owe at the least
+	// (progress.CallsOwed): what its ETA divides by the rate.
+	CallsOwed int `json:"callsOwed"`
 	// Cloud is what the cloud answered lately and who waits for it (cloudstate.go).
 	Cloud *CloudState `json:"cloud,omitempty"`
 }
@@ -104,6 +113,7 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	p.Total += p.Staged
 	p.Failed = p.ByStatus["failed"]
 	p.Done = p.Settled == p.Total
+	p.CallsOwed = progress.CallsPerStatus["staged"]*p.Staged + progress.CallsOwed(p.ByStatus)
 	if !p.Done {
 		if p.Cloud, err = s.ManifestCloudState(ctx, id); err != nil {
 			return nil, err
@@ -126,12 +136,22 @@ func (s *Store) workCounts(ctx context.Context, key string) (Counts, map[string]
 	return byStatus, byGroup, err
 }
 
-// FleetStatus is the fleet-wide view of `vncfleet status`.
+// FleetStatus is the fleet-wide view of `vncfleet status`: the fleet's totals and
+// manifests always, and a page of its groups (a factory of a million devices has a
+// hundred thousand of them).
 type FleetStatus struct {
 	Total      int               `json:"total"`
 	ByStatus   Counts            `json:"byStatus"`
 	ByGroup    map[string]Counts `json:"byGroup"`
 	ByManifest []ManifestCounts  `json:"byManifest"`
+	// Groups counts the groups with devices, whether ByGroup shows them or not.
+	Groups int `json:"groups"`
+	// GroupsCountedAt, when set, is when Groups was counted: a fleet of 10,000
+	// groups or more has its count kept for up to a minute (counts.go).
+	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
+	// NextGroupsAfter, when set, is the groups_after of the next page of groups: the
+	// last group of this one. Absent on the last page.
+	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`
 }
 
 // ManifestCounts are the status counts of one manifest's devices.
@@ -141,19 +161,49 @@ type ManifestCounts struct {
 	ByStatus Counts `json:"byStatus"`
 }
 
+// StatusQuery selects a fleet's status and the page of its groups it shows.
+type StatusQuery struct {
+	Fleet string // "" for every fleet
+	// Groups is how many groups ByGroup shows at most, in name order: 0 for
+	// DefaultStatusGroups, negative for none. At most MaxStatusGroups.
+	Groups int
+	// GroupsAfter starts the page after this group name (the previous page's
+	// NextGroupsAfter); nil for the first page. The "(no group)" group is named ""
+	// and comes first.
+	GroupsAfter *string
+	// Group, when set, shows that group alone (a name, or "" with OnlyGroup for the
+	// devices in no group); Groups and GroupsAfter are then ignored.
+	Group     string
+	OnlyGroup bool
+}
+
+const (
+	// DefaultStatusGroups is how many groups a status shows unless asked: every group
+	// of a fleet of that many or fewer, so that a small fleet's status is unchanged.
+	DefaultStatusGroups = 100
+	// MaxStatusGroups bounds one page of groups: a page's cost grows with its size.
+	MaxStatusGroups = 10_000
+)
+
 // Status counts a fleet's devices (every fleet's when fleetName is ""), from the
-// status counters (counts.go).
+// status counters (counts.go), with the first DefaultStatusGroups groups.
 func (s *Store) Status(ctx context.Context, fleetName string) (*FleetStatus, error) {
+	return s.StatusOf(ctx, StatusQuery{Fleet: fleetName})
+}
+
+// StatusOf counts the devices q selects by status and manifest, and counts and pages
+// their groups, from the status counters (counts.go).
+func (s *Store) StatusOf(ctx context.Context, q StatusQuery) (*FleetStatus, error) {
 	st := &FleetStatus{ByStatus: Counts{}}
 	var err error
-	if st.ByGroup, err = s.fleetCountedByGroup(ctx, fleetName); err != nil {
+	if st.ByGroup, st.Groups, st.GroupsCountedAt, st.NextGroupsAfter, err = s.fleetGroupPage(ctx, q); err != nil {
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.manifest_id, f.name, c.status, sum(c.devices)::bigint
 		FROM device_counts c JOIN fleets f ON f.id = c.fleet_id
 		WHERE $1 = '' OR f.name = $1
-		GROUP BY 1, 2, 3 HAVING sum(c.devices) <> 0 ORDER BY 1 DESC, 2`, fleetName)
+		GROUP BY 1, 2, 3 HAVING sum(c.devices) <> 0 ORDER BY 1 DESC, 2`, q.Fleet)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -242,29 +292,61 @@ type pagedQuerier interface {
 // share, is never starved by readers. next reads the page after the last one it
 // returned (it keeps its own cursor) and says whether more may follow; the rows it
 // read before an error are yielded before the error.
+//
+// The next page is read while the caller handles this one (one page ahead, by a
+// goroutine that ends with the iteration), so that the database and the writer of
+// the answer work at once: a million-row export otherwise spends its time waiting on
+// one or the other in turn.
 func paged[R any](ctx context.Context, pool *pgxpool.Pool, what string, next func(pagedQuerier) ([]R, bool, error)) iter.Seq2[R, error] {
+	type result struct {
+		page []R
+		err  error
+	}
 	return func(yield func(R, error) bool) {
-		for more := true; more; {
-			var page []R
-			err := func() error {
-				qctx, cancel := context.WithTimeout(ctx, pageTimeout)
-				defer cancel()
-				conn, err := pool.Acquire(qctx)
-				if err != nil {
+		pages := make(chan result) // unbuffered: one page ahead, no more
+		stop, done := make(chan struct{}), make(chan struct{})
+		defer func() {
+			// A page being read is finished rather than cancelled, so that its
+			// connection goes back to the pool usable: next is never running once
+			// the iteration has returned.
+			close(stop)
+			<-done
+		}()
+		go func() {
+			defer close(done)
+			defer close(pages)
+			for more := true; more; {
+				var page []R
+				err := func() error {
+					qctx, cancel := context.WithTimeout(ctx, pageTimeout)
+					defer cancel()
+					conn, err := pool.Acquire(qctx)
+					if err != nil {
+						return err
+					}
+					defer conn.Release()
+					page, more, err = next(&ctxQuerier{conn: conn, ctx: qctx})
 					return err
+				}()
+				select {
+				case pages <- result{page, err}:
+				case <-stop:
+					return
 				}
-				defer conn.Release()
-				page, more, err = next(&ctxQuerier{conn: conn, ctx: qctx})
-				return err
-			}()
-			for _, r := range page {
+				if err != nil {
+					return
+				}
+			}
+		}()
+		for res := range pages {
+			for _, r := range res.page {
 				if !yield(r, nil) {
 					return
 				}
 			}
-			if err != nil {
+			if res.err != nil {
 				var zero R
-				yield(zero, fmt.Errorf("%s: %w", what, err))
+				yield(zero, fmt.Errorf("%s: %w", what, res.err))
 				return
 			}
 		}
@@ -289,12 +371,13 @@ type ExportRow struct {
 	Status        string
 	CloudAddress  string
 	CloudPassword string // only when asked for with secrets
-	Groups        []string
-	AllowGroups   []string
-	AllowDevices  []string
-	VNCURL        string
-	LastError     string
-	Metadata      map[string]string // the manifest's metadata columns, only when asked for
+	// The list cells, joined with fleet.ListSeparator as the export writes them.
+	Groups       string
+	AllowGroups  string
+	AllowDevices string
+	VNCURL       string
+	LastError    string
+	Metadata     map[string]string // the manifest's metadata columns, only when asked for
 }
 
 // ExportQuery selects the devices of an export and what it shows of them.
@@ -345,39 +428,24 @@ func (s *Store) Export(ctx context.Context, q ExportQuery) iter.Seq2[ExportRow, 
 		}
 		f := fleets[at]
 		// One fleet's devices in device_id order: a range of its unique index.
-		rows, err := pq.Query(ctx, `
-			SELECT d.id, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
-			       d.password_ct, coalesce(d.password_key_id, ''), d.groups, d.allow_groups, d.allow_devices,
-			       `+consoleURLColumnsOf("d")+`, coalesce(d.last_error, ''), CASE WHEN $5 THEN d.metadata END
-			FROM devices d WHERE d.fleet_id = $1 AND d.device_id > $2
-			  AND ($4::text[] IS NULL OR d.status = ANY ($4))
-			ORDER BY d.device_id LIMIT $3`, f.ID, afterDevice, pageRows, q.Statuses, q.Metadata)
+		rows, err := pq.Query(ctx, exportPageSQL, f.ID, afterDevice, pageRows, q.Statuses, q.Metadata, q.Secrets, fleet.ListSeparator)
 		if err != nil {
 			return nil, false, err
 		}
 		defer rows.Close()
-		var page []ExportRow
+		// The sealed columns must arrive as bytes, not as text's hex escapes.
+		for _, i := range []int{5, 10} {
+			if fd := rows.FieldDescriptions(); len(fd) <= i || fd[i].Format != pgtype.BinaryFormatCode {
+				return nil, false, fmt.Errorf("export: column %d is not in binary format", i)
+			}
+		}
+		page := make([]ExportRow, 0, pageRows)
 		var scanned int
 		for rows.Next() {
 			scanned++
-			r := ExportRow{Fleet: f.Name}
-			var pk int64
-			var ct []byte
-			var keyID string
-			var url sealedURL
-			if err := rows.Scan(&pk, &r.DeviceID, &r.Action, &r.Status, &r.CloudAddress, &ct, &keyID,
-				&r.Groups, &r.AllowGroups, &r.AllowDevices, &url.ct, &url.keyID, &url.legacy, &r.LastError, &r.Metadata); err != nil {
+			r, err := s.exportRow(f.Name, rows.RawValues(), q)
+			if err != nil {
 				return page, false, err
-			}
-			if q.Secrets && ct != nil && r.CloudAddress != "" {
-				if r.CloudPassword, err = s.open(pk, ct, keyID); err != nil {
-					return page, false, err
-				}
-			}
-			if q.Secrets {
-				if r.VNCURL, err = s.openConsoleURL(pk, url); err != nil {
-					return page, false, err
-				}
 			}
 			afterDevice = r.DeviceID
 			page = append(page, r)
@@ -390,6 +458,85 @@ func (s *Store) Export(ctx context.Context, q ExportQuery) iter.Seq2[ExportRow, 
 		}
 		return page, true, nil
 	})
+}
+
+// exportPageSQL reads a page of one fleet's export: $1 the fleet, $2 the last device
+// of the page before, $3 the page's size, $4 the statuses (NULL for all), $5 with
+// metadata, $6 with secrets, $7 the list separator. Every column is text but the
+// sealed ones (bytea), so that a row is read from its raw values (exportRow) without
+// a decoder per column: at a million rows the decoding was most of the export's CPU.
+// What the export does not show is not sent: the sealed columns without secrets.
+const exportPageSQL = `
+	SELECT d.id::text, d.device_id, d.action, d.status, coalesce(d.cloud_address, ''),
+	       CASE WHEN $6 THEN d.password_ct END, CASE WHEN $6 THEN d.password_key_id END,
+	       coalesce(array_to_string(d.groups, $7), ''), coalesce(array_to_string(d.allow_groups, $7), ''),
+	       coalesce(array_to_string(d.allow_devices, $7), ''),
+	       CASE WHEN $6 THEN d.vnc_url_ct END, CASE WHEN $6 THEN d.vnc_url_key_id END, CASE WHEN $6 THEN d.vnc_url END,
+	       coalesce(d.last_error, ''), CASE WHEN $5 THEN d.metadata::text END
+	FROM devices d WHERE d.fleet_id = $1 AND d.device_id > $2
+	  AND ($4::text[] IS NULL OR d.status = ANY ($4))
+	ORDER BY d.device_id LIMIT $3`
+
+// exportRow builds an export row from the raw values of an exportPageSQL row (text
+// columns are their UTF-8 bytes in either format; the bytea ones are read in binary),
+// decrypting its password and console URL when q asks for secrets.
+func (s *Store) exportRow(fleetName string, v [][]byte, q ExportQuery) (ExportRow, error) {
+	if len(v) != 15 {
+		return ExportRow{}, fmt.Errorf("export: %d columns, want 15", len(v))
+	}
+	pk, err := strconv.ParseInt(string(v[0]), 10, 64)
+	if err != nil {
+		return ExportRow{}, fmt.Errorf("export: device id %q: %w", v[0], err)
+	}
+	r := ExportRow{Fleet: fleetName, DeviceID: string(v[1]), Action: interned(v[2]), Status: interned(v[3]),
+		CloudAddress: string(v[4]), Groups: string(v[7]), AllowGroups: string(v[8]), AllowDevices: string(v[9]),
+		LastError: string(v[13])}
+	if q.Metadata && v[14] != nil {
+		if err := json.Unmarshal(v[14], &r.Metadata); err != nil {
+			return r, fmt.Errorf("export: metadata of device %d: %w", pk, err)
+		}
+	}
+	if !q.Secrets {
+		return r, nil
+	}
+	if v[5] != nil && v[6] != nil && r.CloudAddress != "" {
+		if r.CloudPassword, err = s.open(pk, v[5], string(v[6])); err != nil {
+			return r, err
+		}
+	}
+	url := sealedURL{ct: v[10], keyID: optString(v[11]), legacy: optString(v[12])}
+	if r.VNCURL, err = s.openConsoleURL(pk, url); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// interned returns the string of b without allocating when it is one of the few
+// values of an enumerated column (an action, a status).
+func interned(b []byte) string {
+	if s, ok := internedValues[string(b)]; ok {
+		return s
+	}
+	return string(b)
+}
+
+var internedValues = func() map[string]string {
+	m := map[string]string{}
+	for _, st := range fleet.Statuses {
+		m[string(st)] = string(st)
+	}
+	for _, a := range []string{"connect", "listen"} {
+		m[a] = a
+	}
+	return m
+}()
+
+func optString(b []byte) *string {
+	if b == nil {
+		return nil
+	}
+	s := string(b)
+	return &s
 }
 
 // Credentials is one device's current cloud identity.
@@ -514,5 +661,14 @@ func (s *Store) WorkProgress(ctx context.Context, key string) (*Progress, error)
 	p.Settled = p.Total - owed
 	p.Failed = p.ByStatus["failed"]
 	p.Done = owed == 0
+	p.CallsOwed = progress.CallsOwed(p.ByStatus)
+	if !p.Done {
+		// A work queue's devices span manifests: only the cluster-wide limiter's part
+		// of the cloud state is theirs.
+		p.Cloud = &CloudState{}
+		if err := s.limiterCloud(ctx, p.Cloud); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }

@@ -22,29 +22,6 @@ type KnownDevice struct {
 	Busy         bool // an operation is owed or claimed: leave it to the work jobs
 }
 
-// KnownAddresses maps every cloud address the store holds to its device.
-func (s *Store) KnownAddresses(ctx context.Context) (map[string]KnownDevice, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT d.id, f.name, d.device_id, d.cloud_address, d.status,
-		       d.op IS NOT NULL OR coalesce(d.claim_until > now(), false)
-		FROM devices d JOIN fleets f ON f.id = d.fleet_id
-		WHERE d.cloud_address IS NOT NULL`)
-	if err != nil {
-		return nil, fmt.Errorf("known addresses: %w", err)
-	}
-	known := map[string]KnownDevice{}
-	for rows.Next() {
-		var k KnownDevice
-		if err := rows.Scan(&k.PK, &k.Fleet, &k.DeviceID, &k.CloudAddress, &k.Status, &k.Busy); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("known addresses: %w", err)
-		}
-		known[k.CloudAddress] = k
-	}
-	rows.Close()
-	return known, rows.Err()
-}
-
 // OpenAttempt is a create whose outcome is not known: it may have made an address.
 type OpenAttempt struct {
 	ID       int64

@@ -66,7 +66,10 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 		}
 		batch := &pgx.Batch{}
 		var acc finishRows
+		answers := answerCounts{}
 		for _, r := range results {
+			manifestID, _ := ManifestOfWorkKey(r.Item.WorkKey)
+			answers.add(manifestID, r.Report.Calls)
 			if !owned[r.Item.PK] {
 				queueStale(batch, &acc.events, r)
 				continue
@@ -80,6 +83,8 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 		acc.events.queue(batch)
 		acc.created.queue(batch, policy)
 		queueSchedule(batch, acc.schedule)
+		answers.queue(batch)
+		queueAnswersPrune(batch)
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return fmt.Errorf("record results: %w", err)
 		}
@@ -292,6 +297,7 @@ func (s *Store) FinishPolls(ctx context.Context, results []PollResult, ready fun
 			return err
 		}
 		batch, became := s.pollBatch(results, owned)
+		queuePollAnswers(batch, results)
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return fmt.Errorf("record polls: %w", err)
 		}

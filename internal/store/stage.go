@@ -264,7 +264,7 @@ func scheduleChanged(ctx context.Context, tx pgx.Tx, ids []int64, key string) er
 		return nil
 	}
 	_, err := tx.Exec(ctx, `
-		UPDATE devices d SET `+scheduleOpSQL+`, work_key = $2
+		UPDATE devices d SET `+resumeOpSQL+`, work_key = $2
 		WHERE d.id = ANY ($1) AND d.applied_version < d.spec_version
 		  AND d.status <> 'failed' AND (d.claim_until IS NULL OR d.claim_until < now())`, ids, key)
 	if err != nil {
@@ -273,9 +273,35 @@ func scheduleChanged(ctx context.Context, tx pgx.Tx, ids []int64, key string) er
 	return nil
 }
 
+// resumeCancelled resumes the devices the manifest names that an earlier cancel left
+// cancelled (fleet.State.Resumed): uploading the manifest again is how an operator
+// takes up cancelled work. Every device the manifest lists has its manifest_id by
+// now; the status counters say at once whether any of them is cancelled, so a
+// manifest without any costs one read of them.
+func resumeCancelled(ctx context.Context, tx pgx.Tx, m stagedManifest, key string) error {
+	var cancelled bool
+	if err := tx.QueryRow(ctx, `
+		SELECT coalesce(sum(devices), 0) > 0 FROM device_counts
+		WHERE fleet_id = $1 AND manifest_id = $2 AND status = 'cancelled'`, m.FleetID, m.ID).Scan(&cancelled); err != nil {
+		return fmt.Errorf("resume cancelled devices: %w", err)
+	}
+	if !cancelled {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE devices d SET `+resumeOpSQL+`, work_key = $2
+		WHERE d.manifest_id = $1 AND d.status = 'cancelled'`, m.ID, key); err != nil {
+		return fmt.Errorf("resume cancelled devices: %w", err)
+	}
+	return nil
+}
+
 // finishStaged ends a manifest's apply: a replace manifest marks absent every device
 // of the fleet it did not list, console URL jobs are enqueued, and the staged rows go.
 func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key string, consoleURLs EnqueueConsoleURLsFunc) error {
+	if err := resumeCancelled(ctx, tx, m, key); err != nil {
+		return err
+	}
 	if m.Mode == fleet.ModeReplace {
 		// Every device the manifest lists now has its manifest_id.
 		omitted, err := column[int64](ctx, tx, "schedule replace deletions", `
@@ -308,7 +334,8 @@ func finishStaged(ctx context.Context, tx pgx.Tx, m stagedManifest, table, key s
 	if applied > DefaultInlineApplyRows {
 		// The table may have grown many times over since autovacuum last looked: plans
 		// made on the old statistics (a few rows) scan where they should look up.
-		if _, err := tx.Exec(ctx, `ANALYZE devices`); err != nil {
+		// The counters too: a status read of its groups is planned on them.
+		if _, err := tx.Exec(ctx, `ANALYZE devices, device_counts, device_group_counts`); err != nil {
 			return fmt.Errorf("analyze devices: %w", err)
 		}
 	}

@@ -21,6 +21,7 @@ type Store struct {
 	keys *secretbox.Keyring // nil: passwords can be neither stored nor read
 	// webhooks: record device.* events in the webhook outbox.
 	webhooks bool
+	groups   *groupCountCache // the group counts of fleets with many groups (counts.go)
 }
 
 // EmitWebhookEvents makes the store record device.ready, device.rotated,
@@ -30,7 +31,7 @@ func (s *Store) EmitWebhookEvents(on bool) { s.webhooks = on }
 
 // New wraps a pool. keys may be nil for read-only uses that never touch passwords.
 func New(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys}
+	return &Store{pool: pool, keys: keys, groups: &groupCountCache{byFleet: map[string]*groupCounted{}}}
 }
 
 // Pool is the underlying pool, for River and the rate limiter, which share it.

@@ -442,19 +442,18 @@ func (w *DispatchWorker) deliverAll(ctx context.Context, stop time.Time, events 
 // feedback tells the limiter how the receiver coped, and honours its Retry-After for
 // every event, not only the one it answered.
 func (w *DispatchWorker) feedback(ctx context.Context, r result) {
+	o := ratelimit.Failed
 	switch {
 	case r.delivered:
-		w.limiter.Report(ratelimit.OK)
+		o = ratelimit.OK
 	case r.status == http.StatusTooManyRequests || r.status == http.StatusServiceUnavailable:
-		w.limiter.Report(ratelimit.Throttled)
+		o = ratelimit.Throttled
 		if r.retryAfter > 0 {
 			w.pause(r.retryAfter)
-			if err := w.limiter.Pause(ctx, r.retryAfter); err != nil {
-				w.cfg.Logger.Warn("webhook: pausing the limiter failed", "err", err)
-			}
 		}
-	default:
-		w.limiter.Report(ratelimit.Failed)
+	}
+	if err := ratelimit.Feedback(ctx, w.limiter, o, r.retryAfter); err != nil {
+		w.cfg.Logger.Warn("webhook: pausing the limiter failed", "err", err)
 	}
 }
 

@@ -80,6 +80,23 @@ function duration(seconds) {
   return h ? `${h} h ${m} min` : m ? `${m} min ${r} s` : `${r} s`;
 }
 
+// limiterNote is the cluster limiter's state while a manifest waits, as `upload
+// --wait` says it: a Retry-After pause, a slow-down at VNC Cloud's request; "" at full speed.
+function limiterNote(cloud) {
+  if (!cloud) return "";
+  const parts = [];
+  if (cloud.pausedUntil && new Date(cloud.pausedUntil) > new Date()) {
+    parts.push(`Paused until ${new Date(cloud.pausedUntil).toLocaleTimeString()} by Retry-After.`);
+  }
+  const l = cloud.limiter;
+  if (l && l.slowed > 0) parts.push(`Sending ${perSecond(l.sending)} of ${perSecond(l.rate)}: VNC Cloud asked to slow down.`);
+  return parts.join(" ");
+}
+
+function perSecond(r) {
+  return (r >= 10 || Number.isInteger(r) ? r.toFixed(0) : r.toFixed(1)) + "/s";
+}
+
 // --- fleets overview: live counts ---
 function overview() {
   const live = $("#live");
@@ -131,12 +148,17 @@ function upload() {
   if (!form) return;
   const result = $("#result");
   const drop = $("#drop"), file = $("#file");
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  const over = (e) => { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; drop.classList.add("over"); };
+  drop.addEventListener("dragenter", over);
+  drop.addEventListener("dragover", over);
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  // A file dropped is a file picked: its plan is checked at once.
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files.length) { file.files = e.dataTransfer.files; }
+    if (!e.dataTransfer.files.length) return;
+    file.files = e.dataTransfer.files;
+    form.requestSubmit();
   });
 
   const send = async (dryRun, maxDeletions) => {
@@ -209,6 +231,7 @@ function upload() {
         el("li", {}, el("strong", {}, plan.updates), "to update"),
         el("li", {}, el("strong", {}, plan.deletes), "to delete"),
         el("li", {}, el("strong", {}, plan.unchanged), "unchanged")),
+      plan.resumes ? el("p", {}, `${plan.resumes} cancelled device${plan.resumes === 1 ? "" : "s"} will be resumed.`) : [],
       idList("Creates", plan.createIds || [], plan.creates),
       plan.updates ? [el("h3", {}, `Updates: ${plan.updates}`), el("ul", { class: "items" },
         (plan.updateList || []).map((u) => el("li", {}, el("code", {}, u.deviceId), " changes " + u.fields.join(", "))))] : [],
@@ -266,6 +289,7 @@ function manifest() {
     meter.textContent = pct + "%";
     $("#rate").textContent = (p.devicesPerSecond || 0).toFixed(1);
     $("#eta").textContent = p.done ? "done" : duration(p.etaSeconds);
+    $("#limiter").textContent = p.done ? "" : limiterNote(p.cloud);
     $("#by-status").replaceChildren(bar(p.byStatus));
     const groups = Object.keys(p.byGroup || {}).sort();
     $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
