@@ -28,7 +28,7 @@ type etaSample struct {
 // the ETA) over its real length, or the inverse when under 1: 1 is exact.
 func benchETA(baseURL string, devices int, rate float64, readyDelay time.Duration) error {
 	ctx := context.Background()
-	sc, err := newScenario(ctx, baseURL, "vncfleet_bench_eta", readyDelay)
+	sc, err := newScenario(ctx, baseURL, "vncfleet_bench_eta", readyDelay, 0)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,7 @@
 //
 //	go run ./bench ingest     --rows 1000000   # manifest ingest vs psql \copy: time and peak RSS
 //	go run ./bench throughput --devices 20000  # devices/s end to end, no rate cap, simulator in-process
-//	go run ./bench calls      --devices 2000   # API calls per device with a 1 s readiness delay
+//	go run ./bench calls      --devices 2000 [--ready-jitter 0.5]  # API calls per device, 1 s readiness delay (± 50%)
 //	go run ./bench rotation   --devices 10000  # rotation throughput as a share of VNCCLOUD_RATE
 //	go run ./bench scrape     --devices 1000000 # cost of one GET /metrics, and of the gauges' background reading
 //	go run ./bench views      --devices 1000000 # status, export and reconciliation of one fleet of ready devices
@@ -80,9 +80,10 @@ func main() {
 	case "calls":
 		devices := fs.Int("devices", 2_000, "devices to provision")
 		delay := fs.Duration("ready-delay", 1e9, "simulator readiness delay")
+		jitter := fs.Float64("ready-jitter", 0, "spread of the readiness delay: each drawn in ready-delay × [1-F, 1+F]")
 		_ = fs.Parse(args)
 		if begin() {
-			err = benchCalls(*base, *devices, *delay)
+			err = benchCalls(*base, *devices, *delay, *jitter)
 		}
 	case "rotation":
 		devices := fs.Int("devices", 10_000, "devices to rotate")

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -20,6 +21,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/vncfleet/vncfleet/internal/cloudop"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/ratelimit"
 )
@@ -58,10 +60,26 @@ type Config struct {
 	// that is still pending after it. Defaults: 1s, 1.6, 30s, 10m. The first poll
 	// waits the usual readiness delay so that most devices need one poll only: every
 	// poll spends rate budget.
+	//
+	// With ReadyAccount set, the first poll's delay is learned instead, from the
+	// answers first polls get (package readiness), and ReadyInitial is only where the
+	// learning starts; later polls back off from the first as before.
 	ReadyInitial    time.Duration
 	ReadyMultiplier float64
 	ReadyMax        time.Duration
 	ReadyMaxElapsed time.Duration
+	// ReadyAccount names the account whose first-poll delay is learned
+	// (readiness.Account: a digest of the API URL and key), stored in PostgreSQL so
+	// that every process schedules by it and it outlives restarts. "" learns nothing.
+	ReadyAccount string
+	// ReadyFloor and ReadyCeiling bound the learned delay. Defaults 100ms and 15s,
+	// widened to admit ReadyInitial.
+	ReadyFloor, ReadyCeiling time.Duration
+	// ReadyPendingTarget is the share of the scouts' first polls (one device in 16
+	// is polled at the learned delay, the others 5% later; readiness.ScoutEvery)
+	// that the learning lets find the address still pending: the second polls it
+	// spends to keep the delay as short as will do. Defaults to 0.01.
+	ReadyPendingTarget float64
 	// PollBatch is how many due polls one poll loop claims at a time. Defaults to 250.
 	PollBatch int
 	// PollLoops is how many claim-poll-record loops the poller runs at once, so that
@@ -84,10 +102,13 @@ const (
 	DefaultMaxAttempts     = 10
 	DefaultRetryInitial    = 2 * time.Second
 	DefaultRetryMax        = 5 * time.Minute
-	DefaultReadyInitial    = time.Second
+	DefaultReadyInitial    = readiness.DefaultInitial
 	DefaultReadyMultiplier = 1.6
 	DefaultReadyMax        = 30 * time.Second
 	DefaultReadyMaxElapsed = 10 * time.Minute
+	DefaultReadyFloor      = readiness.DefaultFloor
+	DefaultReadyCeiling    = readiness.DefaultCeiling
+	DefaultReadyPending    = readiness.DefaultPendingTarget
 	DefaultPollBatch       = 250
 	DefaultPollLoops       = 4
 	DefaultMaxWorkers      = 20
@@ -121,6 +142,14 @@ func (c *Config) setDefaults() {
 	orDefaultDur(&c.ReadyMax, DefaultReadyMax)
 	orDefaultDur(&c.ReadyMaxElapsed, DefaultReadyMaxElapsed)
 	orDefaultDur(&c.SweepInterval, DefaultSweepInterval)
+	// The bounds always admit ReadyInitial, where the learning starts.
+	orDefaultDur(&c.ReadyFloor, DefaultReadyFloor)
+	orDefaultDur(&c.ReadyCeiling, DefaultReadyCeiling)
+	c.ReadyFloor = min(c.ReadyFloor, c.ReadyInitial)
+	c.ReadyCeiling = max(c.ReadyCeiling, c.ReadyInitial)
+	if !(c.ReadyPendingTarget > 0 && c.ReadyPendingTarget <= 0.5) {
+		c.ReadyPendingTarget = DefaultReadyPending
+	}
 	if c.ReadyMultiplier <= 1 {
 		c.ReadyMultiplier = DefaultReadyMultiplier
 	}
@@ -141,6 +170,8 @@ type Store interface {
 	ClaimPolls(ctx context.Context, limit int, lease time.Duration, worker int64) ([]store.PollItem, error)
 	FinishPolls(ctx context.Context, results []store.PollResult, ready func(ctx context.Context, tx pgx.Tx, became []store.PollItem) error) error
 	NextPollAt(ctx context.Context) (time.Time, error)
+	LearnReadiness(ctx context.Context, account string, cfg readiness.Config, obs []readiness.Observation) (readiness.Estimate, error)
+	ReadinessEstimate(ctx context.Context, account string) (e readiness.Estimate, ok bool, err error)
 	TryLock(ctx context.Context, key int64) (release func(), ok bool, err error)
 	ReleaseDeadWorkers(ctx context.Context, callTimeout time.Duration) (store.DeadWorkers, error)
 	ApplyStaged(ctx context.Context, manifestID int64, consoleURLs store.EnqueueConsoleURLsFunc) (done bool, err error)
@@ -179,6 +210,11 @@ type Deps struct {
 	// Recorded, when set, is told of each batch of work results once they are
 	// recorded (metrics).
 	Recorded func(results []store.Result)
+
+	// readySeen is how many first polls the account's readiness delay has been
+	// learned from, as last stored; readyOnTime how many first polls this process
+	// has seen answered on time (see coldOnTime).
+	readySeen, readyOnTime atomic.Int64
 }
 
 // River queue names.
@@ -268,6 +304,11 @@ func (c Config) batchLimit() int {
 	}
 	window := (c.ClaimLease - c.CallTimeout).Seconds() / 3
 	return min(c.BatchSize, max(10, int(c.Rate*window/float64(max(c.Chains, 1)))))
+}
+
+// readiness is the configuration of the first-poll learning.
+func (c Config) readiness() readiness.Config {
+	return readiness.Config{Initial: c.ReadyInitial, Floor: c.ReadyFloor, Ceiling: c.ReadyCeiling, PendingTarget: c.ReadyPendingTarget}
 }
 
 // retryBackoff is the delay before the n-th retry of a transient failure.

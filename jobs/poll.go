@@ -8,7 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/cloudop"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -62,6 +64,7 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 		return err // another poller is at work
 	}
 	defer release()
+	d.readLearned(ctx)
 	stop := time.Now().Add(pollRunBudget)
 	// Several loops claim disjoint batches (SKIP LOCKED), so the calls of one batch
 	// overlap the claim and the recording of another.
@@ -74,10 +77,13 @@ func (w *PollWorker) Work(ctx context.Context, job *river.Job[PollArgs]) error {
 // within pollWaitAhead. Waiting for a poll due soon, instead of ending the run for the
 // next tick of the schedule, keeps a steady stream of creates polled as they come due.
 func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
+	backlog := false
 	for time.Now().Before(stop) {
 		worker, claimCtx, release := d.claimer(ctx)
 		claimedAt := time.Now()
-		items, err := d.Store.ClaimPolls(ctx, d.Config.PollBatch, d.Config.CallTimeout*2, worker)
+		limit := d.pollLimit(backlog)
+		items, err := d.Store.ClaimPolls(ctx, limit, d.Config.CallTimeout*2, worker)
+		backlog = len(items) == limit
 		if err != nil {
 			release()
 			return err
@@ -105,13 +111,94 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 		}); err != nil {
 			return err
 		}
+		d.learnReadiness(ctx, results)
 	}
 	return nil
+}
+
+// While the account's readiness delay is learned from fewer than
+// readiness.ColdObservations first polls, a poll loop claims coldProbe polls at a
+// time instead of PollBatch. A fleet uploaded to a fresh account has all its first
+// polls scheduled by the initial delay before any is answered; claimed 250 at a time
+// by each loop, a thousand of them would be sent by that guess before the first
+// answers could move the rest. Small claims let the first answers reschedule the
+// others: the price of a wrong initial delay is then a few dozen second polls, not
+// hundreds. They end, too, once this process has seen coldOnTime first polls
+// answered on time: the estimate counts the scouts' ready answers only, and a delay
+// that the first guess already covers would otherwise keep the claims small for
+// thousands of polls. When a small claim comes back full the poller is behind: the
+// next claim takes a full batch, so that small claims never make a backlog last
+// (polls that late teach nothing anyway, and find their devices ready).
+const (
+	coldProbe  = 8
+	coldOnTime = 100
+)
+
+// pollLimit is how many polls one claim takes; backlog says the last one was full.
+func (d *Deps) pollLimit(backlog bool) int {
+	if backlog || d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations ||
+		d.readyOnTime.Load() >= coldOnTime {
+		return d.Config.PollBatch
+	}
+	return min(coldProbe, d.Config.PollBatch)
+}
+
+// readLearned reads how much the account's delay has been learned from, until that is
+// enough; until it can, the poller claims as on a fresh account.
+func (d *Deps) readLearned(ctx context.Context) {
+	if d.Config.ReadyAccount == "" || d.readySeen.Load() >= readiness.ColdObservations {
+		return
+	}
+	if e, ok, err := d.Store.ReadinessEstimate(ctx, d.Config.ReadyAccount); err == nil && ok {
+		d.readySeen.Store(max(d.readySeen.Load(), e.Observations))
+	}
+}
+
+// learnReadiness feeds the answers of first polls to the account's first-poll delay.
+// It is recorded after the polls, apart from them: a lost update costs a few
+// observations of an estimate, while a failed recording of polls would repeat them.
+func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
+	if d.Config.ReadyAccount == "" {
+		return
+	}
+	obs := firstPollObservations(results)
+	if len(obs) == 0 {
+		return
+	}
+	for _, o := range obs {
+		if o.Late <= readiness.OnTime+time.Duration(readiness.Tolerance*float64(o.Scheduled)) {
+			d.readyOnTime.Add(1)
+		}
+	}
+	e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.Logger.Warn("learning the readiness delay", "err", err)
+		}
+		return
+	}
+	d.readySeen.Store(e.Observations)
+	d.Logger.Debug("readiness delay learned", "first_poll", e.FirstPoll, "observations", e.Observations, "answers", len(obs))
+}
+
+// firstPollObservations are the first polls among results that the cloud answered
+// ready or pending; errors and polls not sent tell nothing of the delay.
+func firstPollObservations(results []store.PollResult) []readiness.Observation {
+	var obs []readiness.Observation
+	for _, r := range results {
+		if r.Item.Polls != 0 || (r.Report.Outcome != fleet.Ready && r.Report.Outcome != fleet.Pending) {
+			continue
+		}
+		obs = append(obs, readiness.Observation{Scheduled: r.Item.ScheduledAfter,
+			Late: max(r.Waited-r.Item.ScheduledAfter, 0), Pending: r.Report.Outcome == fleet.Pending,
+			Scout: readiness.IsScout(r.Item.PK)})
+	}
+	return obs
 }
 
 func (d *Deps) pollOne(ctx context.Context, item store.PollItem, claimedAt time.Time) store.PollResult {
 	rep := cloudop.Perform(pollClass(ctx, item), d.Cloud, d.call, item.Task())
 	waited := item.AwaitingFor + time.Since(claimedAt)
 	return store.PollResult{Item: item, Report: rep, NextPoll: d.Config.pollInterval(item.Polls + 1),
-		MayWait: waited < d.Config.ReadyMaxElapsed}
+		MayWait: waited < d.Config.ReadyMaxElapsed, Waited: waited}
 }

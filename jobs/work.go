@@ -92,6 +92,8 @@ func (d *Deps) retryPolicy() store.RetryPolicy {
 		MaxAttempts: d.Config.MaxAttempts,
 		Backoff:     d.Config.retryBackoff,
 		PollAfter:   d.Config.ReadyInitial,
+		// The learned first-poll delay, once there is one (the poller learns it).
+		ReadinessAccount: d.Config.ReadyAccount,
 	}
 }
 

@@ -26,7 +26,7 @@ func newSimCmd() *cobra.Command {
 		accounts, zlAccounts, zlInstances []string
 		zlFile, listen                    string
 		readyDelay, latency               time.Duration
-		failRate, lostRate                float64
+		failRate, lostRate, readyJitter   float64
 		dropRate, garbleRate              float64
 		rate, requestLog                  int
 		seed                              int64
@@ -74,7 +74,7 @@ Outside the API, unauthenticated (it is a simulator):
 				listen = cfg.SimListen
 			}
 			// sim.New checks the knobs' ranges and the keys' shape: one place for the rules.
-			s, err := sim.New(sim.Config{Accounts: accts, ReadyDelay: readyDelay, FailRate: failRate, LostRate: lostRate,
+			s, err := sim.New(sim.Config{Accounts: accts, ReadyDelay: readyDelay, ReadyJitter: readyJitter, FailRate: failRate, LostRate: lostRate,
 				DropRate: dropRate, GarbleRate: garbleRate, Rate: rate, Latency: latency, Seed: seed, Zenlayer: zl, Logger: logger,
 				RequestLog: requestLog})
 			if err != nil {
@@ -90,7 +90,7 @@ Outside the API, unauthenticated (it is a simulator):
 			}
 			logger.Info("VNC Cloud simulator listening", "listen", ln.Addr().String(),
 				"url", "http://"+ln.Addr().String()+sim.APIPrefix, "api_keys", strings.Join(keys, ","),
-				"ready_delay", readyDelay, "fail_rate", failRate, "lost_rate", lostRate, "drop_rate", dropRate, "garble_rate", garbleRate, "rate", rate,
+				"ready_delay", readyDelay, "ready_jitter", readyJitter, "fail_rate", failRate, "lost_rate", lostRate, "drop_rate", dropRate, "garble_rate", garbleRate, "rate", rate,
 				"latency", latency, "zenlayer", zl != nil)
 			srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -117,6 +117,7 @@ Outside the API, unauthenticated (it is a simulator):
 	f.StringArrayVar(&accounts, "account", nil, "an account KEY:SECRET (repeatable)")
 	f.StringVar(&listen, "listen", "", "listen address (default VNCFLEET_SIM_LISTEN or 127.0.0.1:8090)")
 	f.DurationVar(&readyDelay, "ready-delay", 2*time.Second, "how long /ready answers pending after a create, change or reset")
+	f.Float64Var(&readyJitter, "ready-jitter", 0, "spread of each address's readiness delay: drawn uniformly in ready-delay × [1-F, 1+F] (0..1; seeded by --seed)")
 	f.Float64Var(&failRate, "fail-rate", 0, "share of requests answered 503 without effect (0..1)")
 	f.Float64Var(&lostRate, "lost-rate", 0, "share of creates committed but answered 503 (0..1)")
 	f.Float64Var(&dropRate, "drop-rate", 0, "share of creates committed, then the connection closed with no answer (0..1)")

@@ -23,6 +23,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/config"
 	"github.com/vncfleet/vncfleet/internal/console"
 	"github.com/vncfleet/vncfleet/internal/metrics"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -266,7 +267,7 @@ func NewWorker(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, opts
 	}
 	api := server.New(apiCfg)
 	gauges := met.NewDBGauges(metrics.DBConfig{Store: st, Pool: pool, Interval: cfg.MetricsInterval,
-		RotationMaxAge: cfg.Rotation.MaxAge, Logger: logger})
+		RotationMaxAge: cfg.Rotation.MaxAge, ReadinessAccount: deps.Config.ReadyAccount, Logger: logger})
 	ui, err := console.New(console.Config{API: api, Sessions: st, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -289,6 +290,12 @@ func jobsConfig(cfg *config.Config) jobs.Config {
 		ReadyMax:        cfg.Readiness.MaxInterval,
 		ReadyMultiplier: cfg.Readiness.Multiplier,
 		ReadyMaxElapsed: cfg.Readiness.MaxElapsed,
+		ReadyFloor:      cfg.Readiness.Floor,
+		ReadyCeiling:    cfg.Readiness.Ceiling,
+		// The delay is learned per account, so the sim's and the real API's, or two
+		// accounts', never mix.
+		ReadyAccount:       readiness.Account(cfg.VNCCloud.APIURL, cfg.VNCCloud.APIKey),
+		ReadyPendingTarget: cfg.Readiness.PendingTarget,
 	}
 }
 

@@ -246,6 +246,17 @@ type Readiness struct {
 	Multiplier float64 `yaml:"multiplier"`
 	// MaxElapsed: still not ready after this long, the device is failed. Default 10m.
 	MaxElapsed time.Duration `yaml:"max_elapsed"`
+	// Floor and Ceiling bound the first-poll delay that serve learns from the
+	// account's answers (InitialInterval is where it starts). Defaults 100ms and 15s;
+	// they widen to admit InitialInterval. Floor = Ceiling = InitialInterval turns
+	// the learning off.
+	Floor   time.Duration `yaml:"floor"`
+	Ceiling time.Duration `yaml:"ceiling"`
+	// PendingTarget is the share of the scouts' first polls (one device in 16 is
+	// polled at the learned delay, the others 5% later) that the learning lets find
+	// the address still pending: the second polls it spends to keep the first poll as
+	// early as will do. Default 0.01, within (0, 0.5].
+	PendingTarget float64 `yaml:"pending_target"`
 }
 
 // Rotation schedules cloud password rotation.
@@ -336,7 +347,8 @@ func Defaults() *Config {
 			Fanout: jobs.DefaultFanout, ClaimLease: jobs.DefaultClaimLease, CallTimeout: jobs.DefaultCallTimeout,
 			MaxAttempts: jobs.DefaultMaxAttempts, ShutdownTimeout: 30 * time.Second},
 		Readiness: Readiness{InitialInterval: jobs.DefaultReadyInitial, MaxInterval: jobs.DefaultReadyMax,
-			Multiplier: jobs.DefaultReadyMultiplier, MaxElapsed: jobs.DefaultReadyMaxElapsed},
+			Multiplier: jobs.DefaultReadyMultiplier, MaxElapsed: jobs.DefaultReadyMaxElapsed,
+			Floor: jobs.DefaultReadyFloor, Ceiling: jobs.DefaultReadyCeiling, PendingTarget: jobs.DefaultReadyPending},
 		Rotation:  Rotation{Schedule: "0 3 * * *", MaxAge: lifecycle.DefaultMaxAge, Window: lifecycle.DefaultWindow},
 		Reconcile: Reconcile{Schedule: "*/15 * * * *", ForeignPolicy: "report"},
 		Webhook:   Webhook{Rate: webhook.DefaultRate, MaxAttempts: webhook.DefaultMaxAttempts},
@@ -708,6 +720,8 @@ func (c *Config) Validate() error {
 		"readiness.initial_interval": c.Readiness.InitialInterval,
 		"readiness.max_interval":     c.Readiness.MaxInterval,
 		"readiness.max_elapsed":      c.Readiness.MaxElapsed,
+		"readiness.floor":            c.Readiness.Floor,
+		"readiness.ceiling":          c.Readiness.Ceiling,
 		"rotation.max_age":           c.Rotation.MaxAge,
 		"http.read_header_timeout":   c.HTTP.ReadHeaderTimeout,
 		"http.upload_idle_timeout":   c.HTTP.UploadIdleTimeout,
@@ -741,6 +755,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Readiness.Multiplier < 1 {
 		bad("readiness.multiplier", "must be at least 1")
+	}
+	if c.Readiness.Floor > c.Readiness.Ceiling {
+		bad("readiness.floor", "must not be above readiness.ceiling")
+	}
+	if !(c.Readiness.PendingTarget > 0 && c.Readiness.PendingTarget <= 0.5) {
+		bad("readiness.pending_target", "must be above 0 and at most 0.5")
 	}
 	if c.Readiness.MaxInterval > 0 && c.Readiness.MaxInterval < c.Readiness.InitialInterval {
 		bad("readiness.max_interval", "must be at least readiness.initial_interval")

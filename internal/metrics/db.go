@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/store"
 )
 
@@ -41,6 +42,9 @@ type DBConfig struct {
 	// reading after it passed (or as soon as a fleet gets its first ready devices).
 	// Defaults to DefaultRotationInterval.
 	RotationInterval time.Duration
+	// ReadinessAccount is the account whose learned first-poll delay is exported
+	// (readiness.Account); "" exports none.
+	ReadinessAccount string
 	// Logger receives refresh failures. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -78,6 +82,8 @@ type dbSnapshot struct {
 	oldest      map[string]time.Duration    // kind → age of the oldest available job
 	webhookDue  int64
 	webhookDead int64
+	readiness   readiness.Estimate
+	learned     bool // readiness holds a stored estimate
 }
 
 var (
@@ -94,6 +100,10 @@ var (
 	descWebhookPending = prometheus.NewDesc(namespace+"_webhook_pending_events", "Webhook events not yet delivered.", nil, nil)
 	descWebhookDead    = prometheus.NewDesc(namespace+"_webhook_dead_events",
 		"Webhook events given up on after their last attempt (kept for replay).", nil, nil)
+	descFirstPoll = prometheus.NewDesc(namespace+"_readiness_first_poll_seconds",
+		"The first readiness poll's delay learned for the VNC Cloud account (absent until something is learned).", nil, nil)
+	descFirstPolls = prometheus.NewDesc(namespace+"_readiness_learned_first_polls",
+		"First readiness polls the learned delay was learned from, by answer (pending, ready).", []string{"answer"}, nil)
 	descLeader = prometheus.NewDesc(namespace+"_metrics_db_leader",
 		"1 in the one process that reads and exports the fleet-wide gauges from the database.", nil, nil)
 	descRefreshed = prometheus.NewDesc(namespace+"_metrics_db_refresh_timestamp_seconds",
@@ -211,7 +221,7 @@ func (g *DBGauges) read(ctx context.Context, prev dbSnapshot) (dbSnapshot, error
 	start := time.Now()
 	st := g.cfg.Store
 	var snap dbSnapshot
-	var errs [6]error
+	var errs [7]error
 	snap.devices, errs[0] = st.FleetStatusCounts(ctx)
 	if !prev.rotationAt.IsZero() && start.Sub(prev.rotationAt) < g.cfg.RotationInterval && !newReadyFleet(snap.devices, prev.rotation) {
 		snap.rotation, snap.rotationAt = prev.rotation, prev.rotationAt
@@ -223,6 +233,9 @@ func (g *DBGauges) read(ctx context.Context, prev dbSnapshot) (dbSnapshot, error
 	snap.jobs, errs[3] = st.JobCounts(ctx)
 	snap.oldest, errs[4] = st.OldestAvailableJobs(ctx)
 	snap.webhookDue, snap.webhookDead, errs[5] = st.WebhookBacklog(ctx)
+	if g.cfg.ReadinessAccount != "" {
+		snap.readiness, snap.learned, errs[6] = st.ReadinessEstimate(ctx, g.cfg.ReadinessAccount)
+	}
 	if err := errors.Join(errs[:]...); err != nil {
 		return dbSnapshot{}, err
 	}
@@ -244,7 +257,7 @@ func newReadyFleet(devices map[string]map[string]int64, rotation map[string]stor
 // Describe implements prometheus.Collector.
 func (g *DBGauges) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descOverdue, descLastRotation, descManifests, descJobs, descOldestJob,
-		descWebhookPending, descWebhookDead, descLeader, descRefreshed, descRefreshTook} {
+		descWebhookPending, descWebhookDead, descFirstPoll, descFirstPolls, descLeader, descRefreshed, descRefreshTook} {
 		ch <- d
 	}
 }
@@ -287,4 +300,9 @@ func (g *DBGauges) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descWebhookPending, float64(snap.webhookDue))
 	gauge(descWebhookDead, float64(snap.webhookDead))
+	if snap.learned {
+		gauge(descFirstPoll, snap.readiness.FirstPoll.Seconds())
+		gauge(descFirstPolls, float64(snap.readiness.Pending), "pending")
+		gauge(descFirstPolls, float64(snap.readiness.Observations-snap.readiness.Pending), "ready")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/metrics"
 	"github.com/vncfleet/vncfleet/internal/promtext"
 	"github.com/vncfleet/vncfleet/internal/provisiontest"
+	"github.com/vncfleet/vncfleet/internal/readiness"
 	"github.com/vncfleet/vncfleet/internal/syncbuf"
 	"github.com/vncfleet/vncfleet/ratelimit"
 )
@@ -166,4 +167,31 @@ func TestRotationGaugesWaitForTheirInterval(t *testing.T) {
 	require.True(t, ok, "a fleet with its first ready devices is read at once")
 	overdue, _ = value(f, "vncfleet_rotation_overdue_devices", map[string]string{"fleet": "alpha"})
 	require.Equal(t, 1.0, overdue, "and the reading covers every fleet")
+}
+
+// TestLearnedReadinessGauges: the first-poll delay learned for the account is
+// exported with the answers it was learned from, and absent before anything is.
+func TestLearnedReadinessGauges(t *testing.T) {
+	env := provisiontest.New(t)
+	const acct = "sha256:metrics"
+	m := metrics.New()
+	g := m.NewDBGauges(metrics.DBConfig{Store: env.Store, Pool: env.Pool, ReadinessAccount: acct})
+	t.Cleanup(g.Close)
+	require.NoError(t, g.Refresh(env.Ctx))
+	require.False(t, scrape(t, m).Has("vncfleet_readiness_first_poll_seconds", nil))
+
+	_, err := env.Store.LearnReadiness(env.Ctx, acct, readiness.Config{}, []readiness.Observation{
+		{Scheduled: time.Second, Pending: true}, {Scheduled: time.Second, Scout: true}, {Scheduled: time.Second, Scout: true}})
+	require.NoError(t, err)
+	learned, ok, err := env.Store.ReadinessEstimate(env.Ctx, acct)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, g.Refresh(env.Ctx))
+	f := scrape(t, m)
+	got, ok := value(f, "vncfleet_readiness_first_poll_seconds", nil)
+	require.True(t, ok)
+	require.InDelta(t, learned.FirstPoll.Seconds(), got, 1e-9)
+	pending, _ := value(f, "vncfleet_readiness_learned_first_polls", map[string]string{"answer": "pending"})
+	ready, _ := value(f, "vncfleet_readiness_learned_first_polls", map[string]string{"answer": "ready"})
+	require.Equal(t, []float64{1, 2}, []float64{pending, ready})
 }

@@ -296,7 +296,8 @@ func TestDocumentedAnswers(t *testing.T) {
 				}
 				st := f.sim.State()
 				require.Equal(t, []AddressState{{CloudAddress: addr, Password: pw, Version: 1, Ready: true, AllowedActions: []string{"connect"},
-					Groups: []string{"g"}, CreatedAt: st.Accounts[keyA].Addresses[0].CreatedAt, ChangedAt: st.Accounts[keyA].Addresses[0].CreatedAt}},
+					Groups: []string{"g"}, CreatedAt: st.Accounts[keyA].Addresses[0].CreatedAt, ChangedAt: st.Accounts[keyA].Addresses[0].CreatedAt,
+					ReadyAt: st.Accounts[keyA].Addresses[0].CreatedAt}},
 					st.Accounts[keyA].Addresses, "a refused request changes nothing")
 				require.EqualValues(t, 1, st.Accounts[keyA].Creates)
 				require.Len(t, st.Accounts[keyB].Addresses, 1)

@@ -51,8 +51,11 @@
 //     (or blank) is unconditional, * matches, a comma-separated list matches when any
 //     of its entity tags, W/ prefix ignored, equals the current one; anything else is
 //     412.
-//   - Readiness is "pending" until Config.ReadyDelay has passed since the last create,
-//     PUT, reset or forced change, then "none".
+//   - Readiness is "pending" until the address's readiness delay has passed since the
+//     last create, PUT, reset or forced change, then "none". The delay is
+//     Config.ReadyDelay, or, with Config.ReadyJitter F, drawn anew at each of those
+//     changes uniformly in ReadyDelay × [1−F, 1+F] (from dice of their own, seeded by
+//     Config.Seed, so the jitter never shifts the fault dice).
 //   - List pages are keyset pages in creation order. The Link of a page names the next
 //     one by an opaque cursor after the last address shown, with the same limit, and
 //     is present exactly when addresses remain after the page. A page with no
@@ -95,6 +98,11 @@ type Config struct {
 	// reset. Zero (the default) makes an address ready at once, which keeps tests
 	// fast; `vncfleet sim` defaults to 2s so pipelines meet the real API's delay.
 	ReadyDelay time.Duration
+	// ReadyJitter (0..1) spreads the readiness delay: each create, change and reset
+	// draws its address's delay uniformly in ReadyDelay × [1−ReadyJitter,
+	// 1+ReadyJitter], as a real service's delay varies. Default 0: every address waits
+	// ReadyDelay exactly.
+	ReadyJitter float64
 	// FailRate is the probability (0..1) that any API request is answered 503 without
 	// doing anything. Default 0.
 	FailRate float64
@@ -187,14 +195,17 @@ type Server struct {
 	epoch time.Time // origin of the window timestamps
 	mux   *http.ServeMux
 
-	mu       sync.Mutex
-	faults   Faults
-	dice     *mrand.Rand
-	accounts map[string]*account
-	byAddr   map[string]*address
-	seq      int64 // last sequence number given to an address, all accounts
-	global   window
-	log      requestLog
+	mu     sync.Mutex
+	faults Faults
+	dice   *mrand.Rand
+	// readyDice draws the jittered readiness delays, apart from the fault dice so
+	// that turning the jitter on leaves a seeded run's faults as they were.
+	readyDice *mrand.Rand
+	accounts  map[string]*account
+	byAddr    map[string]*address
+	seq       int64 // last sequence number given to an address, all accounts
+	global    window
+	log       requestLog
 	// lastStamp is the latest window timestamp given (stamp).
 	lastStamp int64
 	requests  int64
@@ -221,6 +232,7 @@ type address struct {
 	seq       int64
 	createdAt time.Time
 	changedAt time.Time
+	readyAt   time.Time // changedAt plus the delay drawn for that change
 	deleted   bool
 }
 
@@ -238,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RequestLog < 0 {
 		return nil, errors.New("sim: RequestLog must not be negative")
 	}
+	if !(cfg.ReadyJitter >= 0 && cfg.ReadyJitter <= 1) { // NaN included
+		return nil, errors.New("sim: ReadyJitter must be within 0..1")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -251,13 +266,14 @@ func New(cfg Config) (*Server, error) {
 		seed = binary.LittleEndian.Uint64(b[:])
 	}
 	s := &Server{
-		cfg:      cfg,
-		epoch:    cfg.Now(),
-		faults:   cfg.faults(),
-		dice:     mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		accounts: map[string]*account{},
-		byAddr:   map[string]*address{},
-		log:      requestLog{cap: cfg.RequestLog},
+		cfg:       cfg,
+		epoch:     cfg.Now(),
+		faults:    cfg.faults(),
+		dice:      mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		readyDice: mrand.New(mrand.NewPCG(seed^0x5265616479446c79, seed)), // "ReadyDly"
+		accounts:  map[string]*account{},
+		byAddr:    map[string]*address{},
+		log:       requestLog{cap: cfg.RequestLog},
 	}
 	for _, a := range cfg.Accounts {
 		if !wellFormedKey(a.Key) {
@@ -418,7 +434,7 @@ func (s *Server) create(acct *account, spec vnccloud.Spec) *address {
 	now := s.cfg.Now()
 	s.seq++
 	a := &address{owner: acct, addr: addr, password: newPassword(), version: 1, spec: cloneSpec(spec),
-		seq: s.seq, createdAt: now, changedAt: now}
+		seq: s.seq, createdAt: now, changedAt: now, readyAt: now.Add(s.readyDelay())}
 	acct.order = append(acct.order, a)
 	acct.creates++
 	s.byAddr[addr] = a
@@ -430,6 +446,7 @@ func (s *Server) change(a *address, spec vnccloud.Spec) {
 	a.spec = cloneSpec(spec)
 	a.version++
 	a.changedAt = s.cfg.Now()
+	a.readyAt = a.changedAt.Add(s.readyDelay())
 }
 
 // resetPassword gives a a new password. Callers hold s.mu.
@@ -437,6 +454,7 @@ func (s *Server) resetPassword(a *address) {
 	a.password = newPassword()
 	a.version++
 	a.changedAt = s.cfg.Now()
+	a.readyAt = a.changedAt.Add(s.readyDelay())
 }
 
 // remove deletes an address. Callers hold s.mu.
@@ -463,7 +481,17 @@ func (s *Server) lookup(acct *account, addr string) (*address, bool) {
 }
 
 func (s *Server) ready(a *address) bool {
-	return !s.cfg.Now().Before(a.changedAt.Add(s.cfg.ReadyDelay))
+	return !s.cfg.Now().Before(a.readyAt)
+}
+
+// readyDelay is the readiness delay of a change made now: ReadyDelay, spread
+// uniformly by ReadyJitter. Callers hold s.mu.
+func (s *Server) readyDelay() time.Duration {
+	d, f := s.cfg.ReadyDelay, s.cfg.ReadyJitter
+	if f == 0 || d == 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + f*(2*s.readyDice.Float64()-1)))
 }
 
 // page returns up to limit live addresses of acct whose sequence number is above

@@ -44,6 +44,7 @@ type AddressState struct {
 	AccessControl  *vnccloud.AccessControl `json:"accessControl,omitempty"`
 	CreatedAt      time.Time               `json:"createdAt"`
 	ChangedAt      time.Time               `json:"changedAt"` // last create, change or reset
+	ReadyAt        time.Time               `json:"readyAt"`   // when /ready answers none: ChangedAt plus the delay drawn for it
 }
 
 // Spec is the address's spec as the vnccloud package models it.
@@ -75,7 +76,7 @@ func (s *Server) State() State {
 			as.Addresses = append(as.Addresses, AddressState{
 				CloudAddress: a.addr, Password: a.password, Version: a.version, Ready: s.ready(a),
 				AllowedActions: []string{string(spec.Action)}, Groups: spec.Groups, AccessControl: spec.AccessControl,
-				CreatedAt: a.createdAt, ChangedAt: a.changedAt,
+				CreatedAt: a.createdAt, ChangedAt: a.changedAt, ReadyAt: a.readyAt,
 			})
 		}
 		st.Accounts[key] = as

@@ -89,6 +89,56 @@ func TestReadiness(t *testing.T) {
 	require.Equal(t, "none", ready(), "reading does not make it pending")
 }
 
+// TestReadinessJitter: with ReadyJitter F each create, change and reset draws its
+// own delay, uniformly within ReadyDelay × [1−F, 1+F], and the same seed draws the
+// same delays.
+func TestReadinessJitter(t *testing.T) {
+	t.Parallel()
+	const delay, jitter, n = time.Second, 0.5, 400
+	delays := func(seed int64) []time.Duration {
+		clock := newFakeClock()
+		f := newFixture(t, Config{ReadyDelay: delay, ReadyJitter: jitter, Seed: seed, Now: clock.Now})
+		for range n {
+			f.create(t)
+		}
+		addr := f.sim.State().Accounts[keyA].Addresses[0].CloudAddress
+		clock.Advance(time.Hour)
+		require.Equal(t, 200, f.do(t, "POST", "/static-address/"+addr, "").status) // a reset draws anew
+		var out []time.Duration
+		for _, a := range f.sim.State().Accounts[keyA].Addresses {
+			out = append(out, a.ReadyAt.Sub(a.ChangedAt))
+		}
+		return out
+	}
+	got := delays(7)
+	require.Len(t, got, n)
+	lo, hi := time.Duration(float64(delay)*(1-jitter)), time.Duration(float64(delay)*(1+jitter))
+	// Uniform: every delay within the bounds, and each quarter of the range holds
+	// about a quarter of them (n/4 = 100, a binomial spread of ±9; ±40 never fails
+	// by chance in practice).
+	quarters := make([]int, 4)
+	for _, d := range got {
+		require.GreaterOrEqual(t, d, lo)
+		require.LessOrEqual(t, d, hi)
+		quarters[min(int(4*float64(d-lo)/float64(hi-lo)), 3)]++
+	}
+	for i, q := range quarters {
+		require.InDelta(t, n/4, q, 40, "quarter %d of the range: %v", i, quarters)
+	}
+	require.Equal(t, got, delays(7), "a seed draws the same delays")
+	require.NotEqual(t, got, delays(8))
+
+	// The drawn delay is what /ready answers by.
+	clock := newFakeClock()
+	f := newFixture(t, Config{ReadyDelay: delay, ReadyJitter: jitter, Seed: 3, Now: clock.Now})
+	addr, _ := f.create(t)
+	a := f.sim.State().Accounts[keyA].Addresses[0]
+	clock.Advance(a.ReadyAt.Sub(a.ChangedAt) - time.Nanosecond)
+	require.JSONEq(t, `{"changes":"pending"}`, string(f.do(t, "GET", "/static-address/"+addr+"/ready", "").body))
+	clock.Advance(time.Nanosecond)
+	require.JSONEq(t, `{"changes":"none"}`, string(f.do(t, "GET", "/static-address/"+addr+"/ready", "").body))
+}
+
 // TestReadinessRealTime: the same with the real clock and a short delay.
 func TestReadinessRealTime(t *testing.T) {
 	t.Parallel()
@@ -258,6 +308,8 @@ func TestNew(t *testing.T) {
 		{"rate", Config{Accounts: ok, Rate: -1}, "Rate"},
 		{"latency", Config{Accounts: ok, Latency: -time.Second}, "Latency"},
 		{"ready delay", Config{Accounts: ok, ReadyDelay: -time.Second}, "ReadyDelay"},
+		{"ready jitter", Config{Accounts: ok, ReadyJitter: 1.5}, "ReadyJitter"},
+		{"ready jitter below 0", Config{Accounts: ok, ReadyJitter: -0.1}, "ReadyJitter"},
 		{"fine", Config{Accounts: ok, FailRate: 1, LostRate: 1, DropRate: 1, GarbleRate: 1, Rate: 1}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

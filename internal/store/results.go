@@ -22,7 +22,10 @@ type Result struct {
 type RetryPolicy struct {
 	MaxAttempts int                             // failed after this many transient failures in a row
 	Backoff     func(attempt int) time.Duration // delay before attempt number `attempt` (1-based)
-	PollAfter   time.Duration                   // first readiness poll after a create, change or reset
+	PollAfter   time.Duration                   // first readiness poll after a create, change or reset, until one is learned
+	// ReadinessAccount is the account whose learned first-poll delay (LearnReadiness)
+	// replaces PollAfter once there is one; "" keeps PollAfter.
+	ReadinessAccount string
 }
 
 func (p RetryPolicy) attemptsLeft(w WorkItem) bool { return w.Attempts+1 < p.MaxAttempts }
@@ -78,7 +81,7 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 		// The per-row statements of rare outcomes went first; then the common ones in
 		// one statement each, and last the rescheduling of every device that needs it.
 		acc.events.queue(batch)
-		acc.created.queue(batch, policy.PollAfter)
+		acc.created.queue(batch, policy)
 		queueSchedule(batch, acc.schedule)
 		answers.queue(batch)
 		queueAnswersPrune(batch)
@@ -201,13 +204,13 @@ func (s *Store) queueResult(b *pgx.Batch, acc *finishRows, r Result, policy Retr
 			return err
 		}
 		b.Queue(`UPDATE devices SET pending_password_ct = $2, pending_key_id = $3, status = 'awaiting_ready',
-			    awaiting_since = now(), next_poll_at = now() + $4::interval, polls = 0, claim_until = NULL, claim_worker = NULL,
+			    awaiting_since = now(), next_poll_at = `+firstPollSQL("$5", "$4", "$1")+`, polls = 0, claim_until = NULL, claim_worker = NULL,
 			    op = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, ct, keyID, policy.PollAfter)
+			WHERE id = $1`, w.PK, ct, keyID, policy.PollAfter, policy.ReadinessAccount)
 	case e.Applied && e.AwaitReady:
-		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = now() + $2::interval, polls = 0,
+		b.Queue(`UPDATE devices SET status = 'awaiting_ready', awaiting_since = now(), next_poll_at = `+firstPollSQL("$4", "$2", "$1")+`, polls = 0,
 			    applied_version = $3, claim_until = NULL, claim_worker = NULL, drift = NULL, `+clearErrorSQL+`, updated_at = now()
-			WHERE id = $1`, w.PK, policy.PollAfter, w.SpecVersion)
+			WHERE id = $1`, w.PK, policy.PollAfter, w.SpecVersion, policy.ReadinessAccount)
 	default:
 		return fmt.Errorf("device %d: %s of %s: no rule records it", w.PK, r.Report.Outcome, w.Op)
 	}
@@ -274,6 +277,8 @@ type PollResult struct {
 	// MayWait is false once the device has waited for readiness as long as it may:
 	// a pending answer (or an error) then fails it.
 	MayWait bool
+	// Waited is how long the device had waited for readiness when the answer came.
+	Waited time.Duration
 }
 
 // FinishPolls records readiness polls. A device that became ready has a pending

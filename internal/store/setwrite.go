@@ -1,8 +1,6 @@
 package store
 
 import (
-	"time"
-
 	"github.com/jackc/pgx/v5"
 )
 
@@ -64,7 +62,7 @@ func (c *createdRows) add(w WorkItem, address string, ct []byte, keyID string) {
 // is owed next is scheduleOpSQL's answer for the row as this statement leaves it,
 // written out here so that the row is updated once, not twice: a delete if the device
 // was marked absent meanwhile, an update if its spec changed, else nothing.
-func (c *createdRows) queue(b *pgx.Batch, pollAfter time.Duration) {
+func (c *createdRows) queue(b *pgx.Batch, policy RetryPolicy) {
 	if len(c.pks) == 0 {
 		return
 	}
@@ -76,11 +74,11 @@ func (c *createdRows) queue(b *pgx.Batch, pollAfter time.Duration) {
 		    status = CASE WHEN d.desired_state = 'absent' THEN 'deleting'
 		                  WHEN r.version < d.spec_version THEN 'updating' ELSE 'awaiting_ready' END,
 		    next_poll_at = CASE WHEN d.desired_state = 'present' AND r.version >= d.spec_version
-		                        THEN now() + $6::interval END,
+		                        THEN `+firstPollSQL("$7", "$6", "d.id")+` END,
 		    `+clearErrorSQL+`, updated_at = now()
 		FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::int[]) AS r(pk, address, ct, key_id, version)
 		WHERE d.id = r.pk`,
-		c.pks, c.addresses, c.ciphertexts, c.keyIDs, c.versions, pollAfter)
+		c.pks, c.addresses, c.ciphertexts, c.keyIDs, c.versions, policy.PollAfter, policy.ReadinessAccount)
 	b.Queue(`UPDATE create_attempts a SET outcome = 'created', cloud_address = r.address, resolved_at = now(), `+attemptEndedSQL+`
 		FROM unnest($1::bigint[], $2::text[]) AS r(id, address)
 		WHERE a.id = r.id`,

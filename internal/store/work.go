@@ -337,8 +337,11 @@ type PollItem struct {
 	// AwaitingFor is how long the device had been waiting for readiness when it was
 	// claimed, measured by the database's clock alone.
 	AwaitingFor time.Duration
-	Rotation    bool // a reset's password waits to be promoted
-	ClaimToken  int64
+	// ScheduledAfter is how long after the device began waiting this poll was due
+	// (for a first poll, the delay the schedule chose).
+	ScheduledAfter time.Duration
+	Rotation       bool // a reset's password waits to be promoted
+	ClaimToken     int64
 }
 
 // ClaimPolls takes up to limit devices whose readiness poll is due.
@@ -354,16 +357,17 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration, 
 		UPDATE devices d SET claim_until = now() + $2::interval, claim_token = $3, claim_worker = nullif($4::bigint, 0)
 		FROM c WHERE d.id = c.id
 		RETURNING d.id, d.fleet_id, d.device_id, d.cloud_address, d.polls,
-		    extract(epoch FROM now() - coalesce(d.awaiting_since, now()))::float8, d.pending_password_ct IS NOT NULL`,
+		    extract(epoch FROM now() - coalesce(d.awaiting_since, now()))::float8,
+		    extract(epoch FROM d.next_poll_at - coalesce(d.awaiting_since, d.next_poll_at))::float8, d.pending_password_ct IS NOT NULL`,
 		limit, lease, token, worker)
 	if err != nil {
 		return nil, fmt.Errorf("claim polls: %w", err)
 	}
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PollItem, error) {
 		var p PollItem
-		var waited float64
-		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &waited, &p.Rotation)
-		p.AwaitingFor = time.Duration(waited * float64(time.Second))
+		var waited, scheduled float64
+		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &waited, &scheduled, &p.Rotation)
+		p.AwaitingFor, p.ScheduledAfter = seconds(waited), seconds(scheduled)
 		p.ClaimToken = token
 		return p, err
 	})
