@@ -62,10 +62,10 @@ func TestSpacing(t *testing.T) {
 		rate float64
 		want time.Duration
 	}{
-		{10, 102 * time.Millisecond},
-		{10.9, 102 * time.Millisecond}, // at most 10 whole requests in a second
-		{0.5, 2040 * time.Millisecond},
-		{50_000, 20400 * time.Nanosecond},
+		{10, 105 * time.Millisecond},
+		{10.9, 105 * time.Millisecond}, // at most 10 whole requests in a second
+		{0.5, 2100 * time.Millisecond},
+		{50_000, 21000 * time.Nanosecond},
 	} {
 		c := Config{Rate: tc.rate}
 		c.setDefaults()
@@ -85,5 +85,5 @@ func TestClockUncertainty(t *testing.T) {
 	require.Equal(t, 3*time.Millisecond, m.uncertainty(local.Add(1002*time.Millisecond)), "aged by 1ms a second")
 	c := Config{Rate: 10}
 	c.setDefaults()
-	require.Equal(t, 2500*time.Microsecond, (&Cluster{cfg: c}).maxClockError(), "an eighth of the 20ms margin")
+	require.Equal(t, 6250*time.Microsecond, (&Cluster{cfg: c}).maxClockError(), "an eighth of the 50ms margin")
 }

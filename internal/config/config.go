@@ -185,8 +185,9 @@ type VNCCloud struct {
 	// RateMargin spaces requests (1+RateMargin)/Rate apart (VNCCLOUD_RATE_MARGIN):
 	// RateMargin seconds in every second are the room for the jitter between a send
 	// slot and the request's arrival at the API, and the share of the rate left unspent.
-	// Default 0.02 (20ms, issue 12): enough on one machine or a LAN; raise it (0.05 to
-	// 0.08) when the path to the API jitters more, over a WAN. Within (0, 0.5].
+	// Default ratelimit.DefaultMargin, 0.05 (50ms; 0.02 spends more of the rate where
+	// the machine is not starved and the API is near); raise it (0.08) when the path to
+	// the API jitters more, over a WAN. Within (0, 0.5].
 	RateMargin float64 `yaml:"rate_margin"`
 	// Timeout bounds one HTTP request. Default 30s: long enough for a slow answer,
 	// short enough that a hung connection does not hold a device.
