@@ -326,6 +326,57 @@ func TestConcurrentTransactionsAddToShardsOfTheirOwn(t *testing.T) {
 	require.Equal(t, store.Counts{"pending": 10}, p.ByGroup["line-1"])
 }
 
+// An update that changes no counted column of any row (a poll's claim, a
+// rescheduling) leaves the counters alone before taking a counter shard (0024);
+// one that changes a counted column of a single row among many still counts it.
+func TestUpdatesChangingNothingCountedTakeNoShard(t *testing.T) {
+	t.Parallel()
+	e := newCountsEnv(t)
+	m := e.someManifest()
+	_, err := e.pool.Exec(e.ctx, `
+		INSERT INTO devices (fleet_id, device_id, action, groups, spec_hash, manifest_id, status)
+		SELECT $1, 'd' || i, 'connect', '{line-1}', '\x00', $2, 'awaiting_ready' FROM generate_series(1, 50) i`, e.manifests[m], m)
+	require.NoError(t, err)
+	shardLocks := func(tx pgx.Tx) int {
+		var n int
+		require.NoError(t, tx.QueryRow(e.ctx, `
+			SELECT count(*) FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = 1986356019 AND pid = pg_backend_pid()`).Scan(&n))
+		return n
+	}
+	counterRows := func() int {
+		var n int
+		require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT count(*) FROM device_counts WHERE manifest_id = $1`, m).Scan(&n))
+		return n
+	}
+	before := counterRows()
+
+	tx, err := e.pool.Begin(e.ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(e.ctx) //nolint:errcheck
+	_, err = tx.Exec(e.ctx, `UPDATE devices SET claim_until = now() + interval '1 minute', claim_token = 7, polls = polls + 1
+		WHERE manifest_id = $1`, m)
+	require.NoError(t, err)
+	require.Zero(t, shardLocks(tx), "an update that changes nothing counted takes no counter shard")
+	// Setting a counted column to the value it has is no change either.
+	_, err = tx.Exec(e.ctx, `UPDATE devices SET status = status, groups = groups WHERE manifest_id = $1`, m)
+	require.NoError(t, err)
+	require.Zero(t, shardLocks(tx))
+
+	_, err = tx.Exec(e.ctx, `UPDATE devices SET status = CASE WHEN device_id = 'd7' THEN 'ready' ELSE status END,
+		next_poll_at = now() WHERE manifest_id = $1`, m)
+	require.NoError(t, err)
+	require.Equal(t, 1, shardLocks(tx), "one changed row among fifty is counted")
+	require.NoError(t, tx.Commit(e.ctx))
+
+	p, err := e.st.ManifestProgress(e.ctx, m, true)
+	require.NoError(t, err)
+	require.Equal(t, store.Counts{"awaiting_ready": 49, "ready": 1}, p.ByStatus)
+	require.Equal(t, store.Counts{"awaiting_ready": 49, "ready": 1}, p.ByGroup["line-1"])
+	require.Equal(t, before+1, counterRows())
+	e.requireExact(t)
+}
+
 // The migration fills the counters from the devices already there.
 func TestCountersMigrationBackfillsExistingDevices(t *testing.T) {
 	t.Parallel()
