@@ -106,7 +106,11 @@ func (d *Deps) retryPolicy() store.RetryPolicy {
 // transaction a second could take them).
 const (
 	commitEvery = 500 * time.Millisecond
-	commitCount = 125
+	// commitCount is the default batch (DefaultBatchSize): at full speed a default
+	// batch's answers arrive within commitEvery, and one transaction records them, as
+	// before group commit (half of it doubled the Finish statements per device); a
+	// larger configured batch is recorded in groups of this many.
+	commitCount = DefaultBatchSize
 )
 
 // runBatch performs the claimed items, at most Fanout at a time, and records their
