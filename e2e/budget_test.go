@@ -100,7 +100,7 @@ func TestSmallManifestDuringALargeRotation(t *testing.T) {
 	require.Less(t, rotationCalls, len(creates), "the rotation's calls while the urgent manifest's creates waited")
 }
 
-// TestTwoManifestsProgressInterleaved: a 20-row manifest uploaded after a 400-row one
+// TestTwoManifestsProgressInterleaved: a 20-row manifest uploaded after a 2000-row one
 // of another fleet is done while the large one is still in progress, the large one
 // having progressed before and after: neither waits for the other to finish.
 func TestTwoManifestsProgressInterleaved(t *testing.T) {
@@ -108,18 +108,24 @@ func TestTwoManifestsProgressInterleaved(t *testing.T) {
 	c := newCluster(t, clusterOpts{rate: 100, config: fastConfig, simArgs: []string{"--ready-delay", "200ms"}})
 	c.startServe()
 	c.startServe()
-	large := manifestID(t, c.upload("--fleet", "large", writeFile(t, "large.csv", manifestCSV(devicesNamed("large", 400)))))
+	// 2000 devices: 40 s of the budget, so that the small manifest has the time of a
+	// loaded machine's scheduling to show it is not queued behind them (the test ends
+	// when the small one is done, not the large one).
+	large := manifestID(t, c.upload("--fleet", "large", writeFile(t, "large.csv", manifestCSV(devicesNamed("large", 2000)))))
 	var p progress
 	eventually(t, time.Minute, "the large manifest under way", func() bool {
+		p = progress{} // a decoded answer's map would keep the statuses of the one before
 		c.apiGet("/v1/manifests/"+large, &p)
 		return p.ByStatus["ready"] >= 20
 	})
 	out, errOut, code := c.run("upload", "--wait", "--fleet", "small", writeFile(t, "small.csv", manifestCSV(devicesNamed("small", 20))))
 	require.Equal(t, 0, code, "%s\n%s", out, errOut)
+	p = progress{}
 	c.apiGet("/v1/manifests/"+large, &p)
 	t.Logf("the large manifest when the small one was done: %v", p.ByStatus)
 	require.False(t, p.Done, "the large manifest finished first: the small one waited behind it")
 	require.Less(t, p.ByStatus["ready"], p.Total)
+	p = progress{}
 	c.apiGet("/v1/manifests/"+manifestID(t, out), &p)
 	require.True(t, p.Done)
 	require.Equal(t, 20, p.ByStatus["ready"])
