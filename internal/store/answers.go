@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,14 +44,26 @@ func (a answerCounts) add(manifestID int64, calls []cloudop.Call) {
 	}
 }
 
-// addAnswersSQL adds counts to the current bucket, in key order (as the status
-// counters do) so that writers sharing a shard lock rows in the same order.
-const addAnswersSQL = `
+// addAnswersSQL adds the answers of source, rows (m, s, n): n answers of status s for
+// manifest m, to the current bucket. In key order (as the status counters do), so
+// that writers sharing a shard lock rows in the same order.
+func addAnswersSQL(source string) string {
+	return `
 	INSERT INTO cloud_answers AS c (manifest_id, bucket, status, shard, answers)
 	SELECT a.m, date_bin('10 seconds', now(), 'epoch'), a.s, vncfleet_counter_shard(), sum(a.n)
-	FROM unnest($1::bigint[], $2::int[], $3::int[]) AS a(m, s, n)
+	FROM (` + source + `) AS a(m, s, n)
 	GROUP BY 1, 2, 3, 4 ORDER BY 1, 3
 	ON CONFLICT (manifest_id, bucket, status, shard) DO UPDATE SET answers = c.answers + EXCLUDED.answers`
+}
+
+// addCountedAnswersSQL adds the counts an answerCounts gathered.
+var addCountedAnswersSQL = addAnswersSQL(`SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[])`)
+
+// addPollAnswersSQL adds one answer per (device, status) pair, counted under the
+// device's manifest.
+var addPollAnswersSQL = addAnswersSQL(`
+	SELECT d.manifest_id, p.s, 1 FROM unnest($1::bigint[], $2::int[]) AS p(pk, s) JOIN devices d ON d.id = p.pk
+	WHERE d.manifest_id IS NOT NULL`)
 
 func (a answerCounts) queue(b *pgx.Batch) {
 	if len(a) == 0 {
@@ -64,7 +75,7 @@ func (a answerCounts) queue(b *pgx.Batch) {
 	for k, n := range a {
 		manifests, statuses, counts = append(manifests, k[0]), append(statuses, int32(k[1])), append(counts, n)
 	}
-	b.Queue(addAnswersSQL, manifests, statuses, counts)
+	b.Queue(addCountedAnswersSQL, manifests, statuses, counts)
 }
 
 // queuePollAnswers counts the answers to polls, whose items do not carry their
@@ -80,14 +91,7 @@ func queuePollAnswers(b *pgx.Batch, results []PollResult) {
 	if len(pks) == 0 {
 		return
 	}
-	b.Queue(`
-		INSERT INTO cloud_answers AS c (manifest_id, bucket, status, shard, answers)
-		SELECT d.manifest_id, date_bin('10 seconds', now(), 'epoch'), a.s, vncfleet_counter_shard(), count(*)
-		FROM unnest($1::bigint[], $2::int[]) AS a(pk, s) JOIN devices d ON d.id = a.pk
-		WHERE d.manifest_id IS NOT NULL
-		GROUP BY 1, 2, 3, 4 ORDER BY 1, 3
-		ON CONFLICT (manifest_id, bucket, status, shard) DO UPDATE SET answers = c.answers + EXCLUDED.answers`,
-		pks, statuses)
+	b.Queue(addPollAnswersSQL, pks, statuses)
 }
 
 // answersKept is how long counted answers are kept; answersPruneEvery how often a
@@ -97,15 +101,12 @@ const (
 	answersPruneEvery = time.Minute
 )
 
-// lastAnswersPrune is when this process last deleted old answers (unix nanoseconds).
-var lastAnswersPrune atomic.Int64
-
 // queueAnswersPrune deletes the buckets older than answersKept, at most once every
-// answersPruneEvery per process.
-func queueAnswersPrune(b *pgx.Batch) {
+// answersPruneEvery per store (s.answersPrunedAt: unix nanoseconds).
+func (s *Store) queueAnswersPrune(b *pgx.Batch) {
 	now := time.Now().UnixNano()
-	last := lastAnswersPrune.Load()
-	if now-last < int64(answersPruneEvery) || !lastAnswersPrune.CompareAndSwap(last, now) {
+	last := s.answersPrunedAt.Load()
+	if now-last < int64(answersPruneEvery) || !s.answersPrunedAt.CompareAndSwap(last, now) {
 		return
 	}
 	b.Queue(`DELETE FROM cloud_answers WHERE bucket < now() - $1::float8 * interval '1 second'`, answersKept.Seconds())

@@ -84,7 +84,7 @@ func (s *Store) Finish(ctx context.Context, results []Result, policy RetryPolicy
 		acc.created.queue(batch, policy)
 		queueSchedule(batch, acc.schedule)
 		answers.queue(batch)
-		queueAnswersPrune(batch)
+		s.queueAnswersPrune(batch)
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return fmt.Errorf("record results: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,7 +22,9 @@ type Store struct {
 	keys *secretbox.Keyring // nil: passwords can be neither stored nor read
 	// webhooks: record device.* events in the webhook outbox.
 	webhooks bool
-	groups   *groupCountCache // the group counts of fleets with many groups (counts.go)
+	// answersPrunedAt is when this store last deleted old cloud answers (answers.go).
+	answersPrunedAt atomic.Int64
+	groups          *groupCountCache // the group counts of fleets with many groups (counts.go)
 }
 
 // EmitWebhookEvents makes the store record device.ready, device.rotated,
