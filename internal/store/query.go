@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,8 +41,17 @@ type Progress struct {
 	Cloud *CloudState `json:"cloud,omitempty"`
 }
 
-// settledSQL is the set of statuses that end a device's work for --wait.
-const settledSQL = `('ready', 'deleted', 'failed', 'cancelled')`
+// settledSQL is the set of statuses that end a device's work for --wait, as a SQL
+// list: fleet.Status.Settled's, stated there once.
+var settledSQL = func() string {
+	var names []string
+	for _, st := range fleet.Statuses {
+		if st.Settled() {
+			names = append(names, "'"+string(st)+"'")
+		}
+	}
+	return "(" + strings.Join(names, ", ") + ")"
+}()
 
 // GetManifest reads one manifest.
 func (s *Store) GetManifest(ctx context.Context, id int64) (Manifest, error) {
@@ -105,8 +115,7 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	}
 	for status, n := range p.ByStatus {
 		p.Total += n
-		switch status {
-		case "ready", "deleted", "failed", "cancelled":
+		if fleet.Status(status).Settled() {
 			p.Settled += n
 		}
 	}
