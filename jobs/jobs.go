@@ -215,6 +215,8 @@ type Deps struct {
 	// learned from, as last stored; readyOnTime how many first polls this process
 	// has seen answered on time (see coldOnTime).
 	readySeen, readyOnTime atomic.Int64
+	// learning holds the first polls' answers not yet folded into the estimate.
+	learning learning
 }
 
 // River queue names.

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -154,6 +155,22 @@ func (d *Deps) readLearned(ctx context.Context) {
 	}
 }
 
+// learning is the first polls' answers waiting to be folded into the account's
+// estimate, and whether a poll loop of this process is folding them. One at a time:
+// the estimate is one row, updated under its lock, and loops that each waited for it
+// after every batch spent more time queued on that lock than polling (at 20,000
+// devices with immediate readiness, a second of the run). A loop that finds another
+// folding leaves its answers to it and polls on.
+type learning struct {
+	mu      sync.Mutex
+	pending []readiness.Observation
+	busy    bool
+}
+
+// maxUnlearned bounds the answers kept while the estimate cannot be written (the
+// database down): the oldest are dropped, as a lost update would drop them.
+const maxUnlearned = 4096
+
 // learnReadiness feeds the answers of first polls to the account's first-poll delay.
 // It is recorded after the polls, apart from them: a lost update costs a few
 // observations of an estimate, while a failed recording of polls would repeat them.
@@ -170,15 +187,33 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 			d.readyOnTime.Add(1)
 		}
 	}
-	e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), obs)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.Logger.Warn("learning the readiness delay", "err", err)
-		}
+	l := &d.learning
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pending = append(l.pending, obs...)
+	if over := len(l.pending) - maxUnlearned; over > 0 {
+		l.pending = append(l.pending[:0], l.pending[over:]...)
+	}
+	if l.busy {
 		return
 	}
-	d.readySeen.Store(e.Observations)
-	d.Logger.Debug("readiness delay learned", "first_poll", e.FirstPoll, "observations", e.Observations, "answers", len(obs))
+	l.busy = true
+	defer func() { l.busy = false }()
+	for len(l.pending) > 0 && ctx.Err() == nil {
+		batch := l.pending
+		l.pending = nil
+		l.mu.Unlock()
+		e, err := d.Store.LearnReadiness(ctx, d.Config.ReadyAccount, d.Config.readiness(), batch)
+		l.mu.Lock()
+		if err != nil {
+			if ctx.Err() == nil {
+				d.Logger.Warn("learning the readiness delay", "err", err)
+			}
+			return
+		}
+		d.readySeen.Store(e.Observations)
+		d.Logger.Debug("readiness delay learned", "first_poll", e.FirstPoll, "observations", e.Observations, "answers", len(batch))
+	}
 }
 
 // firstPollObservations are the first polls among results that the cloud answered
