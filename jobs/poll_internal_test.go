@@ -1,7 +1,10 @@
 package jobs
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,4 +61,60 @@ func TestPollLimitWhileCold(t *testing.T) {
 	none := &Deps{}
 	none.Config.setDefaults()
 	require.Equal(t, DefaultPollBatch, none.pollLimit(false))
+}
+
+// learningStore is a Store whose LearnReadiness records each batch it is given and,
+// for the first, waits until told to go on; nothing else of Store is used.
+type learningStore struct {
+	Store
+	entered, proceed chan struct{}
+	mu               sync.Mutex
+	batches          []int
+}
+
+func (s *learningStore) LearnReadiness(_ context.Context, _ string, _ readiness.Config, obs []readiness.Observation) (readiness.Estimate, error) {
+	s.mu.Lock()
+	s.batches = append(s.batches, len(obs))
+	first := len(s.batches) == 1
+	total := 0
+	for _, n := range s.batches {
+		total += n
+	}
+	s.mu.Unlock()
+	if first {
+		close(s.entered)
+		<-s.proceed
+	}
+	return readiness.Estimate{FirstPoll: time.Second, Observations: int64(total)}, nil
+}
+
+// A poll loop that finds another folding answers into the estimate leaves its own to
+// it and goes on polling instead of queueing on the estimate's row; none is lost.
+func TestLearningIsOneLoopAtATime(t *testing.T) {
+	t.Parallel()
+	st := &learningStore{entered: make(chan struct{}), proceed: make(chan struct{})}
+	d := &Deps{Store: st, Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
+	answers := func(n int) []store.PollResult {
+		rs := make([]store.PollResult, n)
+		for i := range rs {
+			rs[i] = store.PollResult{Item: store.PollItem{PK: int64(i + 1), ScheduledAfter: time.Second},
+				Report: cloudop.Report{Outcome: fleet.Ready}, Waited: time.Second}
+		}
+		return rs
+	}
+	folding := make(chan struct{})
+	go func() { d.learnReadiness(t.Context(), answers(3)); close(folding) }()
+	<-st.entered
+	// While the first loop's batch is in the store, two more loops come and go.
+	d.learnReadiness(t.Context(), answers(5))
+	d.learnReadiness(t.Context(), answers(2))
+	select {
+	case <-folding:
+		t.Fatal("the folding loop returned while its store call was held")
+	default:
+	}
+	close(st.proceed)
+	<-folding
+	require.Equal(t, []int{3, 7}, st.batches, "the folding loop took the others' answers in one more call")
+	require.EqualValues(t, 10, d.readySeen.Load())
 }
