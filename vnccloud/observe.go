@@ -53,14 +53,13 @@ func (t instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, err
 		status = resp.StatusCode
 	}
 	if recording {
-		switch {
-		case err != nil:
+		if err != nil {
 			span.SetStatus(codes.Error, "no answer")
-		case status >= 500:
+		} else {
 			span.SetAttributes(attribute.Int("http.response.status_code", status))
-			span.SetStatus(codes.Error, http.StatusText(status))
-		default:
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(status))
+			}
 		}
 	}
 	if t.observe != nil {
