@@ -67,7 +67,7 @@ func (s *Store) RecordReconcileRun(ctx context.Context, run ReconcileRun) (int64
 		errText = run.Error
 	}
 	var id int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `
 			INSERT INTO reconcile_runs (started_at, finished_at, dry_run, trigger, converged, report, by_fleet, counts, error)
 			VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9) RETURNING id`,

@@ -26,7 +26,7 @@ type ConsoleSession struct {
 // sessions expired by its creation time and the oldest beyond max (max <= 0: no
 // bound). It returns how many it deleted.
 func (s *Store) CreateConsoleSession(ctx context.Context, sess ConsoleSession, max int) (pruned int, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM console_sessions WHERE expires_at <= $1`, sess.CreatedAt)
 		if err != nil {
 			return err
