@@ -15,20 +15,21 @@ import (
 
 // workClass is the budget class of a work item's calls.
 func workClass(ctx context.Context, item store.WorkItem) context.Context {
-	if fleet.Op(item.Op) == fleet.OpRotate {
-		return ratelimit.WithClass(ctx, ratelimit.Rotation)
-	}
-	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
+	return ratelimit.WithClass(ctx, classOf(fleet.Op(item.Op) == fleet.OpRotate))
 }
 
 // pollClass is the budget class of a readiness poll: finishing work, served before
 // the new work of its class.
 func pollClass(ctx context.Context, item store.PollItem) context.Context {
-	ctx = ratelimit.Finishing(ctx)
-	if item.Rotation {
-		return ratelimit.WithClass(ctx, ratelimit.Rotation)
+	return ratelimit.WithClass(ratelimit.Finishing(ctx), classOf(item.Rotation))
+}
+
+// classOf is rotation's class for a rotation's calls, onboarding's for the rest.
+func classOf(rotation bool) ratelimit.Class {
+	if rotation {
+		return ratelimit.Rotation
 	}
-	return ratelimit.WithClass(ctx, ratelimit.Onboarding)
+	return ratelimit.Onboarding
 }
 
 // finishingAfterFirst marks the calls of a device's operation after its first (a
