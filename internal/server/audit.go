@@ -70,7 +70,7 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	after, limit := int64(0), auditDefaultPageSize
+	after := int64(0)
 	if v := q.Get("after"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -79,13 +79,9 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request) {
 		}
 		after = n
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > auditPageLimit {
-			writeError(w, http.StatusBadRequest, "limit must be 1.."+strconv.Itoa(auditPageLimit), nil)
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, auditDefaultPageSize, auditPageLimit)
+	if !ok {
+		return
 	}
 	entries, err := s.cfg.Store.AuditLog(r.Context(), since, after, limit)
 	if err != nil {

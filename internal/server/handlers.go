@@ -210,6 +210,21 @@ func queryBool(w http.ResponseWriter, r *http.Request, name string) (value, ok b
 	return b, true
 }
 
+// queryLimit reads the optional page size `limit`, def when absent, within 1..most.
+// An unreadable or out-of-range one is answered 400 naming the range, and ok is false.
+func queryLimit(w http.ResponseWriter, r *http.Request, def, most int) (limit int, ok bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		writeError(w, http.StatusBadRequest, "limit must be 1.."+strconv.Itoa(most), nil)
+		return 0, false
+	}
+	return n, true
+}
+
 // manifestID reads the {id} of a manifest route. A manifest of a fleet beyond a
 // fleet-limited token is answered 404, as if it did not exist.
 func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool) {

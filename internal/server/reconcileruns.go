@@ -2,7 +2,6 @@ package server
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/vncfleet/vncfleet/internal/store"
 )
@@ -17,14 +16,9 @@ func (s *Server) reconcileRuns(w http.ResponseWriter, r *http.Request) {
 	if !requireEveryFleet(w, r, "the reconcile history") {
 		return
 	}
-	limit := reconcileRunsDefault
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > store.ReconcileRunsKept {
-			writeError(w, http.StatusBadRequest, "limit must be 1.."+strconv.Itoa(store.ReconcileRunsKept), nil)
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, reconcileRunsDefault, store.ReconcileRunsKept)
+	if !ok {
+		return
 	}
 	runs, err := s.cfg.Store.ReconcileRuns(r.Context(), limit, false)
 	if !s.found(w, r, err) {
