@@ -63,23 +63,32 @@ const limiterIdle = 10 * time.Second
 // LimiterState reads the state of the limiter name ("vnccloud"), nil when no live
 // process publishes it.
 func (s *Store) LimiterState(ctx context.Context, name string) (*LimiterState, error) {
+	l, _, err := s.limiterState(ctx, name)
+	return l, err
+}
+
+// limiterState reads LimiterState and, in the same statement, until when the limiter
+// is paused (nil: it is not), which holds whether or not a process is live.
+func (s *Store) limiterState(ctx context.Context, name string) (*LimiterState, *time.Time, error) {
 	l := &LimiterState{}
+	var paused *time.Time
 	err := s.pool.QueryRow(ctx, `
 		WITH live AS (
 			SELECT *, factor < 1 AND sent_at > now() - $3::float8 * interval '1 second' AS slowed
 			FROM rate_limit_processes WHERE name = $1 AND updated_at > now() - $2::float8 * interval '1 second'
 		)
 		SELECT count(*), coalesce(max(rate), 0), coalesce(min(factor) FILTER (WHERE slowed), 1), coalesce(sum(sending), 0),
-			count(*) FILTER (WHERE slowed), min(slowed_at) FILTER (WHERE slowed)
+			count(*) FILTER (WHERE slowed), min(slowed_at) FILTER (WHERE slowed),
+			(SELECT paused_until FROM rate_limits WHERE name = $1 AND paused_until > now())
 		FROM live`,
-		name, limiterLive.Seconds(), limiterIdle.Seconds()).Scan(&l.Processes, &l.Rate, &l.Factor, &l.Sending, &l.Slowed, &l.SlowedSince)
+		name, limiterLive.Seconds(), limiterIdle.Seconds()).Scan(&l.Processes, &l.Rate, &l.Factor, &l.Sending, &l.Slowed, &l.SlowedSince, &paused)
 	if err != nil {
-		return nil, fmt.Errorf("limiter state: %w", err)
+		return nil, nil, fmt.Errorf("limiter state: %w", err)
 	}
 	if l.Processes == 0 {
-		return nil, nil
+		return nil, paused, nil
 	}
-	return l, nil
+	return l, paused, nil
 }
 
 // ManifestCloudState reads the cloud state of manifest id's devices. Its cost does not
@@ -125,13 +134,8 @@ func (s *Store) ManifestCloudState(ctx context.Context, id int64) (*CloudState, 
 }
 
 // limiterCloud fills the cluster-wide parts of c: the VNC Cloud limiter's pause and
-// state.
-func (s *Store) limiterCloud(ctx context.Context, c *CloudState) error {
-	var paused time.Time
-	err := s.pool.QueryRow(ctx, `SELECT paused_until FROM rate_limits WHERE name = 'vnccloud' AND paused_until > now()`).Scan(&paused)
-	if err == nil {
-		c.PausedUntil = &paused
-	}
-	c.Limiter, err = s.LimiterState(ctx, "vnccloud")
+// state, in one statement.
+func (s *Store) limiterCloud(ctx context.Context, c *CloudState) (err error) {
+	c.Limiter, c.PausedUntil, err = s.limiterState(ctx, "vnccloud")
 	return err
 }
