@@ -82,7 +82,7 @@ func benchETA(baseURL string, devices int, rate float64, readyDelay time.Duratio
 		var pace progress.Pace
 		return func(s etaSample) (time.Duration, bool) {
 			owed := progress.CallsOwed(s.byStatus)
-			pace.Observe(time.Unix(0, 0).Add(s.at), owed)
+			pace.Observe(time.Unix(0, 0).Add(s.at), owed, s.settled)
 			return pace.ETA(owed, rate, 0)
 		}
 	}())

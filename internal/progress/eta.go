@@ -47,18 +47,20 @@ func CallsOwed(byStatus map[string]int) int {
 // smooth the workers' batches, short enough to follow a slow-down.
 const DefaultWindow = 30 * time.Second
 
-// Pace measures the rate achieved: how fast the calls owed fall. The zero value
-// measures over DefaultWindow. It is not safe for concurrent use.
+// Pace measures the rate achieved: how fast the calls owed fall, and for the display
+// how fast devices settle, over one sliding window. The zero value measures over
+// DefaultWindow. It is not safe for concurrent use.
 type Pace struct {
 	// Window is how far back the rate looks (0: DefaultWindow); a third of it must be
 	// covered before the rate counts as measured.
 	Window  time.Duration
-	samples []owedSample
+	samples []paceSample
 }
 
-type owedSample struct {
-	at   time.Time
-	owed int
+type paceSample struct {
+	at      time.Time
+	owed    int
+	settled int
 }
 
 func (p *Pace) window() time.Duration {
@@ -68,10 +70,11 @@ func (p *Pace) window() time.Duration {
 	return p.Window
 }
 
-// Observe records the calls owed at now. Samples older than the window are dropped,
-// but for the newest of them, so that the window is always spanned.
-func (p *Pace) Observe(now time.Time, owed int) {
-	p.samples = append(p.samples, owedSample{now, owed})
+// Observe records the calls owed and the devices settled at now. Samples older than
+// the window are dropped, but for the newest of them, so that the window is always
+// spanned.
+func (p *Pace) Observe(now time.Time, owed, settled int) {
+	p.samples = append(p.samples, paceSample{now, owed, settled})
 	cut := 0
 	for cut < len(p.samples)-1 && now.Sub(p.samples[cut+1].at) >= p.window() {
 		cut++
@@ -95,6 +98,20 @@ func (p *Pace) Achieved() (perSecond float64, measured bool) {
 		perSecond = float64(first.owed-last.owed) / span.Seconds()
 	}
 	return perSecond, span >= p.window()/3
+}
+
+// Settled is the devices settled per second over the window; 0 before two samples
+// or when none settled.
+func (p *Pace) Settled() float64 {
+	if len(p.samples) < 2 {
+		return 0
+	}
+	first, last := p.samples[0], p.samples[len(p.samples)-1]
+	secs := last.at.Sub(first.at).Seconds()
+	if secs <= 0 || last.settled <= first.settled {
+		return 0
+	}
+	return float64(last.settled-first.settled) / secs
 }
 
 // ETA estimates the time left for owed calls by the rule above: at the achieved rate

@@ -63,8 +63,8 @@ func TestPaceMeasuresCallsPaidOffOverItsWindow(t *testing.T) {
 	var p progress.Pace // DefaultWindow: 30 s, measured after 10 s
 	_, measured := p.Achieved()
 	require.False(t, measured, "no samples")
-	p.Observe(t0, 400)
-	p.Observe(t0.Add(5*time.Second), 300)
+	p.Observe(t0, 400, 0)
+	p.Observe(t0.Add(5*time.Second), 300, 0)
 	rate, measured := p.Achieved()
 	require.InDelta(t, 20.0, rate, 1e-9)
 	require.False(t, measured, "5 s of a 30 s window")
@@ -72,7 +72,7 @@ func TestPaceMeasuresCallsPaidOffOverItsWindow(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 7500*time.Millisecond, d, "the budget until measured: 300 calls at 40/s")
 
-	p.Observe(t0.Add(10*time.Second), 200)
+	p.Observe(t0.Add(10*time.Second), 200, 0)
 	rate, measured = p.Achieved()
 	require.InDelta(t, 20.0, rate, 1e-9)
 	require.True(t, measured)
@@ -80,8 +80,8 @@ func TestPaceMeasuresCallsPaidOffOverItsWindow(t *testing.T) {
 	require.Equal(t, 10*time.Second, d, "200 calls at the 20/s achieved, not the 40/s budget")
 
 	// A stall: a minute later nothing more was paid off, and the window has forgotten the fast start.
-	p.Observe(t0.Add(50*time.Second), 200)
-	p.Observe(t0.Add(70*time.Second), 200)
+	p.Observe(t0.Add(50*time.Second), 200, 0)
+	p.Observe(t0.Add(70*time.Second), 200, 0)
 	rate, measured = p.Achieved()
 	require.Zero(t, rate)
 	require.True(t, measured)
@@ -89,7 +89,7 @@ func TestPaceMeasuresCallsPaidOffOverItsWindow(t *testing.T) {
 	require.False(t, ok, "a stalled run has no ETA, whatever the budget")
 
 	// A retry puts failed devices back: the calls owed rise, which is nothing paid off.
-	p.Observe(t0.Add(80*time.Second), 260)
+	p.Observe(t0.Add(80*time.Second), 260, 0)
 	rate, _ = p.Achieved()
 	require.Zero(t, rate)
 }

@@ -57,17 +57,11 @@ type Snapshot struct {
 	Note string
 }
 
-type sample struct {
-	at      time.Time
-	settled int
-}
-
 // Renderer draws progress. It is not safe for concurrent use: one waiter owns it.
 type Renderer struct {
-	cfg     Config
-	start   time.Time
-	samples []sample
-	pace    Pace
+	cfg   Config
+	start time.Time
+	pace  Pace
 
 	drawn      bool // a TTY line is on screen without its newline
 	printed    bool // a plain line was printed
@@ -150,30 +144,14 @@ func (r *Renderer) printPlain(now time.Time, s Snapshot) {
 	r.printed, r.lastPrint, r.lastDecile, r.lastSnap = true, now, decile(s), cloneSnapshot(s)
 }
 
-// observe records a sample for the rates, keeping those inside the window (and the
-// newest one before it, so that a window is always spanned).
+// observe records a sample for the rates (Pace keeps those inside the window, and
+// the newest one before it).
 func (r *Renderer) observe(now time.Time, s Snapshot) {
-	r.pace.Observe(now, CallsOwed(s.ByStatus))
-	r.samples = append(r.samples, sample{now, s.Settled})
-	cut := 0
-	for cut < len(r.samples)-1 && now.Sub(r.samples[cut+1].at) >= r.cfg.RateWindow {
-		cut++
-	}
-	r.samples = r.samples[cut:]
+	r.pace.Observe(now, CallsOwed(s.ByStatus), s.Settled)
 }
 
 // Rate is devices settled per second over the rate window; 0 before two samples.
-func (r *Renderer) Rate() float64 {
-	if len(r.samples) < 2 {
-		return 0
-	}
-	first, last := r.samples[0], r.samples[len(r.samples)-1]
-	secs := last.at.Sub(first.at).Seconds()
-	if secs <= 0 || last.settled <= first.settled {
-		return 0
-	}
-	return float64(last.settled-first.settled) / secs
-}
+func (r *Renderer) Rate() float64 { return r.pace.Settled() }
 
 func (r *Renderer) line(now time.Time, s Snapshot, tty bool) string {
 	pct := 100.0

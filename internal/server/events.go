@@ -140,17 +140,11 @@ type ProgressEvent struct {
 	ETASeconds *float64 `json:"etaSeconds,omitempty"`
 }
 
-type settledSample struct {
-	at      time.Time
-	settled int
-}
-
-// pace measures devices/s over a sliding window for the display, and the calls
-// paid off for the ETA (progress.Pace).
+// pace measures, over progress.Pace's sliding window, devices/s for the display and
+// the calls paid off for the ETA.
 type pace struct {
-	rate    float64 // VNCCLOUD_RATE: the budget when no limiter state is published
-	calls   progress.Pace
-	samples []settledSample
+	rate     float64 // VNCCLOUD_RATE: the budget when no limiter state is published
+	measured progress.Pace
 }
 
 // observe records a progress reading taken at now and returns its event.
@@ -165,19 +159,12 @@ func (pc *pace) observe(p *store.Progress, now time.Time) ProgressEvent {
 		}
 	}
 	ev := ProgressEvent{Progress: p, Rate: budget}
-	pc.samples = append(pc.samples, settledSample{now, p.Settled})
-	for len(pc.samples) > 2 && now.Sub(pc.samples[1].at) > progress.DefaultWindow {
-		pc.samples = pc.samples[1:]
-	}
-	first := pc.samples[0]
-	if elapsed := now.Sub(first.at).Seconds(); elapsed > 0 && p.Settled > first.settled {
-		ev.DevicesPerSecond = float64(p.Settled-first.settled) / elapsed
-	}
-	pc.calls.Observe(now, p.CallsOwed)
+	pc.measured.Observe(now, p.CallsOwed, p.Settled)
+	ev.DevicesPerSecond = pc.measured.Settled()
 	if p.Settled >= p.Total {
 		zero := 0.0
 		ev.ETASeconds = &zero
-	} else if eta, ok := pc.calls.ETA(p.CallsOwed, budget, paused); ok {
+	} else if eta, ok := pc.measured.ETA(p.CallsOwed, budget, paused); ok {
 		secs := eta.Seconds()
 		ev.ETASeconds = &secs
 	}
