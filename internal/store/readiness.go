@@ -14,9 +14,15 @@ import (
 // firstPollSQL is when device (an SQL expression of its row id) that starts waiting
 // for readiness now is first polled: the delay learned for the account in the
 // parameter acct (migration 0020), else the one in fallback. An empty account learns
-// nothing: the fallback.
+// nothing: the fallback. The estimate is read by an uncorrelated subquery, once per
+// statement however many rows it schedules (migration 0027).
 func firstPollSQL(acct, fallback, device string) string {
-	return `now() + vncfleet_first_poll(` + acct + `, ` + fallback + `::interval, ` + device + `)`
+	return `now() + ` + firstPollDelaySQL(acct, fallback, device)
+}
+
+// firstPollDelaySQL is the delay of firstPollSQL.
+func firstPollDelaySQL(acct, fallback, device string) string {
+	return `vncfleet_first_poll_for((SELECT vncfleet_learned_first_poll(` + acct + `)), ` + fallback + `::interval, ` + device + `)`
 }
 
 // ReadinessEstimate is what was learned of account's readiness delay; ok is false
@@ -82,7 +88,7 @@ func (s *Store) LearnReadiness(ctx context.Context, account string, cfg readines
 				WHERE status = 'awaiting_ready' AND polls = 0 AND next_poll_at > now() AND awaiting_since IS NOT NULL
 				  AND (claim_until IS NULL OR claim_until < now())
 				FOR UPDATE SKIP LOCKED)
-			UPDATE devices d SET next_poll_at = d.awaiting_since + vncfleet_first_poll($1, interval '0', d.id)
+			UPDATE devices d SET next_poll_at = d.awaiting_since + `+firstPollDelaySQL("$1", "interval '0'", "d.id")+`
 			FROM c WHERE d.id = c.id`, account)
 		return err
 	})
