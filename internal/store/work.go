@@ -168,7 +168,7 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("claim work %s: %w", key, err)
 		}
-		return recordAttempts(ctx, tx, items, worker)
+		return recordAttempts(ctx, tx, items, worker, lease)
 	})
 	if err != nil {
 		return nil, err
@@ -179,8 +179,10 @@ func (s *Store) ClaimWork(ctx context.Context, key string, limit int, lease time
 // recordAttempts writes a create_attempts row for every claimed create whose spec can
 // be sent (a listen device with unresolved names fails without a request), in one
 // statement.
-// An attempt may be in progress at the server until its claim ends (in_flight_until).
-func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem, worker int64) error {
+// An attempt may be in progress at the server until its claim ends (in_flight_until):
+// now() + lease is the claim's claim_until, now() being the transaction's start in
+// both statements.
+func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem, worker int64, lease time.Duration) error {
 	var pks []int64
 	var specs []string
 	at := map[int64]int{}
@@ -202,9 +204,9 @@ func recordAttempts(ctx context.Context, tx pgx.Tx, items []WorkItem, worker int
 	}
 	rows, err := tx.Query(ctx, `
 		INSERT INTO create_attempts (device_pk, spec, worker_id, in_flight_until)
-		SELECT a.pk, a.spec::jsonb, nullif($3::bigint, 0), d.claim_until
-		FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec) JOIN devices d ON d.id = a.pk
-		RETURNING device_pk, id`, pks, specs, worker)
+		SELECT a.pk, a.spec::jsonb, nullif($3::bigint, 0), now() + $4::interval
+		FROM unnest($1::bigint[], $2::text[]) AS a(pk, spec)
+		RETURNING device_pk, id`, pks, specs, worker, lease)
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}

@@ -158,3 +158,24 @@ func TestClaimLeaseEndsOnTheLocalClock(t *testing.T) {
 	require.False(t, items[0].LeaseEnds.Before(before.Add(time.Minute)))
 	require.False(t, items[0].LeaseEnds.After(after.Add(time.Minute)), "never later than the local clock allows")
 }
+
+// A claimed create's attempt is recorded as in flight until exactly the end of the
+// claim: reconciliation must not take an address it made for an orphan any sooner.
+func TestAttemptIsInFlightUntilTheClaimEnds(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"a,connect,g1,,,\nb,listen,,g1,,\n")
+	items, err := e.Store.ClaimWork(e.Ctx, key, 10, 90*time.Second, 0)
+	require.NoError(t, err)
+	require.Len(t, items, 2)
+	for _, it := range items {
+		require.NotZero(t, it.AttemptID)
+		var same bool
+		var left float64
+		require.NoError(t, e.Pool.QueryRow(e.Ctx, `
+			SELECT a.in_flight_until = d.claim_until, extract(epoch FROM a.in_flight_until - a.sent_at)::float8
+			FROM create_attempts a JOIN devices d ON d.id = a.device_pk WHERE a.id = $1`, it.AttemptID).Scan(&same, &left))
+		require.True(t, same, "device %s: in flight until another moment than its claim's end", it.DeviceID)
+		require.InDelta(t, 90, left, 1)
+	}
+}
