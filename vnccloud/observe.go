@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -24,26 +23,30 @@ func withOp(ctx context.Context, op string) context.Context {
 	return context.WithValue(ctx, opKey{}, op)
 }
 
-// instrumentedTransport makes an OpenTelemetry span of every round trip (a no-op
-// unless the program installed a tracer provider) and reports it to observe.
+// instrumentedTransport makes an OpenTelemetry span of every round trip and reports
+// it to observe.
 type instrumentedTransport struct {
 	next    http.RoundTripper
-	observe Observer // nil: none
-	tracer  trace.Tracer
+	observe Observer     // nil: none
+	tracer  trace.Tracer // nil: no spans
 }
 
 func (t instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	op, _ := req.Context().Value(opKey{}).(string)
-	// The span names the operation, never the URL: its path holds a cloud address.
-	ctx, span := t.tracer.Start(req.Context(), "vnccloud."+op, trace.WithSpanKind(trace.SpanKindClient))
-	defer span.End()
-	// Without a tracer provider (or when sampled out) the span records nothing: the
-	// attributes and the request's copy would cost each call for nothing (measured:
-	// 3% of the worker's CPU at full speed).
-	recording := span.IsRecording()
+	var span trace.Span
+	recording := false
+	if t.tracer != nil {
+		var ctx context.Context
+		// The span names the operation, never the URL: its path holds a cloud address.
+		ctx, span = t.tracer.Start(req.Context(), "vnccloud."+op, trace.WithSpanKind(trace.SpanKindClient))
+		defer span.End()
+		req = req.WithContext(ctx)
+		// Sampled out, the span records nothing: attributes would cost each call for
+		// nothing (measured: 3% of the worker's CPU at full speed).
+		recording = span.IsRecording()
+	}
 	if recording {
 		span.SetAttributes(attribute.String("vnccloud.operation", op), attribute.String("http.request.method", req.Method))
-		req = req.WithContext(ctx)
 	}
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)
@@ -68,14 +71,14 @@ func (t instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, err
 	return resp, err
 }
 
-// instrumented returns a copy of hc whose transport traces and reports every
-// request; hc itself, which the caller may share, is left alone.
-func instrumented(hc *http.Client, observe Observer) *http.Client {
+// instrumented returns a copy of hc whose transport traces (by tracer, when not nil)
+// and reports every request; hc itself, which the caller may share, is left alone.
+func instrumented(hc *http.Client, observe Observer, tracer trace.Tracer) *http.Client {
 	next := hc.Transport
 	if next == nil {
 		next = http.DefaultTransport
 	}
 	c := *hc
-	c.Transport = instrumentedTransport{next: next, observe: observe, tracer: otel.Tracer("github.com/vncfleet/vncfleet/vnccloud")}
+	c.Transport = instrumentedTransport{next: next, observe: observe, tracer: tracer}
 	return &c
 }

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/vncfleet/vncfleet/internal/sim"
 	"github.com/vncfleet/vncfleet/vnccloud"
@@ -75,4 +78,50 @@ func TestObserveLeavesSharedClientAlone(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, hc.Transport)
 	require.Equal(t, 1, n)
+}
+
+// TestTracerSpansEveryRequest: with a Tracer, every request is a span named by its
+// operation, never by the URL (whose path holds a cloud address), with its answer's
+// status; without one, the client makes none.
+func TestTracerSpansEveryRequest(t *testing.T) {
+	f := newFixture(t, sim.Config{})
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	c, err := vnccloud.New(vnccloud.Config{BaseURL: f.base, APIKey: key, APISecret: secret, Tracer: tp.Tracer("test")})
+	require.NoError(t, err)
+	ctx := context.Background()
+	created, err := c.Create(ctx, connect("g"))
+	require.NoError(t, err)
+	f.sim.SetFaults(sim.Faults{FailRate: 1})
+	_, err = c.Ready(ctx, created.CloudAddress)
+	require.Error(t, err)
+	f.sim.SetFaults(sim.Faults{})
+
+	spans := rec.Ended()
+	require.Len(t, spans, 2)
+	status := func(s sdktrace.ReadOnlySpan) int64 {
+		for _, a := range s.Attributes() {
+			if a.Key == "http.response.status_code" {
+				return a.Value.AsInt64()
+			}
+		}
+		return 0
+	}
+	require.Equal(t, "vnccloud.create", spans[0].Name())
+	require.Equal(t, int64(http.StatusCreated), status(spans[0]))
+	require.Equal(t, "vnccloud.ready", spans[1].Name())
+	require.Equal(t, int64(http.StatusServiceUnavailable), status(spans[1]))
+	require.Equal(t, codes.Error, spans[1].Status().Code)
+	for _, s := range spans {
+		require.NotContains(t, s.Name(), created.CloudAddress)
+		for _, a := range s.Attributes() {
+			require.NotContains(t, a.Value.Emit(), created.CloudAddress, "attribute %s", a.Key)
+		}
+	}
+
+	untraced, err := vnccloud.New(vnccloud.Config{BaseURL: f.base, APIKey: key, APISecret: secret})
+	require.NoError(t, err)
+	_, err = untraced.Create(ctx, connect("g"))
+	require.NoError(t, err)
+	require.Len(t, rec.Ended(), 2, "a client without a Tracer made spans")
 }

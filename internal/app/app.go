@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,7 @@ import (
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/server"
 	"github.com/vncfleet/vncfleet/internal/store"
+	"github.com/vncfleet/vncfleet/internal/tracing"
 	"github.com/vncfleet/vncfleet/jobs"
 	"github.com/vncfleet/vncfleet/ratelimit"
 	"github.com/vncfleet/vncfleet/vnccloud"
@@ -88,6 +90,7 @@ func newVNCCloud(cfg *config.Config, observe vnccloud.Observer) (*vnccloud.Clien
 		APISecret: cfg.VNCCloud.APISecret,
 		Timeout:   cfg.VNCCloud.Timeout,
 		Observe:   observe,
+		Tracer:    tracing.TracerIfEnabled(os.Getenv),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("VNC Cloud client: %w", err)

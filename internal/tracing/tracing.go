@@ -28,6 +28,16 @@ const Name = "github.com/vncfleet/vncfleet"
 // Tracer is vncfleet's tracer, from the global provider.
 func Tracer() trace.Tracer { return otel.Tracer(Name) }
 
+// TracerIfEnabled is Tracer when getenv names an OTLP endpoint, else nil: for code
+// that makes a span of every call, where a span of the no-op provider still costs
+// its allocation (vnccloud.Config.Tracer).
+func TracerIfEnabled(getenv func(string) string) trace.Tracer {
+	if !Enabled(getenv) {
+		return nil
+	}
+	return Tracer()
+}
+
 // Enabled reports whether getenv names an OTLP endpoint.
 func Enabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
