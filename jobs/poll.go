@@ -90,6 +90,7 @@ func (d *Deps) pollLoop(ctx context.Context, stop time.Time) error {
 			return err
 		}
 		if len(items) == 0 {
+			d.foldLearned(ctx, true)
 			next, err := d.Store.NextPollAt(ctx)
 			if err != nil {
 				return err
@@ -161,11 +162,19 @@ func (d *Deps) readLearned(ctx context.Context) {
 // after every batch spent more time queued on that lock than polling (at 20,000
 // devices with immediate readiness, a second of the run). A loop that finds another
 // folding leaves its answers to it and polls on.
+//
+// Once the estimate is learned from readiness.ColdObservations answers, answers are
+// folded at most every learnEvery (and whenever the poller runs out of due polls),
+// not after every batch: each fold is a transaction of its own, and a step of the
+// estimate from many answers at once is the same as from the same answers in turns.
 type learning struct {
-	mu      sync.Mutex
-	pending []readiness.Observation
-	busy    bool
+	mu       sync.Mutex
+	pending  []readiness.Observation
+	busy     bool
+	foldedAt time.Time
 }
+
+const learnEvery = time.Second
 
 // maxUnlearned bounds the answers kept while the estimate cannot be written (the
 // database down): the oldest are dropped, as a lost update would drop them.
@@ -189,16 +198,27 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 	}
 	l := &d.learning
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.pending = append(l.pending, obs...)
 	if over := len(l.pending) - maxUnlearned; over > 0 {
 		l.pending = append(l.pending[:0], l.pending[over:]...)
 	}
-	if l.busy {
+	l.mu.Unlock()
+	d.foldLearned(ctx, false)
+}
+
+// foldLearned folds the answers waiting into the account's estimate, unless another
+// loop is at it, or, once the estimate is warm and unless now says so, the last fold
+// is less than learnEvery ago.
+func (d *Deps) foldLearned(ctx context.Context, now bool) {
+	l := &d.learning
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	warm := d.readySeen.Load() >= readiness.ColdObservations
+	if l.busy || len(l.pending) == 0 || (warm && !now && time.Since(l.foldedAt) < learnEvery) {
 		return
 	}
 	l.busy = true
-	defer func() { l.busy = false }()
+	defer func() { l.busy, l.foldedAt = false, time.Now() }()
 	for len(l.pending) > 0 && ctx.Err() == nil {
 		batch := l.pending
 		l.pending = nil

@@ -118,3 +118,43 @@ func TestLearningIsOneLoopAtATime(t *testing.T) {
 	require.Equal(t, []int{3, 7}, st.batches, "the folding loop took the others' answers in one more call")
 	require.EqualValues(t, 10, d.readySeen.Load())
 }
+
+// countingLearner is a Store whose LearnReadiness counts its calls and answers.
+type countingLearner struct {
+	Store
+	calls, answers int
+}
+
+func (s *countingLearner) LearnReadiness(_ context.Context, _ string, _ readiness.Config, obs []readiness.Observation) (readiness.Estimate, error) {
+	s.calls++
+	s.answers += len(obs)
+	return readiness.Estimate{FirstPoll: time.Second, Observations: readiness.ColdObservations + int64(s.answers)}, nil
+}
+
+// Once the estimate is warm, answers are folded at most every learnEvery, the others
+// kept for the next fold, and all of them when the poller runs out of due polls;
+// while cold, after every batch.
+func TestWarmEstimateFoldsAtMostEverySecond(t *testing.T) {
+	t.Parallel()
+	st := &countingLearner{}
+	d := &Deps{Store: st, Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
+	answers := []store.PollResult{{Item: store.PollItem{PK: 1, ScheduledAfter: time.Second},
+		Report: cloudop.Report{Outcome: fleet.Ready}, Waited: time.Second}}
+
+	d.learnReadiness(t.Context(), answers) // cold: folded at once, and now warm
+	require.Equal(t, 1, st.calls)
+	d.learnReadiness(t.Context(), answers)
+	d.learnReadiness(t.Context(), answers)
+	require.Equal(t, 1, st.calls, "folded again within a second of the last fold")
+	d.foldLearned(t.Context(), true) // no due polls left: fold what waits
+	require.Equal(t, 2, st.calls)
+	require.Equal(t, 3, st.answers, "an answer was lost")
+
+	d.learning.mu.Lock()
+	d.learning.foldedAt = time.Now().Add(-learnEvery)
+	d.learning.mu.Unlock()
+	d.learnReadiness(t.Context(), answers)
+	require.Equal(t, 3, st.calls, "a second after the last fold, answers are folded")
+	d.foldLearned(t.Context(), true)
+	require.Equal(t, 3, st.calls, "nothing waited: no fold")
+}
