@@ -163,10 +163,12 @@ func (d *Deps) readLearned(ctx context.Context) {
 // devices with immediate readiness, a second of the run). A loop that finds another
 // folding leaves its answers to it and polls on.
 //
-// Once the estimate is learned from readiness.ColdObservations answers, answers are
-// folded at most every learnEvery (and whenever the poller runs out of due polls),
-// not after every batch: each fold is a transaction of its own, and a step of the
-// estimate from many answers at once is the same as from the same answers in turns.
+// Answers are folded at most every learnEvery once the estimate is learned from
+// readiness.ColdObservations answers, every learnEveryCold before (and whenever the
+// poller runs out of due polls), not after every batch: each fold is a transaction
+// of its own, and a step of the estimate from many answers at once is the same as
+// from the same answers in turns. (Answers that cannot count, such as the late polls
+// of a busy poller, leave the estimate cold however many there are.)
 type learning struct {
 	mu       sync.Mutex
 	pending  []readiness.Observation
@@ -174,7 +176,10 @@ type learning struct {
 	foldedAt time.Time
 }
 
-const learnEvery = time.Second
+const (
+	learnEvery     = time.Second
+	learnEveryCold = 100 * time.Millisecond
+)
 
 // maxUnlearned bounds the answers kept while the estimate cannot be written (the
 // database down): the oldest are dropped, as a lost update would drop them.
@@ -207,14 +212,16 @@ func (d *Deps) learnReadiness(ctx context.Context, results []store.PollResult) {
 }
 
 // foldLearned folds the answers waiting into the account's estimate, unless another
-// loop is at it, or, once the estimate is warm and unless now says so, the last fold
-// is less than learnEvery ago.
+// loop is at it or, unless now says so, the last fold is too recent (see learning).
 func (d *Deps) foldLearned(ctx context.Context, now bool) {
 	l := &d.learning
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	warm := d.readySeen.Load() >= readiness.ColdObservations
-	if l.busy || len(l.pending) == 0 || (warm && !now && time.Since(l.foldedAt) < learnEvery) {
+	every := learnEveryCold
+	if d.readySeen.Load() >= readiness.ColdObservations {
+		every = learnEvery
+	}
+	if l.busy || len(l.pending) == 0 || (!now && time.Since(l.foldedAt) < every) {
 		return
 	}
 	l.busy = true

@@ -131,11 +131,23 @@ func (s *countingLearner) LearnReadiness(_ context.Context, _ string, _ readines
 	return readiness.Estimate{FirstPoll: time.Second, Observations: readiness.ColdObservations + int64(s.answers)}, nil
 }
 
-// Once the estimate is warm, answers are folded at most every learnEvery, the others
-// kept for the next fold, and all of them when the poller runs out of due polls;
-// while cold, after every batch.
-func TestWarmEstimateFoldsAtMostEverySecond(t *testing.T) {
+// Answers are folded at most every learnEveryCold while the estimate is cold, every
+// learnEvery once it is warm, the others kept for the next fold, and all of them
+// when the poller runs out of due polls.
+func TestFoldsAreSpacedInTime(t *testing.T) {
 	t.Parallel()
+	cold := &Deps{Store: &learningStore{entered: make(chan struct{}), proceed: make(chan struct{})},
+		Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
+	close(cold.Store.(*learningStore).proceed)
+	one := []store.PollResult{{Item: store.PollItem{PK: 1, ScheduledAfter: time.Second},
+		Report: cloudop.Report{Outcome: fleet.Ready}, Waited: time.Second}}
+	cold.learnReadiness(t.Context(), one)
+	cold.learnReadiness(t.Context(), one)
+	require.Equal(t, []int{1}, cold.Store.(*learningStore).batches, "cold, folded again at once")
+	time.Sleep(learnEveryCold)
+	cold.learnReadiness(t.Context(), one)
+	require.Equal(t, []int{1, 2}, cold.Store.(*learningStore).batches)
+
 	st := &countingLearner{}
 	d := &Deps{Store: st, Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
 	answers := []store.PollResult{{Item: store.PollItem{PK: 1, ScheduledAfter: time.Second},
