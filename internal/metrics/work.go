@@ -27,35 +27,19 @@ func (m *Metrics) WorkRecorded(results []store.Result) {
 	}
 }
 
-// BecameReady is a jobs.AfterReady: in the transaction that marks devices ready, it
-// reads the upload-to-ready time of those that are not rotations and counts the
-// rotations promoted. The read runs in a savepoint, so that metrics can never fail
-// the transaction. That transaction is retried through a database outage, so a
-// retried batch may be observed twice: an overcount by a batch then, never an
-// undercount.
-func (m *Metrics) BecameReady(ctx context.Context, tx pgx.Tx, became []store.PollItem) error {
-	var provisioned []int64
+// BecameReady is a jobs.AfterReady: it observes the upload-to-ready time of the
+// devices that just became ready and are not rotations, and counts the rotations
+// promoted. It reads nothing: the poll's claim brought the time since the upload. The
+// transaction it is called in is retried through a database outage, so a retried
+// batch may be observed twice: an overcount by a batch then, never an undercount.
+func (m *Metrics) BecameReady(_ context.Context, _ pgx.Tx, became []store.PollItem) error {
 	for _, it := range became {
-		if it.Rotation {
+		switch {
+		case it.Rotation:
 			m.rotations.WithLabelValues("rotated").Inc()
-		} else {
-			provisioned = append(provisioned, it.PK)
+		case it.SinceUpload > 0:
+			m.readySeconds.Observe(it.SinceUpload.Seconds())
 		}
 	}
-	if len(provisioned) == 0 {
-		return nil
-	}
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil // the transaction itself is in trouble; its own statements will say so
-	}
-	delays, err := store.ReadyDelays(ctx, sp, provisioned)
-	if err != nil {
-		_ = sp.Rollback(ctx)
-		return nil
-	}
-	for _, d := range delays {
-		m.readySeconds.Observe(d.Seconds())
-	}
-	return sp.Commit(ctx)
+	return nil
 }

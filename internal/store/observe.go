@@ -118,23 +118,6 @@ func (s *Store) WebhookBacklog(ctx context.Context) (pending, dead int64, err er
 	return pending, dead, nil
 }
 
-// ReadyDelays is, for the devices of pks that are not rotating, how long ago their
-// manifest was uploaded: the time from upload to ready, read in the transaction that
-// marks them ready.
-func ReadyDelays(ctx context.Context, tx pgx.Tx, pks []int64) ([]time.Duration, error) {
-	secs, err := column[float64](ctx, tx, "ready delays", `
-		SELECT extract(epoch FROM now() - m.uploaded_at)::float8
-		FROM devices d JOIN manifests m ON m.id = d.manifest_id WHERE d.id = ANY ($1)`, pks)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]time.Duration, len(secs))
-	for i, s := range secs {
-		out[i] = time.Duration(s * float64(time.Second))
-	}
-	return out, nil
-}
-
 // LatestManifestID is the newest manifest's id, 0 when there is none.
 func (s *Store) LatestManifestID(ctx context.Context) (int64, error) {
 	var id int64

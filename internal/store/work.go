@@ -342,8 +342,12 @@ type PollItem struct {
 	// ScheduledAfter is how long after the device began waiting this poll was due
 	// (for a first poll, the delay the schedule chose).
 	ScheduledAfter time.Duration
-	Rotation       bool // a reset's password waits to be promoted
-	ClaimToken     int64
+	// SinceUpload is how long before the claim the manifest that set the device was
+	// uploaded, on the database's clock (0: no manifest): the time from upload to
+	// ready, when this poll finds it ready.
+	SinceUpload time.Duration
+	Rotation    bool // a reset's password waits to be promoted
+	ClaimToken  int64
 }
 
 // ClaimPolls takes up to limit devices whose readiness poll is due.
@@ -360,16 +364,18 @@ func (s *Store) ClaimPolls(ctx context.Context, limit int, lease time.Duration, 
 		FROM c WHERE d.id = c.id
 		RETURNING d.id, d.fleet_id, d.device_id, d.cloud_address, d.polls,
 		    extract(epoch FROM now() - coalesce(d.awaiting_since, now()))::float8,
-		    extract(epoch FROM d.next_poll_at - coalesce(d.awaiting_since, d.next_poll_at))::float8, d.pending_password_ct IS NOT NULL`,
+		    extract(epoch FROM d.next_poll_at - coalesce(d.awaiting_since, d.next_poll_at))::float8,
+		    coalesce(extract(epoch FROM now() - (SELECT m.uploaded_at FROM manifests m WHERE m.id = d.manifest_id))::float8, 0),
+		    d.pending_password_ct IS NOT NULL`,
 		limit, lease, token, worker)
 	if err != nil {
 		return nil, fmt.Errorf("claim polls: %w", err)
 	}
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PollItem, error) {
 		var p PollItem
-		var waited, scheduled float64
-		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &waited, &scheduled, &p.Rotation)
-		p.AwaitingFor, p.ScheduledAfter = seconds(waited), seconds(scheduled)
+		var waited, scheduled, sinceUpload float64
+		err := row.Scan(&p.PK, &p.FleetID, &p.DeviceID, &p.CloudAddress, &p.Polls, &waited, &scheduled, &sinceUpload, &p.Rotation)
+		p.AwaitingFor, p.ScheduledAfter, p.SinceUpload = seconds(waited), seconds(scheduled), seconds(sinceUpload)
 		p.ClaimToken = token
 		return p, err
 	})

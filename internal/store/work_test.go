@@ -179,3 +179,19 @@ func TestAttemptIsInFlightUntilTheClaimEnds(t *testing.T) {
 		require.InDelta(t, 90, left, 1)
 	}
 }
+
+// A claimed poll carries how long ago the device's manifest was uploaded, on the
+// database's clock: the upload-to-ready time when the poll finds it ready.
+func TestPollClaimCarriesTheTimeSinceUpload(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	key := e.Ingest("f", provisiontest.Header+"a,connect,g1,,,\n")
+	_, err := e.Pool.Exec(e.Ctx, `UPDATE manifests SET uploaded_at = now() - interval '42 seconds'`)
+	require.NoError(t, err)
+	require.Equal(t, 1, e.Step(key, 10, provisiontest.RetryNow))
+	items, err := e.Store.ClaimPolls(e.Ctx, 10, time.Minute, 0)
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	require.InDelta(t, 42, items[0].SinceUpload.Seconds(), 2)
+	require.False(t, items[0].Rotation)
+}
