@@ -119,16 +119,18 @@ func TestLearningIsOneLoopAtATime(t *testing.T) {
 	require.EqualValues(t, 10, d.readySeen.Load())
 }
 
-// countingLearner is a Store whose LearnReadiness counts its calls and answers.
+// countingLearner is a Store whose LearnReadiness counts its calls and answers; the
+// estimate it returns is learned from learned answers before these.
 type countingLearner struct {
 	Store
+	learned        int64
 	calls, answers int
 }
 
 func (s *countingLearner) LearnReadiness(_ context.Context, _ string, _ readiness.Config, obs []readiness.Observation) (readiness.Estimate, error) {
 	s.calls++
 	s.answers += len(obs)
-	return readiness.Estimate{FirstPoll: time.Second, Observations: readiness.ColdObservations + int64(s.answers)}, nil
+	return readiness.Estimate{FirstPoll: time.Second, Observations: s.learned + int64(s.answers)}, nil
 }
 
 // Answers are folded at most every learnEveryCold while the estimate is cold, every
@@ -136,24 +138,25 @@ func (s *countingLearner) LearnReadiness(_ context.Context, _ string, _ readines
 // when the poller runs out of due polls.
 func TestFoldsAreSpacedInTime(t *testing.T) {
 	t.Parallel()
-	cold := &Deps{Store: &learningStore{entered: make(chan struct{}), proceed: make(chan struct{})},
-		Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
-	close(cold.Store.(*learningStore).proceed)
-	one := []store.PollResult{{Item: store.PollItem{PK: 1, ScheduledAfter: time.Second},
-		Report: cloudop.Report{Outcome: fleet.Ready}, Waited: time.Second}}
-	cold.learnReadiness(t.Context(), one)
-	cold.learnReadiness(t.Context(), one)
-	require.Equal(t, []int{1}, cold.Store.(*learningStore).batches, "cold, folded again at once")
-	time.Sleep(learnEveryCold)
-	cold.learnReadiness(t.Context(), one)
-	require.Equal(t, []int{1, 2}, cold.Store.(*learningStore).batches)
-
-	st := &countingLearner{}
-	d := &Deps{Store: st, Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
 	answers := []store.PollResult{{Item: store.PollItem{PK: 1, ScheduledAfter: time.Second},
 		Report: cloudop.Report{Outcome: fleet.Ready}, Waited: time.Second}}
+	deps := func(st *countingLearner) *Deps {
+		return &Deps{Store: st, Logger: slog.New(slog.DiscardHandler), Config: Config{ReadyAccount: "acct"}}
+	}
 
-	d.learnReadiness(t.Context(), answers) // cold: folded at once, and now warm
+	cold := &countingLearner{}
+	c := deps(cold)
+	c.learnReadiness(t.Context(), answers)
+	c.learnReadiness(t.Context(), answers)
+	require.Equal(t, 1, cold.calls, "cold, folded again at once")
+	time.Sleep(learnEveryCold)
+	c.learnReadiness(t.Context(), answers)
+	require.Equal(t, 2, cold.calls)
+	require.Equal(t, 3, cold.answers, "an answer was lost")
+
+	st := &countingLearner{learned: readiness.ColdObservations}
+	d := deps(st)
+	d.learnReadiness(t.Context(), answers) // the first fold of this process: at once, and now warm
 	require.Equal(t, 1, st.calls)
 	d.learnReadiness(t.Context(), answers)
 	d.learnReadiness(t.Context(), answers)

@@ -43,10 +43,9 @@ func (t instrumentedTransport) RoundTrip(req *http.Request) (*http.Response, err
 		req = req.WithContext(ctx)
 		// Sampled out, the span records nothing: attributes would cost each call for
 		// nothing (measured: 3% of the worker's CPU at full speed).
-		recording = span.IsRecording()
-	}
-	if recording {
-		span.SetAttributes(attribute.String("vnccloud.operation", op), attribute.String("http.request.method", req.Method))
+		if recording = span.IsRecording(); recording {
+			span.SetAttributes(attribute.String("vnccloud.operation", op), attribute.String("http.request.method", req.Method))
+		}
 	}
 	start := time.Now()
 	resp, err := t.next.RoundTrip(req)

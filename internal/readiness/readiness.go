@@ -100,7 +100,7 @@ const (
 func IsScout(id int64) bool { return id%ScoutEvery == 0 }
 
 // FirstPollFor is the first-poll delay of device id when the learned delay is q.
-// The SQL function vncfleet_first_poll (migration 0020) says the same.
+// The SQL function vncfleet_first_poll_for (migration 0027) says the same.
 func FirstPollFor(q time.Duration, id int64) time.Duration {
 	if IsScout(id) {
 		return q

@@ -6,7 +6,8 @@
 -- readiness.FirstPollFor in Go) over an estimate already read, without a subquery,
 -- so the planner inlines it; the caller passes the lookup as an uncorrelated
 -- subquery, which is evaluated once (store.firstPollSQL). vncfleet_first_poll stays,
--- in terms of the new function, for callers that schedule one device.
+-- in terms of the new function: processes of the previous version, still running
+-- while an upgrade rolls out, call it.
 CREATE OR REPLACE FUNCTION vncfleet_first_poll_for(learned interval, fallback interval, device bigint)
 RETURNS interval LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(learned * CASE WHEN device % 16 = 0 THEN 1.0::float8 ELSE 1.05::float8 END, fallback)
