@@ -47,6 +47,28 @@ func TestFirstPollAgreesWithGo(t *testing.T) {
 	}
 }
 
+// The first fold of a fresh account moves the estimate a fraction of a per cent from
+// the initial delay the waiting devices were scheduled by: it moves no row (it used
+// to rewrite every waiting device's first poll, to almost the same moment).
+func TestFirstFoldNearTheInitialDelayMovesNoRow(t *testing.T) {
+	t.Parallel()
+	e := provisiontest.New(t)
+	const acct = "sha256:fresh"
+	policy := store.RetryPolicy{MaxAttempts: 5, Backoff: func(int) time.Duration { return 0 }, PollAfter: time.Second, ReadinessAccount: acct}
+	key := e.Ingest("f", provisiontest.Header+"a,connect,g,,,\nb,connect,g,,,\n")
+	require.Equal(t, 2, e.Step(key, 10, policy))
+
+	got, err := e.Store.LearnReadiness(e.Ctx, acct, readiness.Config{Initial: time.Second},
+		[]readiness.Observation{{Scheduled: time.Second, Scout: true}})
+	require.NoError(t, err)
+	require.Less(t, got.FirstPoll, time.Second, "a ready answer shortens the delay")
+	require.Greater(t, got.FirstPoll, 990*time.Millisecond, "by a small step")
+	for _, id := range []string{"a", "b"} {
+		stays, _ := firstPollAfter(t, e, id)
+		require.Equal(t, time.Second, stays, "%s keeps the first poll the initial delay gave it", id)
+	}
+}
+
 // The learned first-poll delay is stored per account, outlives the store that
 // learned it, schedules the first poll of every device that starts waiting, and
 // moves the first polls already scheduled once it has moved far enough; devices
