@@ -244,8 +244,9 @@ const (
 	RescheduleFall = 0.2
 )
 
-// ShouldReschedule reports whether first polls scheduled at the delay last (zero:
-// never rescheduled) should move to next.
+// ShouldReschedule reports whether first polls scheduled at the delay last should
+// move to next. Polls never moved were scheduled at Config.Initial (the store passes
+// it); any delay is a rise from zero.
 func ShouldReschedule(last, next time.Duration) bool {
-	return last <= 0 || float64(next) >= float64(last)*(1+RescheduleRise) || float64(next) <= float64(last)*(1-RescheduleFall)
+	return float64(next) >= float64(last)*(1+RescheduleRise) || float64(next) <= float64(last)*(1-RescheduleFall)
 }

@@ -68,7 +68,7 @@ func (s *Store) LearnReadiness(ctx context.Context, account string, cfg readines
 		// Until the waiting first polls are first moved, they were scheduled by the
 		// initial delay (the fallback of firstPollSQL) or by an estimate still near it:
 		// the first fold of a fresh account, a fraction of a per cent from it, moves
-		// no row (it rewrote every waiting device, 10,000 in a 20,000-device run).
+		// no row (it rewrote every waiting device: up to 10,250 in a 20,000-device run).
 		last := cfg.WithDefaults().Initial
 		if resched != nil {
 			last = seconds(*resched)
