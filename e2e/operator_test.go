@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/csv"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -176,6 +178,75 @@ func TestDoctorAndServeSelfCheck(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, errOut, fmt.Sprintf("database: not migrated (%d of vncfleet's migrations missing, the first 0001_schema): run `vncfleet migrate`", len(own)))
 	require.NotContains(t, errOut, "SQLSTATE")
+}
+
+// TestDoctorNamesEachFailure runs doctor with one thing wrong at a time, each alone
+// enough to fail it (exit 1) with its own line: the Zenlayer credentials, the webhook,
+// the VNC Cloud key, the database's migrations. What is right is said to be right.
+func TestDoctorNamesEachFailure(t *testing.T) {
+	t.Parallel()
+	const zenlayerKey, zenlayerPassword = "zl-key", "zl-password-value"
+	c := newCluster(t, clusterOpts{simArgs: []string{"--zenlayer-account", zenlayerKey + ":" + zenlayerPassword}})
+	receiver := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(receiver.Close)
+	receiverAddr := strings.TrimPrefix(receiver.URL, "http://")
+	configured := append(append([]string{}, c.env...),
+		"ZENLAYER_API_URL="+c.simURL+"/api/v2", "ZENLAYER_ACCESS_KEY_ID="+zenlayerKey, "ZENLAYER_ACCESS_KEY_PASSWORD="+zenlayerPassword,
+		"VNCFLEET_WEBHOOK_URL="+receiver.URL+"/events", "VNCFLEET_WEBHOOK_SECRET="+strings.Repeat("w", 32))
+	// doctor talks to no vncfleet server: VNCFLEET_URL points nowhere.
+	doctor := func(env ...string) (string, int) {
+		t.Helper()
+		withEnv := *c
+		withEnv.env = append(append([]string{}, configured...), env...)
+		out, errOut, code := withEnv.runAt("http://"+freeAddr(t), "doctor")
+		if code != 0 {
+			require.Equal(t, "vncfleet: a check failed: see its line above", lastLine(errOut))
+		}
+		return out, code
+	}
+
+	out, code := doctor()
+	require.Equal(t, 0, code, out)
+	require.Empty(t, failedChecks(out), out)
+	require.Contains(t, out, "ok    Zenlayer   credentials accepted (asked for an instance that does not exist)\n")
+	require.Contains(t, out, "ok    webhook    "+receiverAddr+" accepts connections\n")
+
+	out, code = doctor("ZENLAYER_ACCESS_KEY_PASSWORD=wrong-password")
+	require.Equal(t, 1, code, out)
+	require.Equal(t, []string{"FAIL  Zenlayer   credentials refused (HTTP 401 SIGNATURE_FAILURE): check ZENLAYER_ACCESS_KEY_ID and ZENLAYER_ACCESS_KEY_PASSWORD"},
+		failedChecks(out))
+
+	nobody := freeAddr(t)
+	out, code = doctor("VNCFLEET_WEBHOOK_URL=http://" + nobody + "/events")
+	require.Equal(t, 1, code, out)
+	failed := failedChecks(out)
+	require.Len(t, failed, 1, out)
+	require.True(t, strings.HasPrefix(failed[0], "FAIL  webhook    cannot connect to "+nobody+" ("), out)
+
+	out, code = doctor("VNCCLOUD_API_KEY=")
+	require.Equal(t, 1, code, out)
+	require.Equal(t, []string{"FAIL  VNC Cloud  no credentials: set VNCCLOUD_API_KEY and VNCCLOUD_API_SECRET (or VNCCLOUD_API_SECRET_FILE)"},
+		failedChecks(out))
+
+	own, err := os.ReadDir("../migrations/sql")
+	require.NoError(t, err)
+	out, code = doctor("DATABASE_URL=" + dbtest.NewEmpty(t))
+	require.Equal(t, 1, code, out)
+	require.Equal(t, []string{fmt.Sprintf("FAIL  database   not migrated (%d of vncfleet's migrations missing, the first 0001_schema): run `vncfleet migrate`", len(own))},
+		failedChecks(out))
+	require.Contains(t, out, "skip  secret key needs the database\n")
+	require.Contains(t, out, "skip  clock      needs the database\n")
+}
+
+// failedChecks are the lines of doctor's output that report a failed check.
+func failedChecks(out string) []string {
+	var failed []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "FAIL ") {
+			failed = append(failed, line)
+		}
+	}
+	return failed
 }
 
 // runServeToExit runs `serve`, which must refuse to start, and returns its exit code

@@ -75,7 +75,7 @@ type Config struct {
 	Pool        *pgxpool.Pool
 	DatabaseErr error
 	// Store reads the database with the configured keyring; nil without a database.
-	Store *store.Store
+	Store Store
 	// KeyErr says why there is no usable VNCFLEET_SECRET_KEY; nil when there is one.
 	KeyErr error
 	// VNCCloud is the client built from VNCCLOUD_*; nil when no API key is set.
@@ -158,6 +158,16 @@ func checkSecretKey(ctx context.Context, c Config, dbOK bool) Result {
 		r.Outcome, r.Detail = OK, fmt.Sprintf("opens the %d stored passwords sampled", s.Sampled)
 	}
 	return r
+}
+
+// Store is what the secret key and clock checks read from the database.
+// *store.Store provides it; a test gives a database clock as skewed as it likes
+// without touching PostgreSQL's.
+type Store interface {
+	// SamplePasswords tries to open up to n stored passwords with the keyring.
+	SamplePasswords(ctx context.Context, n int) (store.PasswordSample, error)
+	// ClockSkew is the database's clock minus this process's.
+	ClockSkew(ctx context.Context) (time.Duration, error)
 }
 
 // Lister is what the VNC Cloud check needs: one page of the account's addresses.
