@@ -172,3 +172,53 @@ func TestAuditAndClaims(t *testing.T) {
 	_, err = pool.Exec(ctx, `DELETE FROM audit_log WHERE seq = 1`)
 	require.ErrorContains(t, err, "append-only")
 }
+
+// TestAuditSinceLeavesOutOlderEntries: `vncfleet audit --since` lists the entries
+// from that time on and none older, to a token of the secrets role (not only the
+// admin's); a reader's token is refused.
+func TestAuditSinceLeavesOutOlderEntries(t *testing.T) {
+	t.Parallel()
+	const secretsTok, readTok = "e2e-secrets-token-value", "e2e-read-token-value"
+	c := newCluster(t, clusterOpts{config: fastConfig + `
+tokens:
+  - {name: vault, token: "` + secretsTok + `", roles: [secrets]}
+  - {name: viewer, token: "` + readTok + `", roles: [read]}
+`})
+	c.startServe()
+	c.upload("--wait", writeFile(t, "fleet.csv", "device_id,action\nd1,connect\n"))
+	for range 3 {
+		c.export("--secrets") // two entries each: started, ok
+	}
+	// Entries 1-2 ten days old and 3-4 three days old, as the table's owner could make
+	// them (the application cannot): the log is days long without the test taking days.
+	_, err := c.pool().Exec(context.Background(), `ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+		UPDATE audit_log SET at = at - interval '10 days' WHERE seq <= 2;
+		UPDATE audit_log SET at = at - interval '3 days' WHERE seq IN (3, 4);
+		ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only`)
+	require.NoError(t, err)
+
+	vault := *c
+	vault.env = append(append([]string{}, c.env...), "VNCFLEET_TOKEN="+secretsTok)
+	seqs := func(args ...string) []int64 {
+		t.Helper()
+		out, errOut, code := vault.run(append([]string{"audit"}, args...)...)
+		require.Equal(t, 0, code, "audit %v: %s", args, errOut)
+		var got []int64
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var e struct{ Seq int64 }
+			require.NoError(t, json.Unmarshal([]byte(line), &e), line)
+			got = append(got, e.Seq)
+		}
+		return got
+	}
+	require.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqs())
+	require.Equal(t, []int64{5, 6}, seqs("--since", "24h"))
+	require.Equal(t, []int64{3, 4, 5, 6}, seqs("--since", "7d"))
+	require.Equal(t, []int64{3, 4, 5, 6}, seqs("--since", time.Now().Add(-5*24*time.Hour).UTC().Format(time.RFC3339)))
+
+	viewer := *c
+	viewer.env = append(append([]string{}, c.env...), "VNCFLEET_TOKEN="+readTok)
+	_, errOut, code := viewer.run("audit", "--since", "24h")
+	require.Equal(t, 2, code, errOut)
+	require.Contains(t, lastLine(errOut), "token viewer lacks the secrets role")
+}

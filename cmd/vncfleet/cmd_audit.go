@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,11 +24,13 @@ func newAuditCmd() *cobra.Command {
 		Short: "The audit log (who revealed which secrets, from where, with what outcome)",
 		Long: `audit prints the server's audit log, oldest first, one JSON object a line: seq, at,
 actor (the token's name), action, remote (the client address), outcome, detail (fleet, device,
-devices: how many) and hash. It needs the admin role. --since limits it to entries from that
-time on (RFC 3339, or a duration back from now such as 24h).
+devices: how many) and hash. It needs the secrets or the admin role. --since limits it to
+entries from that time on (RFC 3339, or a duration back from now such as 24h, or days: 7d).
 
 audit verify checks the log's hash chain in DATABASE_URL directly.`,
 		Example: `  vncfleet audit --since 24h
+  vncfleet audit --since 7d
+  vncfleet audit --since 2026-12-01T00:00:00Z
   vncfleet audit verify`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -43,22 +47,28 @@ audit verify checks the log's hash chain in DATABASE_URL directly.`,
 			}))
 		},
 	}
-	cmd.Flags().StringVar(&since, "since", "", "only entries from this time (RFC 3339) or this long ago (24h)")
+	cmd.Flags().StringVar(&since, "since", "", "only entries from this time (RFC 3339) or this long ago (24h, 7d)")
 	cmd.AddCommand(newAuditVerifyCmd())
 	return cmd
 }
 
-// parseSince reads --since: an RFC 3339 time, or a duration before now.
+// parseSince reads --since: an RFC 3339 time, or a duration before now, Go's (90m,
+// 24h) or whole days (7d): a look back over the audit log is often counted in days,
+// which Go's durations do not have.
 func parseSince(v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	} else if d, err := time.ParseDuration(v); err == nil && d >= 0 {
 		return now.Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-12-01T00:00:00Z) or a duration (24h)", v)
+		return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-12-01T00:00:00Z) or a duration back from now (24h, 7d)", v)
 	}
 	return t, nil
 }

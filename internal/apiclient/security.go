@@ -28,7 +28,7 @@ type AuditEntry struct {
 const auditPage = 1000
 
 // Audit calls fn with every audit entry from since on (zero: all), oldest first,
-// fetching a page at a time (admin role).
+// fetching a page at a time (secrets or admin role).
 func (c *Client) Audit(ctx context.Context, since time.Time, fn func(AuditEntry) error) error {
 	var after int64
 	for {

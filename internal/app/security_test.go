@@ -53,6 +53,8 @@ func TestRolesAndFleetScopes(t *testing.T) {
 		{"secrets-only token reads a report with console URLs", "GET", "/v1/manifests/" + itoa(ma) + "/report?secrets=true", secretsToken, 200},
 		{"secrets-only token reads credentials", "GET", "/v1/fleets/b/devices/b1/credentials", secretsToken, 200},
 		{"secrets-only token is no reader of status", "GET", "/v1/status", secretsToken, 403},
+		{"secrets-only token reads the audit log", "GET", "/v1/audit", secretsToken, 200},
+		{"uploader may not see the audit log", "GET", "/v1/audit", uploadToken, 403},
 		{"uploader rotates one fleet", "POST", "/v1/rotate?fleet=a", uploadToken, 200},
 		{"uploader may not rotate every fleet", "POST", "/v1/rotate?all=true", uploadToken, 403},
 		{"admin rotates every fleet", "POST", "/v1/rotate", adminToken, 200},
@@ -76,6 +78,7 @@ func TestRolesAndFleetScopes(t *testing.T) {
 		{"scoped token naming its fleet that does not exist yet is told so", "GET", "/v1/status?fleet=c", linesACToken, 404},
 		{"scoped admin may not reconcile", "POST", "/v1/reconcile?dry_run=true", lineAAdminToken, 403},
 		{"scoped admin may not read the audit log", "GET", "/v1/audit", lineAAdminToken, 403},
+		{"scoped secrets token may not read the audit log", "GET", "/v1/audit", lineAToken, 403},
 		{"scoped admin rotates its fleet", "POST", "/v1/rotate", lineAAdminToken, 200},
 	} {
 		status, body := e.do(tc.method, tc.path, tc.token, "")

@@ -21,8 +21,8 @@ import (
 const (
 	RoleUpload  = "upload"  // send manifests, retry, rotate one fleet, reconcile dry runs
 	RoleRead    = "read"    // status, manifests, reports and export, without secrets
-	RoleSecrets = "secrets" // passwords and console URLs (export, report, credentials, claims); audited
-	RoleAdmin   = "admin"   // everything, including what spans every fleet and the audit log
+	RoleSecrets = "secrets" // passwords and console URLs (export, report, credentials, claims), audited, and the audit log
+	RoleAdmin   = "admin"   // everything, including what spans every fleet
 )
 
 // Token is a bearer token and what it may do. The token itself is only compared, never
