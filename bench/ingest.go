@@ -52,7 +52,7 @@ func benchIngest(baseURL string, rows int, keep bool) error {
 
 	// psql \copy of the same file into a plain table of text columns.
 	if _, err := pool.Exec(ctx, `CREATE TABLE plain_copy (device_id text, action text, groups text, allow_groups text,
-		allow_devices text, state text, site text, serial text)`); err != nil {
+		allow_devices text, state text, location text, serial text)`); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -162,7 +162,7 @@ func writeManifest(path string, rows int) (int64, error) {
 		return 0, err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintln(w, "device_id,action,groups,allow_groups,allow_devices,state,site,serial")
+	fmt.Fprintln(w, "device_id,action,groups,allow_groups,allow_devices,state,location,serial")
 	for i := 0; i < rows; i++ {
 		line, k := i/10, i%10
 		if k < 4 {

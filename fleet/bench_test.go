@@ -16,7 +16,7 @@ type manifestGen struct {
 	buf  []byte
 }
 
-const genHeader = "device_id,action,groups,allow_groups,allow_devices,zenlayer_instance_id,site\n"
+const genHeader = "device_id,action,groups,allow_groups,allow_devices,zenlayer_instance_id,location\n"
 
 func newManifestGen(n int) *manifestGen {
 	return &manifestGen{n: n, buf: []byte(genHeader)}

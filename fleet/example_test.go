@@ -12,7 +12,7 @@ import (
 // Reading a manifest: valid rows stream out of Next, invalid ones are collected in
 // Problems, and the read goes on so that every problem is listed at once.
 func ExampleReader() {
-	manifest := "device_id,action,groups,allow_devices,site\n" +
+	manifest := "device_id,action,groups,allow_devices,location\n" +
 		"viewer-1,connect,line-a;ops,,plant-7\n" +
 		"server-1,listen,line-a,viewer-1,plant-7\n" +
 		"server-2,listen,,viewer-1;server-2,plant-7\n"
@@ -31,7 +31,7 @@ func ExampleReader() {
 	}
 	fmt.Println(r.Problems())
 	// Output:
-	// 2 viewer-1 connect [line-a ops] [] [{site plant-7}]
+	// 2 viewer-1 connect [line-a ops] [] [{location plant-7}]
 	// manifest rejected: 2 problems
 	// line 3, column 3 (groups): groups is for connect devices; a listen device names who may connect in allow_groups and allow_devices
 	// line 4, column 4 (allow_devices): a device cannot allow itself

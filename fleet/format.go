@@ -45,17 +45,18 @@ func unknownColumnProblem(name string) string {
 	return ""
 }
 
+// maxColumnEdits is how far an unknown column may be from a known one and still be
+// taken for its misspelling (issue 13: an edit distance of 2 at most).
+const maxColumnEdits = 2
+
 // nearMiss is the known column an unknown one is probably a misspelling of, or "".
-// The edit distance allowed is 2, and 1 for the short names (action, groups, state),
-// else common metadata names would be taken for typos ("site" is 2 from "state",
-// "location" 2 from "action").
+// The bound is the same for the short names, so a few usual metadata names are
+// problems too ("site" and "status" are 2 from "state"): a misspelt column kept as
+// metadata would silently lose what it says, while a metadata column is easily
+// renamed to one that misspells nothing ("location" is 3 from "action").
 func nearMiss(name string) string {
 	for _, k := range knownColumns {
-		allowed := 2
-		if len(k) <= 6 {
-			allowed = 1
-		}
-		if editDistance(name, k, allowed) <= allowed {
+		if editDistance(name, k, maxColumnEdits) <= maxColumnEdits {
 			return k
 		}
 	}

@@ -25,7 +25,7 @@ func FuzzReader(f *testing.F) {
 	f.Add("\uFEFFdevice_id,action\r\nx,listen\r\n")
 	f.Add(header + "\"v\n1\",connect,,,,,\n")
 	f.Add("device_id,action,groups\nv,connect,;;\n")
-	f.Add("Action,Device_ID,site,allow_devices\nlisten,s,x,a;b\nconnect,a,,\n")
+	f.Add("Action,Device_ID,location,allow_devices\nlisten,s,x,a;b\nconnect,a,,\n")
 	f.Add("device_id,action,state\nv,connect,ABSENT\nv,connect,gone\n\"x\"y,connect,\n")
 	f.Fuzz(func(t *testing.T, input string) {
 		r, err := NewReader(strings.NewReader(input), ReaderOptions{MaxProblems: 50})

@@ -83,13 +83,13 @@ func TestValidRowsCRLFAndBOM(t *testing.T) {
 
 func TestColumnsAnyOrderAndMetadata(t *testing.T) {
 	t.Parallel()
-	devices, problems, err := readAll(t, " Serial ,ACTION, Device_ID ,site\nSN1,connect,v1,plant\nSN2,connect,v2,\n")
+	devices, problems, err := readAll(t, " Serial ,ACTION, Device_ID ,location\nSN1,connect,v1,plant\nSN2,connect,v2,\n")
 	require.NoError(t, err)
 	require.Zero(t, problems.Len(), problems)
 	require.Len(t, devices, 2)
 	require.Equal(t, "v1", devices[0].DeviceID)
-	require.Equal(t, []Field{{" Serial ", "SN1"}, {"site", "plant"}}, devices[0].Metadata, "names as written, in header order")
-	require.Equal(t, []Field{{" Serial ", "SN2"}, {"site", ""}}, devices[1].Metadata)
+	require.Equal(t, []Field{{" Serial ", "SN1"}, {"location", "plant"}}, devices[0].Metadata, "names as written, in header order")
+	require.Equal(t, []Field{{" Serial ", "SN2"}, {"location", ""}}, devices[1].Metadata)
 	require.Equal(t, map[string]int{ColDeviceID: 3, ColAction: 2}, devices[0].Columns)
 	require.Equal(t, 3, devices[0].Column(ColDeviceID))
 	require.Equal(t, StatePresent, devices[0].State, "no state column: present")
@@ -225,7 +225,7 @@ func TestHeaderProblems(t *testing.T) {
 		{"action\nconnect\n", 1, 1, `required column "device_id" is missing`},
 		{"\n\ndevice_id,groups\n", 3, 1, `"action" is missing`},
 		{"device_id,action, Action \n", 1, 3, `"action" appears twice (also column 2)`},
-		{"device_id,action,site,SITE\n", 1, 4, `"site" appears twice (also column 3)`},
+		{"device_id,action,location,LOCATION\n", 1, 4, `"location" appears twice (also column 3)`},
 		{"device_id,action,,x\n", 1, 3, "column name is empty"},
 		{"device_id,action,\x81\n", 1, 3, "column name is not valid UTF-8"},
 		{"device_id,action,Ger\xe4t\n", 1, 3, "this file is not UTF-8 but reads as Windows-1252"},

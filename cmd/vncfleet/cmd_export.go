@@ -23,7 +23,7 @@ device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_d
 
 Every fleet unless --fleet, every status unless --status (a comma-separated list, e.g.
 ready,failed: deleted devices stay in the table, and --status leaves them out).
---metadata adds the manifests' metadata columns (a serial number, a site...) after those,
+--metadata adds the manifests' metadata columns (a serial number, a location...) after those,
 named as in the manifests, in name order; a device without one has it empty.
 cloud_password and vnc_url (a Zenlayer console URL, which opens the console by itself) are
 empty unless --secrets, which needs a token with the secrets role; each such export is written

@@ -37,7 +37,7 @@ func TestConsoleFailuresRetryAndFixup(t *testing.T) {
 
 	fixup := eval[string](b, `fetch(document.querySelector("#fixup").href).then(r => r.text())`)
 	lines := strings.Split(strings.TrimSpace(fixup), "\n")
-	require.Equal(t, "device_id,action,groups,allow_groups,allow_devices,state,zenlayer_instance_id,site,error", lines[0])
+	require.Equal(t, "device_id,action,groups,allow_groups,allow_devices,state,zenlayer_instance_id,location,error", lines[0])
 	require.Len(t, lines, 3)
 	require.True(t, strings.HasPrefix(lines[1], "cam-1,connect,line-c,,,present,,plant-2,"), lines[1])
 	require.Contains(t, lines[1], "503")

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const manifestHeader = "device_id,action,groups,allow_groups,allow_devices,state,zenlayer_instance_id,site\n"
+const manifestHeader = "device_id,action,groups,allow_groups,allow_devices,state,zenlayer_instance_id,location\n"
 
 // twoLines is a factory of two lines: viewers, and servers that let their line in.
 func twoLines() string {

@@ -23,7 +23,7 @@ import (
 // rules: no cell over the limit, no device_id that a spreadsheet reads as a formula
 // or that holds a format character, no secret-like column kept as metadata.
 func FuzzUploadBody(f *testing.F) {
-	f.Add([]byte("device_id,action,groups,site\nv1,connect, a ;b ,x\n"), false, "", "")
+	f.Add([]byte("device_id,action,groups,location\nv1,connect, a ;b ,x\n"), false, "", "")
 	f.Add([]byte("device_id;action\nv1;connect\n"), false, ";", "")
 	f.Add([]byte("device_id,action,n\nv1,connect,Ger\xe4t\n"), true, "", "windows-1252")
 	f.Add([]byte("device_id,action,n\nv1,connect,\""+strings.Repeat("x\n", 40)+"\"\n"), true, "", "")

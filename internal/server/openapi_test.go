@@ -122,7 +122,7 @@ func TestOpenAPIMatchesRealAnswers(t *testing.T) {
 	require.Nil(t, raw)
 	call("GET", "/v1/me", servetest.ReaderToken, "", 200)
 	call("GET", "/v1/me", "", "", 401)
-	csv := "device_id,action,groups,allow_groups,allow_devices,state,site\n" +
+	csv := "device_id,action,groups,allow_groups,allow_devices,state,location\n" +
 		"cam-1,connect,line-a,,,,hall\ncam-2,connect,line-b,,,,hall\nsrv-1,listen,,line-a,cam-1,,hall\n"
 	call("POST", "/v1/manifests?fleet=f&dry_run=true", servetest.AdminToken, csv, 200)
 	call("POST", "/v1/manifests?fleet=f", servetest.AdminToken, "device_id,action\nx,teleport\n", 422)

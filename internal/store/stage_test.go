@@ -60,7 +60,7 @@ func factory(n int, header string, row func(i int) string) string {
 	return b.String()
 }
 
-const factoryHeader = "device_id,action,groups,allow_groups,allow_devices,state,site\n"
+const factoryHeader = "device_id,action,groups,allow_groups,allow_devices,state,location\n"
 
 func factoryRow(i int) string {
 	line, k := i/10, i%10
@@ -122,12 +122,12 @@ func TestLargeManifestIsStagedThenAppliedInBatches(t *testing.T) {
 	require.Equal(t, 1, e.count(t, `SELECT count(*) FROM manifests WHERE id = $1 AND applied_at IS NOT NULL AND applied_rows = row_count`, res.Manifest.ID))
 
 	var groups, allowGroups, allowDevices []string
-	var sortConnect, sortListen, site string
-	require.NoError(t, e.pool.QueryRow(ctx, `SELECT groups, sort_key, metadata->>'site' FROM devices WHERE device_id = 'dev-000011'`).
-		Scan(&groups, &sortConnect, &site))
+	var sortConnect, sortListen, location string
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT groups, sort_key, metadata->>'location' FROM devices WHERE device_id = 'dev-000011'`).
+		Scan(&groups, &sortConnect, &location))
 	require.Equal(t, []string{"line-1", "ops"}, groups)
 	require.Equal(t, "0line-1", sortConnect)
-	require.Equal(t, "plant-1", site)
+	require.Equal(t, "plant-1", location)
 	require.NoError(t, e.pool.QueryRow(ctx, `SELECT allow_groups, allow_devices, sort_key FROM devices WHERE device_id = 'dev-000015'`).
 		Scan(&allowGroups, &allowDevices, &sortListen))
 	require.Equal(t, []string{"line-1"}, allowGroups)

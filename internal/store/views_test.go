@@ -116,7 +116,7 @@ func TestExportWithSecretsIsTheExportPlusPasswords(t *testing.T) {
 	e := &stagedEnv{st: New(pool, ring), pool: pool}
 	ctx := context.Background()
 	n := 2*pageRows + 17
-	_, err = e.upload(t, fleet.ModeMerge, factory(n, "device_id,action,groups,allow_groups,allow_devices,site\n", func(i int) string {
+	_, err = e.upload(t, fleet.ModeMerge, factory(n, "device_id,action,groups,allow_groups,allow_devices,location\n", func(i int) string {
 		if i%10 < 4 {
 			return fmt.Sprintf("dev-%05d,connect,line-%04d;ops,,,plant-%d\n", i, i/10, i%3)
 		}
@@ -177,9 +177,9 @@ func TestExportWithSecretsIsTheExportPlusPasswords(t *testing.T) {
 
 	require.Nil(t, plain[0].Metadata, "metadata only when asked for")
 	withMeta := collect(ExportQuery{Fleet: "f", Metadata: true})
-	require.Equal(t, map[string]string{"site": "plant-0"}, withMeta[0].Metadata)
-	require.Equal(t, map[string]string{"site": "plant-1"}, withMeta[1].Metadata)
-	require.Empty(t, withMeta[4].Metadata["site"], "a listen device without a site")
+	require.Equal(t, map[string]string{"location": "plant-0"}, withMeta[0].Metadata)
+	require.Equal(t, map[string]string{"location": "plant-1"}, withMeta[1].Metadata)
+	require.Empty(t, withMeta[4].Metadata["location"], "a listen device without a location")
 
 	// A consumer that stops early leaves no page reader behind holding a connection.
 	for _, err := range e.st.Export(ctx, ExportQuery{Fleet: "f", Secrets: true}) {
