@@ -126,7 +126,7 @@ func benchIngest(baseURL string, rows int, keep bool) error {
 				return getJSON(ctx, api.URL+progress+"?no_groups=true")
 			}},
 			{"  the store's part of it (ManifestProgress without groups)", func() error {
-				_, err := st.ManifestProgress(ctx, applyID, false)
+				_, err := st.ManifestProgress(ctx, applyID, nil)
 				return err
 			}},
 			{fmt.Sprintf("progress read with the counts of its %d groups (GET %s)", (rows+9)/10+1, progress), func() error {

@@ -176,9 +176,15 @@ func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The page of groups the request asks for, the first by default: the stream reads
+	// the progress every second, and all of a factory's groups took a second each.
+	groups, ok := manifestGroupQuery(w, r)
+	if !ok {
+		return
+	}
 	pc := &pace{rate: s.cfg.Rate}
 	s.stream(w, r, "progress", func(ctx context.Context) (any, bool, error) {
-		p, err := s.cfg.Store.ManifestProgress(ctx, id, true)
+		p, err := s.cfg.Store.ManifestProgress(ctx, id, groups)
 		if err != nil {
 			return nil, false, err
 		}
