@@ -423,14 +423,52 @@ type manifestView struct {
 	State    string
 	Bar      bar
 	Groups   []groupBar
+	Pages    groupPages
 	Failures []store.Failure
+}
+
+// groupPages is where the page of groups shown sits among the manifest's groups, and
+// how to reach the others: the API pages them (GET /v1/manifests/{id}, groups_after
+// and group, by the status's rule), and the page's links and stream ask for the same
+// page.
+type groupPages struct {
+	Shown, Total int
+	After        *string // the page starts after this group; nil for the first page
+	Only         *string // the group shown alone
+	Next         *string // the next page's groups_after; nil on the last
+	Query        string  // the page's query, for its stream: "" for the first page
+}
+
+// More is how many groups follow the first page; 0 on later pages, where the API
+// does not say how many groups came before.
+func (g groupPages) More() int {
+	if g.After != nil || g.Only != nil {
+		return 0
+	}
+	return max(g.Total-g.Shown, 0)
+}
+
+// groupPageQuery keeps, of a manifest page's query, what selects its page of groups.
+func groupPageQuery(q url.Values) url.Values {
+	kept := url.Values{}
+	for _, name := range []string{"groups_after", "group"} {
+		if q.Has(name) {
+			kept.Set(name, q.Get(name))
+		}
+	}
+	return kept
 }
 
 func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
 	v := view{Title: "Manifest #" + id, Page: "fleets", Session: s}
 	var mv manifestView
-	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id), nil, &mv.P); err != nil {
+	page := groupPageQuery(r.URL.Query())
+	path := "/v1/manifests/" + url.PathEscape(id)
+	if len(page) > 0 {
+		path += "?" + page.Encode()
+	}
+	if err := c.call(r, s, http.MethodGet, path, nil, &mv.P); err != nil {
 		c.failPage(w, "manifest", v, err)
 		return
 	}
@@ -444,8 +482,18 @@ func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *sessio
 	mv.Failures = f.Failures
 	mv.Bar = newBar(mv.P.ByStatus)
 	mv.State = manifestState(mv.P.Manifest, mv.Bar)
-	for _, g := range slices.Sorted(maps.Keys(mv.P.ByGroup)) {
-		mv.Groups = append(mv.Groups, groupBar{Name: cmp.Or(g, "(no group)"), Bar: newBar(mv.P.ByGroup[g])})
+	if g := mv.P.GroupPage; g != nil {
+		for _, name := range slices.Sorted(maps.Keys(g.ByGroup)) {
+			mv.Groups = append(mv.Groups, groupBar{Name: cmp.Or(name, "(no group)"), Bar: newBar(g.ByGroup[name])})
+		}
+		mv.Pages = groupPages{Shown: len(g.ByGroup), Total: g.Groups, Next: g.NextGroupsAfter, Query: page.Encode()}
+	}
+	if page.Has("group") {
+		only := page.Get("group")
+		mv.Pages.Only = &only
+	} else if page.Has("groups_after") {
+		after := page.Get("groups_after")
+		mv.Pages.After = &after
 	}
 	v.Data = mv
 	c.render(w, http.StatusOK, "manifest", v)

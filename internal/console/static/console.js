@@ -291,11 +291,7 @@ function manifest() {
     $("#eta").textContent = p.done ? "done" : duration(p.etaSeconds);
     $("#limiter").textContent = p.done ? "" : limiterNote(p.cloud);
     $("#by-status").replaceChildren(bar(p.byStatus));
-    const groups = Object.keys(p.byGroup || {}).sort();
-    $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
-      const { settled, total } = settledOf(p.byGroup[g]);
-      return el("div", { class: "group" }, el("h3", {}, g || "(no group)"), el("p", {}, `${settled} of ${total} settled`), bar(p.byGroup[g]));
-    }) : [el("p", {}, "No groups.")]));
+    drawGroups(p);
     const state = $("#state");
     const st = p.manifest.cancelledAt ? "cancelled" : p.done ? "done" : "in progress";
     state.textContent = st;
@@ -303,6 +299,29 @@ function manifest() {
     const cancel = $("#cancel");
     if (cancel) cancel.disabled = p.done || !!p.manifest.cancelledAt;
     if (p.failed) refreshFailures();
+  }
+  // drawGroups draws the page of groups the stream sends (the page this one asked
+  // for: the stream has its query) and keeps the count of groups and the link to
+  // the next page up to date, as a large manifest's apply adds groups.
+  function drawGroups(p) {
+    const groups = Object.keys(p.byGroup || {}).sort();
+    const alone = new URLSearchParams(location.search).has("group");
+    $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
+      const { settled, total } = settledOf(p.byGroup[g]);
+      return el("div", { class: "group" }, el("h3", {}, g || "(no group)"), el("p", {}, `${settled} of ${total} settled`), bar(p.byGroup[g]));
+    }) : [el("p", {}, alone ? "No device of this manifest is in that group." : "No groups.")]));
+    if (p.groups === undefined) return;
+    const set = (sel, text) => { const e = $(sel); if (e) e.textContent = text; };
+    set("#groups-shown", groups.length);
+    set("#groups-total", p.groups);
+    const first = !new URLSearchParams(location.search).has("groups_after") && !alone;
+    const more = first ? p.groups - groups.length : 0; // groupPages.More's rule
+    set("#groups-more", more > 0 ? `${more} more groups.` : p.nextGroupsAfter ? "More groups follow." : "");
+    const next = $("#groups-next");
+    if (next && !alone) {
+      next.hidden = !p.nextGroupsAfter;
+      if (p.nextGroupsAfter) next.href = `/manifests/${id}?` + new URLSearchParams({ groups_after: p.nextGroupsAfter });
+    }
   }
   let lastFailures = -1;
   async function refreshFailures() {
