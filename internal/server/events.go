@@ -193,9 +193,13 @@ func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) statusEvents(w http.ResponseWriter, r *http.Request) {
-	fleetName := r.URL.Query().Get("fleet")
+	// As GET /v1/status reads it: a fleet-limited token streams its own fleet.
+	q, ok := s.statusQuery(w, r)
+	if !ok {
+		return
+	}
 	s.stream(w, r, "status", func(ctx context.Context) (any, bool, error) {
-		st, err := s.cfg.Store.Status(ctx, fleetName)
+		st, err := s.cfg.Store.StatusOf(ctx, q)
 		return st, false, err
 	})
 }

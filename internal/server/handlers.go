@@ -391,20 +391,27 @@ func (s *Server) auditEnd(r *http.Request, action string, secrets bool, outcome 
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
-		return
-	}
-	groups, ok := groupQuery(w, r)
+	q, ok := s.statusQuery(w, r)
 	if !ok {
 		return
 	}
-	st, err := s.cfg.Store.StatusOf(r.Context(), store.StatusQuery{Fleet: fleetName, GroupQuery: groups})
+	st, err := s.cfg.Store.StatusOf(r.Context(), q)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// statusQuery reads what a status shows (GET /v1/status and its stream): the fleet
+// (a fleet-limited token's own) and the page of groups.
+func (s *Server) statusQuery(w http.ResponseWriter, r *http.Request) (store.StatusQuery, bool) {
+	fleetName, ok := fleetScope(w, r)
+	if !ok || !s.knownFleet(w, r, fleetName) {
+		return store.StatusQuery{}, false
+	}
+	groups, ok := groupQuery(w, r)
+	return store.StatusQuery{Fleet: fleetName, GroupQuery: groups}, ok
 }
 
 // groupQuery reads the group page of GET /v1/status and of a manifest's progress

@@ -29,7 +29,6 @@ type Store interface {
 	FixupRows(ctx context.Context, manifestID int64) iter.Seq2[store.FixupRow, error]
 
 	// Fleets and devices.
-	Status(ctx context.Context, fleetName string) (*store.FleetStatus, error)
 	StatusOf(ctx context.Context, q store.StatusQuery) (*store.FleetStatus, error)
 	GetDevice(ctx context.Context, fleetName, deviceID string) (*store.DeviceDetail, error)
 	RetryFailed(ctx context.Context, fleetName string, manifestID int64, now bool,
