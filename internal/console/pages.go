@@ -525,14 +525,17 @@ func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *sessio
 		c.failPage(w, "manifest", v, err)
 		return
 	}
-	var f struct {
-		Failures []store.Failure `json:"failures"`
+	// The counters say whether anything failed: the list is read only then.
+	if mv.P.Failed > 0 {
+		var f struct {
+			Failures []store.Failure `json:"failures"`
+		}
+		if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id)+"/failures", nil, &f); err != nil {
+			c.failPage(w, "manifest", v, err)
+			return
+		}
+		mv.Failures = f.Failures
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id)+"/failures", nil, &f); err != nil {
-		c.failPage(w, "manifest", v, err)
-		return
-	}
-	mv.Failures = f.Failures
 	mv.Bar = newBar(mv.P.ByStatus)
 	mv.State = manifestState(mv.P.Manifest, mv.Bar)
 	if g := mv.P.GroupPage; g != nil {

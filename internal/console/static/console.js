@@ -403,7 +403,9 @@ function manifest() {
     state.className = "state state-" + st;
     const cancel = $("#cancel");
     if (cancel) cancel.disabled = p.done || !!p.manifest.cancelledAt;
-    if (p.failed) refreshFailures();
+    // The failures are read again only when their count moved (a retry that fails
+    // anew keeps it, and the list is read again on done).
+    if (p.failed !== failedSeen) { failedSeen = p.failed; refreshFailures(); }
   }
   // drawGroups draws the page of groups the stream sends (the page this one asked
   // for: the stream has its query) and keeps the count of groups and the link to
@@ -428,7 +430,7 @@ function manifest() {
       if (p.nextGroupsAfter) next.href = `/manifests/${id}?` + new URLSearchParams({ groups_after: p.nextGroupsAfter });
     }
   }
-  let lastFailures = -1;
+  let lastFailures = -1, failedSeen = Number($("#progress").dataset.failed);
   async function refreshFailures() {
     const { status, body } = await api("GET", `/v1/manifests/${id}/failures`);
     if (status !== 200 || body.failures.length === lastFailures) return;
