@@ -27,8 +27,13 @@ async function api(method, path, body, headers = {}) {
   const resp = await fetch("/ui/api" + path, { method, body, headers: h, cache: "no-store", credentials: "same-origin" });
   const type = resp.headers.get("Content-Type") || "";
   const data = type.includes("json") ? await resp.json() : await resp.text();
-  if (resp.status === 401) location.assign("/signin?expired=1&next=" + encodeURIComponent(location.pathname));
+  if (resp.status === 401) toSignIn();
   return { status: resp.status, body: data };
+}
+
+// toSignIn sends the operator whose session ended to sign in, and back here after.
+function toSignIn() {
+  location.assign("/signin?expired=1&next=" + encodeURIComponent(location.pathname + location.search));
 }
 
 // bar draws counts by status as the server's bar template does: an SVG stacked bar
@@ -98,18 +103,54 @@ function perSecond(r) {
 }
 
 // liveStream follows a Server-Sent Events stream: handlers[name] gets each event of
-// that name, onState hears "live" and "reconnecting…". The answer closes the stream
-// or opens it afresh.
+// that name, onState hears "live" and what the stream waits for when it is not. The
+// answer closes the stream or opens it afresh.
+//
+// EventSource reconnects by itself after a dropped connection, but an answer other
+// than 200 ends it for good, without saying which: the stream then asks the server
+// once more with fetch to learn why. 401, the session ended: to sign in. 503 (the
+// process's stream limit) or 429: again after its Retry-After. Another 4xx will not
+// change by asking again: said, and left. Anything else (a 5xx, the server
+// unreachable): again after a while.
+const STREAM_RETRY_SECONDS = 5;
+
 function liveStream(url, handlers, onState) {
-  let es;
+  let es, timer, closed = false;
   const open = () => {
+    clearTimeout(timer);
     es = new EventSource(url);
     es.onopen = () => onState("live");
-    es.onerror = () => onState("reconnecting…");
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) whyClosed();
+      else onState("reconnecting…");
+    };
     for (const [name, handle] of Object.entries(handlers)) es.addEventListener(name, handle);
   };
+  const whyClosed = async () => {
+    let status = 0, wait = STREAM_RETRY_SECONDS;
+    const asked = new AbortController();
+    try {
+      const resp = await fetch(url, { signal: asked.signal, cache: "no-store", credentials: "same-origin" });
+      status = resp.status;
+      wait = Number(resp.headers.get("Retry-After")) || wait;
+    } catch {
+      // unreachable: as a 5xx
+    } finally {
+      asked.abort(); // a 200 is a stream: only its status was wanted
+    }
+    if (closed) return;
+    if (status === 401) return toSignIn();
+    if (status >= 400 && status < 500 && status !== 429) return onState(`stopped: the server answered ${status}; reload the page to try again`);
+    onState(status === 503 || status === 429
+      ? `the server has too many live streams open; trying again in ${wait} s…`
+      : `reconnecting in ${wait} s…`);
+    timer = setTimeout(open, wait * 1000);
+  };
   open();
-  return { close: () => es.close(), reopen: () => { es.close(); open(); } };
+  return {
+    close: () => { closed = true; clearTimeout(timer); es.close(); },
+    reopen: () => { closed = false; es.close(); open(); },
+  };
 }
 
 // --- fleets overview: everything on it live ---
