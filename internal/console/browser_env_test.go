@@ -148,6 +148,16 @@ func (b *browser) listen(ev any) {
 	}
 }
 
+// takeProblems returns what the browser has seen so far and forgets it (for the test
+// of the detector itself: the problems it provokes are not the test's failure).
+func (b *browser) takeProblems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	list := b.problems
+	b.problems = nil
+	return list
+}
+
 // expectHTTPError lets the browser log failed loads with this status.
 func (b *browser) expectHTTPError(status int) {
 	b.mu.Lock()
