@@ -150,7 +150,7 @@ func benchIngest(baseURL string, rows int, keep bool) error {
 			{fmt.Sprintf("  a later page of them (GET %s?groups_after=line-%05d)", progress, groups/2), func() error {
 				return getJSON(ctx, api.URL+progress+fmt.Sprintf("?groups_after=line-%05d", groups/2))
 			}},
-			{"the console's manifest page, signed in (GET /manifests/ID: the progress with its first 100 groups, its failures, rendered)", func() error {
+			{"the console's manifest page, signed in (GET /manifests/ID: the progress with its first 100 groups, the failures when some failed, rendered)", func() error {
 				return consoleRead(client, cookie, uiSrv.URL+fmt.Sprintf("/manifests/%d", applyID), "text/html")
 			}},
 			{"the console's progress stream, to its first event (GET /ui/api" + progress + "/events)", func() error {
