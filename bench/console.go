@@ -51,20 +51,9 @@ func benchConsole(baseURL string, requests, sessions int) error {
 	}
 	srv := httptest.NewServer(ui)
 	defer srv.Close()
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.PostForm(srv.URL+"/signin", url.Values{"token": {token}})
+	client, cookie, err := consoleSignIn(srv.URL, token)
 	if err != nil {
 		return err
-	}
-	_ = resp.Body.Close()
-	var cookie *http.Cookie
-	for _, c := range resp.Cookies() {
-		if c.Name == "vncfleet_session" {
-			cookie = c
-		}
-	}
-	if cookie == nil {
-		return fmt.Errorf("sign-in gave no session cookie (HTTP %d)", resp.StatusCode)
 	}
 	fmt.Printf("%d console sessions in the table\n", sessions+1)
 
@@ -114,4 +103,21 @@ func benchConsole(baseURL string, requests, sessions int) error {
 			p.name, requests, b.Round(time.Microsecond), s.Round(time.Microsecond), float64(s)/float64(b), (s - b).Round(time.Microsecond))
 	}
 	return nil
+}
+
+// consoleSignIn signs in to the console at base with token, as the sign-in form
+// does, and returns a client that follows no redirect and the session cookie.
+func consoleSignIn(base, token string) (*http.Client, *http.Cookie, error) {
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.PostForm(base+"/signin", url.Values{"token": {token}})
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == "vncfleet_session" {
+			return client, c, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("sign-in gave no session cookie (HTTP %d)", resp.StatusCode)
 }

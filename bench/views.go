@@ -103,12 +103,7 @@ func benchViews(baseURL string, devices int, reconcile, keep bool) error {
 
 	// status: the first read (which counts the groups), then the median of five
 	for _, q := range []string{"fleet=bench", "fleet=bench&groups=20", "fleet=bench&groups=20&groups_after=line-50000", "fleet=bench&group=line-04242"} {
-		read := func() error { return getJSON(ctx, api.URL+"/v1/status?"+q) }
-		first, err := medianOf(1, read)
-		if err != nil {
-			return err
-		}
-		took, err := medianOf(5, read)
+		first, took, err := firstThenMedian(func() error { return getJSON(ctx, api.URL+"/v1/status?"+q) })
 		if err != nil {
 			return err
 		}

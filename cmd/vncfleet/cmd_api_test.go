@@ -514,6 +514,27 @@ func TestStatusPagesGroups(t *testing.T) {
 	require.Len(t, fake.seen("GET /v1/status"), 3, "bad flags ask nothing")
 }
 
+// status MANIFEST_ID pages the manifest's groups as a fleet's status does: it passes
+// the paging flags and says how to see the next ones.
+func TestStatusOfAManifestPagesItsGroups(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("GET /v1/manifests/7", fakeAnswer{200, map[string]any{"manifest": manifestJSON(7), "total": 30, "settled": 30, "done": true,
+		"byStatus": map[string]int{"ready": 30}, "groups": 3, "nextGroupsAfter": "line-2",
+		"byGroup": map[string]any{"line-1": map[string]int{"ready": 10}, "line-2": map[string]int{"ready": 10}}}})
+
+	out, errOut, code := runCLI(t, srv.URL, nil, "status", "7", "--groups", "2", "--groups-after", "line-0")
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "line-1  10     10\nline-2  10     10\n")
+	require.Contains(t, out, "(2 of 3 groups shown; the next ones: --groups-after line-2)")
+	q := fake.seen("GET /v1/manifests/7")[0].query
+	require.Equal(t, "2", q.Get("groups"))
+	require.Equal(t, "line-0", q.Get("groups_after"))
+
+	_, errOut, code = runCLI(t, srv.URL, nil, "status", "7", "--group", "line-1")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "line-1", fake.seen("GET /v1/manifests/7")[1].query.Get("group"))
+}
+
 func TestExportStreamsUnchanged(t *testing.T) {
 	fake, srv := newAPIFake(t)
 	csvBody := "device_id,action,status,cloud_address,cloud_password,groups,allow_groups,allow_devices,vnc_url,last_error\n" +

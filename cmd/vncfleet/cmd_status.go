@@ -30,9 +30,9 @@ func newStatusCmd() *cobra.Command {
 
 With MANIFEST_ID: the progress of the devices that manifest last set, by status and by
 group. Without: the counts of every fleet (or of --fleet NAME) per status and per
-manifest, the number of groups, and the first 100 groups by name (--groups N, up to
-10000, 0 for none); the next page starts --groups-after the last group shown, which
-status names. --group G shows group G alone ("" for the devices in no group). A device
+manifest. Either way, the number of groups and the first 100 groups by name (--groups
+N, up to 10000, 0 for none); the next page starts --groups-after the last group shown,
+which status names. --group G shows group G alone ("" for the devices in no group). A device
 counts in every group it belongs to (its groups, or a listen device's allow_groups), so
 the group rows may add up to more than the total. An unknown
 fleet or manifest is "not found" (exit 2). Aligned text tables by default; --json prints
@@ -41,6 +41,7 @@ the server's answer as JSON.`,
   vncfleet status --fleet factory
   vncfleet status --fleet factory --groups 500 --groups-after line-00099
   vncfleet status --fleet factory --group line-04242
+  vncfleet status 12 --groups-after line-00099
   vncfleet status 12 --json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -51,13 +52,31 @@ the server's answer as JSON.`,
 					return err
 				}
 			}
+			page := apiclient.GroupOptions{Groups: groups}
+			if cmd.Flags().Changed("groups") {
+				if groups < 0 {
+					return withExit(exitBadInput, errors.New("--groups must not be negative"))
+				}
+				if groups == 0 {
+					page.Groups = apiclient.NoGroups
+				}
+			}
+			if cmd.Flags().Changed("groups-after") {
+				page.GroupsAfter = &groupsAfter
+			}
+			if cmd.Flags().Changed("group") {
+				if cmd.Flags().Changed("groups") || cmd.Flags().Changed("groups-after") {
+					return withExit(exitBadInput, errors.New("--group shows one group: not with --groups or --groups-after"))
+				}
+				page.Group = &group
+			}
 			client, err := apiClient(cmd)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if id > 0 {
-				p, err := client.Manifest(cmd.Context(), id)
+				p, err := client.Manifest(cmd.Context(), id, page)
 				if err != nil {
 					return apiExit(err)
 				}
@@ -70,25 +89,7 @@ the server's answer as JSON.`,
 				printManifestProgress(out, id, p)
 				return nil
 			}
-			o := apiclient.StatusOptions{Fleet: fleetName, Groups: groups}
-			if cmd.Flags().Changed("groups") {
-				if groups < 0 {
-					return withExit(exitBadInput, errors.New("--groups must not be negative"))
-				}
-				if groups == 0 {
-					o.Groups = apiclient.NoGroups
-				}
-			}
-			if cmd.Flags().Changed("groups-after") {
-				o.GroupsAfter = &groupsAfter
-			}
-			if cmd.Flags().Changed("group") {
-				if cmd.Flags().Changed("groups") || cmd.Flags().Changed("groups-after") {
-					return withExit(exitBadInput, errors.New("--group shows one group: not with --groups or --groups-after"))
-				}
-				o.Group = &group
-			}
-			st, err := client.StatusWith(cmd.Context(), o)
+			st, err := client.StatusWith(cmd.Context(), apiclient.StatusOptions{Fleet: fleetName, GroupOptions: page})
 			if err != nil {
 				return apiExit(err)
 			}
@@ -143,18 +144,28 @@ func printManifestProgress(w io.Writer, id int64, p *apiclient.Progress) {
 	}
 	fmt.Fprintf(w, "%d of %d devices settled, %d failed: %s\n\n", p.Settled, p.Total, p.Failed, state)
 	printStatusTable(w, p.ByStatus)
-	printGroups(w, p.ByGroup)
+	if p.GroupPage != nil {
+		printGroups(w, *p.GroupPage)
+	}
 }
 
-// printGroups prints the counts by group, and says that a device counts in each of
-// its groups.
-func printGroups(w io.Writer, byGroup map[string]map[string]int) {
-	if len(byGroup) == 0 {
-		return
+// printGroups prints a page of counts by group, says that a device counts in each
+// of its groups, and where the next page starts when the page is not all of them.
+func printGroups(w io.Writer, page apiclient.GroupPage) {
+	if len(page.ByGroup) > 0 {
+		fmt.Fprintln(w)
+		printMatrix(w, "GROUP", sortedKeys(page.ByGroup), page.ByGroup, groupName)
+		fmt.Fprintln(w, "(a device counts in every group it belongs to: groups for connect devices, allow_groups for listen devices)")
 	}
-	fmt.Fprintln(w)
-	printMatrix(w, "GROUP", sortedKeys(byGroup), byGroup, groupName)
-	fmt.Fprintln(w, "(a device counts in every group it belongs to: groups for connect devices, allow_groups for listen devices)")
+	// Every group is shown unless the answer says otherwise: a small fleet's
+	// status reads as it always did.
+	if page.NextGroupsAfter != nil || len(page.ByGroup) < page.Groups {
+		fmt.Fprintf(w, "(%d of %s shown", len(page.ByGroup), fleet.Plural(page.Groups, "group"))
+		if page.NextGroupsAfter != nil {
+			fmt.Fprintf(w, "; the next ones: --groups-after %s", shellQuote(*page.NextGroupsAfter))
+		}
+		fmt.Fprintln(w, ")")
+	}
 }
 
 func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
@@ -164,16 +175,7 @@ func printFleetStatus(w io.Writer, fleetName string, st *apiclient.Status) {
 	}
 	fmt.Fprintf(w, "%s: %s\n\n", scope, fleet.Plural(st.Total, "device"))
 	printStatusTable(w, st.ByStatus)
-	printGroups(w, st.ByGroup)
-	// Every group is shown unless the answer says otherwise: a small fleet's
-	// status reads as it always did.
-	if st.NextGroupsAfter != nil || len(st.ByGroup) < st.Groups {
-		fmt.Fprintf(w, "(%d of %s shown", len(st.ByGroup), fleet.Plural(st.Groups, "group"))
-		if st.NextGroupsAfter != nil {
-			fmt.Fprintf(w, "; the next ones: --groups-after %s", shellQuote(*st.NextGroupsAfter))
-		}
-		fmt.Fprintln(w, ")")
-	}
+	printGroups(w, st.GroupPage)
 	if len(st.ByManifest) > 0 {
 		fmt.Fprintln(w)
 		rows := make([]string, len(st.ByManifest))

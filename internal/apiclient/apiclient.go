@@ -260,16 +260,17 @@ type UploadResult struct {
 }
 
 // Progress is the progress of a manifest (GET /v1/manifests/{id}) or of a work
-// key (GET /v1/work/{key}, where Manifest and ByGroup are absent).
+// key (GET /v1/work/{key}, where Manifest is absent).
 type Progress struct {
-	Manifest *Manifest                 `json:"manifest,omitempty"`
-	Total    int                       `json:"total"`
-	Settled  int                       `json:"settled"`
-	Failed   int                       `json:"failed"`
-	Done     bool                      `json:"done"`
-	Staged   int                       `json:"staged,omitempty"` // rows not yet applied to devices
-	ByStatus map[string]int            `json:"byStatus"`
-	ByGroup  map[string]map[string]int `json:"byGroup,omitempty"`
+	Manifest *Manifest      `json:"manifest,omitempty"`
+	Total    int            `json:"total"`
+	Settled  int            `json:"settled"`
+	Failed   int            `json:"failed"`
+	Done     bool           `json:"done"`
+	Staged   int            `json:"staged,omitempty"` // rows not yet applied to devices
+	ByStatus map[string]int `json:"byStatus"`
+	// The page of the manifest's groups (GroupOptions); nil from ManifestTotals.
+	*GroupPage
 	// CallsOwed is the VNC Cloud calls the devices still owe at the least
 	// (progress.CallsOwed): what the ETA divides by the rate.
 	CallsOwed int `json:"callsOwed"`
@@ -302,14 +303,19 @@ type LimiterState struct {
 // Status is the fleet-wide view (GET /v1/status): the totals and manifests, and a
 // page of the groups.
 type Status struct {
-	Total      int                       `json:"total"`
-	ByStatus   map[string]int            `json:"byStatus"`
-	ByGroup    map[string]map[string]int `json:"byGroup"`
-	ByManifest []ManifestCounts          `json:"byManifest"`
+	Total      int              `json:"total"`
+	ByStatus   map[string]int   `json:"byStatus"`
+	ByManifest []ManifestCounts `json:"byManifest"`
+	GroupPage
+}
+
+// GroupPage is a page of groups of a status or a manifest's progress.
+type GroupPage struct {
+	ByGroup map[string]map[string]int `json:"byGroup"`
 	// Groups counts every group with devices; ByGroup may show only some.
 	Groups int `json:"groups"`
-	// GroupsCountedAt is set when Groups is a count kept by the server (fleets of
-	// 10,000 groups or more), at most a minute old.
+	// GroupsCountedAt is set when Groups is a count kept by the server (fleets and
+	// manifests of 10,000 groups or more), at most a minute old.
 	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
 	// NextGroupsAfter is the GroupsAfter of the next page of groups; nil on the last.
 	NextGroupsAfter *string `json:"nextGroupsAfter,omitempty"`
@@ -318,6 +324,11 @@ type Status struct {
 // StatusOptions select the fleet of a status and the page of its groups.
 type StatusOptions struct {
 	Fleet string // "" for every fleet
+	GroupOptions
+}
+
+// GroupOptions select a page of groups, of a status or of a manifest's progress.
+type GroupOptions struct {
 	// Groups is how many groups to show at most (the server's default, 100, when 0;
 	// NoGroups for none).
 	Groups int
@@ -327,8 +338,23 @@ type StatusOptions struct {
 	Group *string
 }
 
-// NoGroups as StatusOptions.Groups shows no group.
+// NoGroups as GroupOptions.Groups shows no group.
 const NoGroups = -1
+
+// set puts the page's query parameters in q.
+func (o GroupOptions) set(q url.Values) {
+	switch {
+	case o.Group != nil:
+		q.Set("group", *o.Group)
+	case o.Groups < 0:
+		q.Set("groups", "0")
+	case o.Groups > 0:
+		q.Set("groups", strconv.Itoa(o.Groups))
+	}
+	if o.GroupsAfter != nil && o.Group == nil {
+		q.Set("groups_after", *o.GroupsAfter)
+	}
+}
 
 // ManifestCounts is one manifest's line of Status.
 type ManifestCounts struct {
@@ -525,9 +551,12 @@ type sizedReader struct {
 	n int64
 }
 
-// Manifest is the progress of manifest id (GET /v1/manifests/{id}).
-func (c *Client) Manifest(ctx context.Context, id int64) (*Progress, error) {
-	return c.manifest(ctx, id, nil)
+// Manifest is the progress of manifest id (GET /v1/manifests/{id}) with the page of
+// its groups o selects.
+func (c *Client) Manifest(ctx context.Context, id int64, o GroupOptions) (*Progress, error) {
+	q := url.Values{}
+	o.set(q)
+	return c.manifest(ctx, id, q)
 }
 
 // ManifestTotals is Manifest without the counts by group, which a large manifest
@@ -578,17 +607,7 @@ func (c *Client) StatusWith(ctx context.Context, o StatusOptions) (*Status, erro
 	if o.Fleet != "" {
 		q.Set("fleet", o.Fleet)
 	}
-	switch {
-	case o.Group != nil:
-		q.Set("group", *o.Group)
-	case o.Groups < 0:
-		q.Set("groups", "0")
-	case o.Groups > 0:
-		q.Set("groups", strconv.Itoa(o.Groups))
-	}
-	if o.GroupsAfter != nil && o.Group == nil {
-		q.Set("groups_after", *o.GroupsAfter)
-	}
+	o.set(q)
 	var s Status
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/status", q, &s); err != nil {
 		return nil, err

@@ -228,13 +228,19 @@ func TestAuthErrors(t *testing.T) {
 		status int
 	}{
 		{"no token", "", func(c *apiclient.Client) error { _, err := c.Status(context.Background(), ""); return err }, 401},
-		{"unknown token", "nope", func(c *apiclient.Client) error { _, err := c.Manifest(context.Background(), 7); return err }, 401},
+		{"unknown token", "nope", func(c *apiclient.Client) error {
+			_, err := c.Manifest(context.Background(), 7, apiclient.GroupOptions{})
+			return err
+		}, 401},
 		{"read token uploads", "reader", func(c *apiclient.Client) error {
 			_, err := c.Upload(context.Background(), strings.NewReader("x"), apiclient.UploadOptions{MaxDeletions: -1})
 			return err
 		}, 403},
 		{"read token rotates", "reader", func(c *apiclient.Client) error { _, err := c.Rotate(context.Background(), "", true); return err }, 403},
-		{"read token reads", "reader", func(c *apiclient.Client) error { _, err := c.Manifest(context.Background(), 7); return err }, 0},
+		{"read token reads", "reader", func(c *apiclient.Client) error {
+			_, err := c.Manifest(context.Background(), 7, apiclient.GroupOptions{})
+			return err
+		}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,7 +261,7 @@ func TestReadCalls(t *testing.T) {
 	c := newClient(t, srv.URL+"/", token) // a trailing slash is harmless
 	ctx := context.Background()
 
-	p, err := c.Manifest(ctx, 7)
+	p, err := c.Manifest(ctx, 7, apiclient.GroupOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 3, p.Total)
 	require.Equal(t, 2, p.Settled)
@@ -265,7 +271,7 @@ func TestReadCalls(t *testing.T) {
 	require.Equal(t, map[string]int{"ready": 1}, p.ByGroup["g"])
 	require.Equal(t, "f", p.Manifest.Fleet)
 
-	_, err = c.Manifest(ctx, 8)
+	_, err = c.Manifest(ctx, 8, apiclient.GroupOptions{})
 	require.Equal(t, 404, apiclient.StatusOf(err))
 
 	var report bytes.Buffer

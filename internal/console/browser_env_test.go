@@ -7,7 +7,9 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -144,6 +146,16 @@ func (b *browser) listen(ev any) {
 		}
 		b.problems = append(b.problems, "log "+string(e.Entry.Level)+": "+e.Entry.Text+" "+e.Entry.URL)
 	}
+}
+
+// takeProblems returns what the browser has seen so far and forgets it (for the test
+// of the detector itself: the problems it provokes are not the test's failure).
+func (b *browser) takeProblems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	list := b.problems
+	b.problems = nil
+	return list
 }
 
 // expectHTTPError lets the browser log failed loads with this status.
@@ -317,4 +329,25 @@ func (b *browser) dropFile(content string) bool {
 // setSelect chooses value in a <select>.
 func setSelect(sel, value string) chromedp.Action[chromedp.Void] {
 	return chromedp.SetValue(chromedp.CSS(sel), value)
+}
+
+// uploadViaAPI stores a manifest for fleetName through the API, as a factory
+// pipeline does (not through the page the browser shows), and returns its id.
+func uploadViaAPI(t *testing.T, base, fleetName, csv string) int64 {
+	t.Helper()
+	req, err := http.NewRequest("POST", base+"/v1/manifests?fleet="+url.QueryEscape(fleetName), strings.NewReader(csv))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "text/csv")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var created struct {
+		Manifest struct {
+			ID int64 `json:"id"`
+		} `json:"manifest"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	return created.Manifest.ID
 }

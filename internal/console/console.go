@@ -121,6 +121,7 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("POST /reconcile", c.withForm(c.reconcileNow))
 	c.mux.HandleFunc("GET /webhooks", c.withSession(c.webhooksPage))
 	c.mux.HandleFunc("POST /webhooks/{id}/redeliver", c.withForm(c.redeliver))
+	c.mux.HandleFunc("GET /ui/api/overview", c.overviewJSON)
 	c.mux.HandleFunc("/ui/api/", c.proxy)
 	// Everything else is the API's (and its 404s).
 	c.mux.Handle("/", c.cfg.API)
@@ -218,14 +219,8 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 // session's token in place of the cookie. A state-changing request must carry the
 // session's CSRF token in X-CSRF-Token.
 func (c *Console) proxy(w http.ResponseWriter, r *http.Request) {
-	s, err := c.sessions.get(r)
-	if err != nil {
-		c.cfg.Logger.Error("console session lookup failed", "err", err)
-		writeJSONError(w, http.StatusServiceUnavailable, "sessions cannot be read right now; try again shortly")
-		return
-	}
-	if s == nil {
-		writeJSONError(w, http.StatusUnauthorized, "not signed in, or the session expired")
+	s, ok := c.apiSession(w, r)
+	if !ok {
 		return
 	}
 	if !safeMethod(r.Method) && !s.csrfOK(r.Header.Get("X-CSRF-Token")) {
@@ -243,12 +238,29 @@ func (c *Console) proxy(w http.ResponseWriter, r *http.Request) {
 	req.Header.Del("Cookie")
 	req.Header.Del("X-CSRF-Token")
 	req.Header.Del("Authorization")
-	if req, err = c.as(req, s); err != nil {
+	req, err := c.as(req, s)
+	if err != nil {
 		writeJSONError(w, http.StatusUnauthorized, errTokenGone.Message)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	c.cfg.API.ServeHTTP(w, req)
+}
+
+// apiSession is the session of a script's request under /ui/api; without one (ok
+// false) it was answered as the API answers: JSON, 401 to sign in again.
+func (c *Console) apiSession(w http.ResponseWriter, r *http.Request) (_ *session, ok bool) {
+	s, err := c.sessions.get(r)
+	if err != nil {
+		c.cfg.Logger.Error("console session lookup failed", "err", err)
+		writeJSONError(w, http.StatusServiceUnavailable, "sessions cannot be read right now; try again shortly")
+		return nil, false
+	}
+	if s == nil {
+		writeJSONError(w, http.StatusUnauthorized, "not signed in, or the session expired")
+		return nil, false
+	}
+	return s, true
 }
 
 func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead }

@@ -271,6 +271,20 @@ func (b bar) Count(status string) int {
 	return 0
 }
 
+// MarshalJSON gives a page's script the bar as it draws one: the counts by status,
+// with the total and the settled ones.
+func (b bar) MarshalJSON() ([]byte, error) {
+	counts := map[string]int{}
+	for _, s := range b.Segments {
+		counts[s.Status] = s.Count
+	}
+	return json.Marshal(struct {
+		Total   int            `json:"total"`
+		Settled int            `json:"settled"`
+		Counts  map[string]int `json:"counts"`
+	}{b.Total, b.Settled, counts})
+}
+
 func newBar(counts map[string]int) bar {
 	var b bar
 	for _, st := range fleet.Statuses {
@@ -293,43 +307,93 @@ func newBar(counts map[string]int) bar {
 
 type manifestRow struct {
 	store.Manifest
-	State string
-	Bar   bar
+	State string `json:"state"`
+	Bar   bar    `json:"bar"`
 }
 
 type fleetView struct {
-	Name      string
-	Bar       bar
-	Manifests []manifestRow
-	Rotation  *server.FleetRotation
+	Name      string        `json:"name"`
+	Bar       bar           `json:"bar"`
+	Manifests []manifestRow `json:"manifests"`
+	// Rotation is the fleet's line of GET /v1/rotation; the page's script reads that
+	// itself (overviewJSON leaves it out).
+	Rotation *server.FleetRotation `json:"-"`
 	// Reconciled is what the last reconcile run found of this fleet's devices (nil
 	// when there is no such run).
-	Reconciled *store.FleetFindings
+	Reconciled *store.FleetFindings `json:"reconciled"`
 }
 
 // overviewView is the fleets page: each fleet, when rotation runs next and how the
 // last reconcile went.
 type overviewView struct {
-	Fleets     []fleetView
-	NextRun    *time.Time
-	NoRotation bool // the API could not say
+	Fleets     []fleetView `json:"fleets"`
+	NextRun    *time.Time  `json:"-"`
+	NoRotation bool        `json:"-"` // the API could not say
 	// LastReconcile is the newest recorded reconcile run; NoReconcile says why there is
 	// none to show.
-	LastReconcile *store.ReconcileRun
-	NoReconcile   string
+	LastReconcile *store.ReconcileRun `json:"lastReconcile"`
+	NoReconcile   string              `json:"noReconcile"`
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 	v := view{Title: "Fleets", Page: "fleets", Session: s}
-	var ms []store.Manifest
-	var st store.FleetStatus
-	if err := c.call(r, s, http.MethodGet, "/v1/manifests", nil, &ms); err != nil {
+	ov, err := c.overviewOf(r, s)
+	if err != nil {
 		c.failPage(w, "overview", v, err)
 		return
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/status", nil, &st); err != nil {
-		c.failPage(w, "overview", v, err)
+	var rot server.RotationOverview
+	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rot); err != nil {
+		ov.NoRotation = true
+	}
+	ov.NextRun = rot.NextRun
+	for i := range ov.Fleets {
+		for _, fr := range rot.Fleets {
+			if fr.Fleet == ov.Fleets[i].Name {
+				ov.Fleets[i].Rotation = &fr
+			}
+		}
+	}
+	v.Data = ov
+	c.render(w, http.StatusOK, "overview", v)
+}
+
+// overviewJSON is the fleets page's data for its script, which redraws the page from
+// it (GET /ui/api/overview): everything but the rotation lines. Those come from GET
+// /v1/rotation, which counts every device holding a password (a second at a million
+// devices), so the script reads it less often than this.
+func (c *Console) overviewJSON(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.apiSession(w, r)
+	if !ok {
 		return
+	}
+	ov, err := c.overviewOf(r, s)
+	if err != nil {
+		status, msg := http.StatusBadGateway, "The server could not answer: "+err.Error()
+		var apiErr *apiError
+		if errors.As(err, &apiErr) {
+			status, msg = apiErr.Status, apiErr.Message
+		}
+		writeJSONError(w, status, msg)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(ov)
+}
+
+// overviewOf reads, through the API, every fleet with manifests, with its devices by
+// status and its manifests with their state, and how the last reconcile went.
+func (c *Console) overviewOf(r *http.Request, s *session) (overviewView, error) {
+	var ov overviewView
+	var ms []store.Manifest
+	var st store.FleetStatus
+	if err := c.call(r, s, http.MethodGet, "/v1/manifests", nil, &ms); err != nil {
+		return ov, err
+	}
+	// The counts of every manifest; no group (the page shows none).
+	if err := c.call(r, s, http.MethodGet, "/v1/status?groups=0", nil, &st); err != nil {
+		return ov, err
 	}
 	byFleet := map[string]map[string]int{}
 	byManifest := map[int64]map[string]int{}
@@ -353,17 +417,6 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		row.State = manifestState(m, row.Bar)
 		f.Manifests = append(f.Manifests, row)
 	}
-	ov := overviewView{}
-	var rot server.RotationOverview
-	if err := c.call(r, s, http.MethodGet, "/v1/rotation", nil, &rot); err != nil {
-		ov.NoRotation = true
-	}
-	ov.NextRun = rot.NextRun
-	for _, fr := range rot.Fleets {
-		if f := fleets[fr.Fleet]; f != nil {
-			f.Rotation = &fr
-		}
-	}
 	ov.LastReconcile, ov.NoReconcile = c.lastReconcile(r, s, false)
 	if run := ov.LastReconcile; run != nil && run.Error == "" {
 		for name, f := range fleets {
@@ -371,11 +424,11 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 			f.Reconciled = &found
 		}
 	}
+	ov.Fleets = []fleetView{}
 	for _, name := range slices.Sorted(maps.Keys(fleets)) {
 		ov.Fleets = append(ov.Fleets, *fleets[name])
 	}
-	v.Data = ov
-	c.render(w, http.StatusOK, "overview", v)
+	return ov, nil
 }
 
 // manifestState is a manifest's state in words. (It says "superseded" when later
@@ -423,29 +476,80 @@ type manifestView struct {
 	State    string
 	Bar      bar
 	Groups   []groupBar
+	Pages    groupPages
 	Failures []store.Failure
+}
+
+// groupPages is where the page of groups shown sits among the manifest's groups, and
+// how to reach the others: the API pages them (GET /v1/manifests/{id}, groups_after
+// and group, by the status's rule), and the page's links and stream ask for the same
+// page.
+type groupPages struct {
+	Shown, Total int
+	After        *string // the page starts after this group; nil for the first page
+	Only         *string // the group shown alone
+	Next         *string // the next page's groups_after; nil on the last
+	Query        string  // the page's query, for its stream: "" for the first page
+}
+
+// More is how many groups follow the first page; 0 on later pages, where the API
+// does not say how many groups came before.
+func (g groupPages) More() int {
+	if g.After != nil || g.Only != nil {
+		return 0
+	}
+	return max(g.Total-g.Shown, 0)
+}
+
+// groupPageQuery keeps, of a manifest page's query, what selects its page of groups.
+func groupPageQuery(q url.Values) url.Values {
+	kept := url.Values{}
+	for _, name := range []string{"groups_after", "group"} {
+		if q.Has(name) {
+			kept.Set(name, q.Get(name))
+		}
+	}
+	return kept
 }
 
 func (c *Console) manifestPage(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
 	v := view{Title: "Manifest #" + id, Page: "fleets", Session: s}
 	var mv manifestView
-	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id), nil, &mv.P); err != nil {
+	page := groupPageQuery(r.URL.Query())
+	path := "/v1/manifests/" + url.PathEscape(id)
+	if len(page) > 0 {
+		path += "?" + page.Encode()
+	}
+	if err := c.call(r, s, http.MethodGet, path, nil, &mv.P); err != nil {
 		c.failPage(w, "manifest", v, err)
 		return
 	}
-	var f struct {
-		Failures []store.Failure `json:"failures"`
+	// The counters say whether anything failed: the list is read only then.
+	if mv.P.Failed > 0 {
+		var f struct {
+			Failures []store.Failure `json:"failures"`
+		}
+		if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id)+"/failures", nil, &f); err != nil {
+			c.failPage(w, "manifest", v, err)
+			return
+		}
+		mv.Failures = f.Failures
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/manifests/"+url.PathEscape(id)+"/failures", nil, &f); err != nil {
-		c.failPage(w, "manifest", v, err)
-		return
-	}
-	mv.Failures = f.Failures
 	mv.Bar = newBar(mv.P.ByStatus)
 	mv.State = manifestState(mv.P.Manifest, mv.Bar)
-	for _, g := range slices.Sorted(maps.Keys(mv.P.ByGroup)) {
-		mv.Groups = append(mv.Groups, groupBar{Name: cmp.Or(g, "(no group)"), Bar: newBar(mv.P.ByGroup[g])})
+	if g := mv.P.GroupPage; g != nil {
+		for _, name := range slices.Sorted(maps.Keys(g.ByGroup)) {
+			mv.Groups = append(mv.Groups, groupBar{Name: cmp.Or(name, "(no group)"), Bar: newBar(g.ByGroup[name])})
+		}
+		mv.Pages = groupPages{Shown: len(g.ByGroup), Total: g.Groups, Next: g.NextGroupsAfter, Query: page.Encode()}
+	}
+	if page.Has("group") {
+		only := page.Get("group")
+		mv.Pages.Only = &only
+	} else if page.Has("groups_after") {
+		after := page.Get("groups_after")
+		mv.Pages.After = &after
 	}
 	v.Data = mv
 	c.render(w, http.StatusOK, "manifest", v)

@@ -176,9 +176,15 @@ func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The page of groups the request asks for, the first by default: the stream reads
+	// the progress every second, and all of a factory's groups took a second each.
+	groups, ok := manifestGroupQuery(w, r)
+	if !ok {
+		return
+	}
 	pc := &pace{rate: s.cfg.Rate}
 	s.stream(w, r, "progress", func(ctx context.Context) (any, bool, error) {
-		p, err := s.cfg.Store.ManifestProgress(ctx, id, true)
+		p, err := s.cfg.Store.ManifestProgress(ctx, id, groups)
 		if err != nil {
 			return nil, false, err
 		}
@@ -187,9 +193,13 @@ func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) statusEvents(w http.ResponseWriter, r *http.Request) {
-	fleetName := r.URL.Query().Get("fleet")
+	// As GET /v1/status reads it: a fleet-limited token streams its own fleet.
+	q, ok := s.statusQuery(w, r)
+	if !ok {
+		return
+	}
 	s.stream(w, r, "status", func(ctx context.Context) (any, bool, error) {
-		st, err := s.cfg.Store.Status(ctx, fleetName)
+		st, err := s.cfg.Store.StatusOf(ctx, q)
 		return st, false, err
 	})
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,4 +70,63 @@ func TestEventStreamOfUnknownManifestIsNotFound(t *testing.T) {
 	api.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusNotFound, rec.Code)
 	require.True(t, strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json"))
+}
+
+// The status stream takes its fleet as GET /v1/status does: a token limited to one
+// fleet streams that fleet's status, never another's or every fleet's, and the stream
+// shows the page of groups asked for.
+func TestStatusStreamKeepsToTheTokensFleets(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.New(t)
+	api, _ := newAPI(t, pool, server.Config{})
+	upload := func(fleet, csv string) {
+		req, err := http.NewRequest("POST", api.URL+"/v1/manifests?fleet="+fleet, strings.NewReader(csv))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "text/csv")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusCreated, resp.StatusCode)
+	}
+	upload("a", "device_id,action,groups,location\na-1,connect,line-a,hall\n")
+	upload("b", "device_id,action,groups,location\nb-1,connect,line-b,hall\nb-2,connect,line-b,hall\n")
+	scoped := server.New(server.Config{Store: store.New(pool, nil),
+		Tokens: []server.Token{{Name: "line-a", Value: "line-a-token", Roles: []string{server.RoleRead}, Fleets: []string{"a"}}}})
+	srv := httptest.NewServer(scoped)
+	t.Cleanup(srv.Close)
+	t.Cleanup(scoped.StopStreams)
+
+	first := func(query string) (int, store.FleetStatus) {
+		t.Helper()
+		req, err := http.NewRequest("GET", srv.URL+"/v1/status/events"+query, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer line-a-token")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var st store.FleetStatus
+		if resp.StatusCode != http.StatusOK {
+			return resp.StatusCode, st
+		}
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() {
+			if data, ok := strings.CutPrefix(lines.Text(), "data: "); ok {
+				require.NoError(t, json.Unmarshal([]byte(data), &st))
+				return resp.StatusCode, st
+			}
+		}
+		t.Fatalf("the stream ended before its first event: %v", lines.Err())
+		return 0, st
+	}
+	code, st := first("")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, 1, st.Total, "fleet a only, the token's")
+	require.Equal(t, map[string]store.Counts{"line-a": {"pending": 1}}, st.ByGroup)
+	code, _ = first("?fleet=b")
+	require.Equal(t, http.StatusForbidden, code)
+	code, st = first("?groups=0")
+	require.Equal(t, http.StatusOK, code)
+	require.Empty(t, st.ByGroup)
+	require.Equal(t, 1, st.Groups)
 }

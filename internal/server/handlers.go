@@ -285,13 +285,11 @@ func (s *Server) manifestProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// ?no_groups=true leaves out the counts by group (a waiting client's progress bar
-	// does not draw them).
-	noGroups, ok := queryBool(w, r, "no_groups")
+	groups, ok := manifestGroupQuery(w, r)
 	if !ok {
 		return
 	}
-	p, err := s.cfg.Store.ManifestProgress(r.Context(), id, !noGroups)
+	p, err := s.cfg.Store.ManifestProgress(r.Context(), id, groups)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, err.Error(), nil)
 		return
@@ -301,6 +299,25 @@ func (s *Server) manifestProgress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, p)
+}
+
+// manifestGroupQuery reads the group page of a manifest's progress (and of its
+// stream): the page groupQuery reads, or none at all with no_groups=true (a waiting
+// client's progress bar draws no group, and skips even their count).
+func manifestGroupQuery(w http.ResponseWriter, r *http.Request) (*store.GroupQuery, bool) {
+	noGroups, ok := queryBool(w, r, "no_groups")
+	if !ok {
+		return nil, false
+	}
+	if noGroups {
+		if v := r.URL.Query(); v.Has("groups") || v.Has("groups_after") || v.Has("group") {
+			writeError(w, http.StatusBadRequest, "no_groups shows no group: not with groups, groups_after or group", nil)
+			return nil, false
+		}
+		return nil, true
+	}
+	q, ok := groupQuery(w, r)
+	return &q, ok
 }
 
 func (s *Server) manifestReport(w http.ResponseWriter, r *http.Request) {
@@ -374,15 +391,10 @@ func (s *Server) auditEnd(r *http.Request, action string, secrets bool, outcome 
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
-		return
-	}
-	q, ok := statusQuery(w, r)
+	q, ok := s.statusQuery(w, r)
 	if !ok {
 		return
 	}
-	q.Fleet = fleetName
 	st, err := s.cfg.Store.StatusOf(r.Context(), q)
 	if err != nil {
 		s.internalError(w, r, err)
@@ -391,11 +403,23 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// statusQuery reads the group page of GET /v1/status: groups=N (0..MaxStatusGroups, 0
-// for none; default DefaultStatusGroups), groups_after=NAME (the previous page's
-// nextGroupsAfter, empty naming "(no group)"), or group=NAME alone.
-func statusQuery(w http.ResponseWriter, r *http.Request) (store.StatusQuery, bool) {
-	var q store.StatusQuery
+// statusQuery reads what a status shows (GET /v1/status and its stream): the fleet
+// (a fleet-limited token's own) and the page of groups.
+func (s *Server) statusQuery(w http.ResponseWriter, r *http.Request) (store.StatusQuery, bool) {
+	fleetName, ok := fleetScope(w, r)
+	if !ok || !s.knownFleet(w, r, fleetName) {
+		return store.StatusQuery{}, false
+	}
+	groups, ok := groupQuery(w, r)
+	return store.StatusQuery{Fleet: fleetName, GroupQuery: groups}, ok
+}
+
+// groupQuery reads the group page of GET /v1/status and of a manifest's progress
+// alike: groups=N (0..MaxStatusGroups, 0 for none; default DefaultStatusGroups),
+// groups_after=NAME (the previous page's nextGroupsAfter, empty naming "(no
+// group)"), or group=NAME alone.
+func groupQuery(w http.ResponseWriter, r *http.Request) (store.GroupQuery, bool) {
+	var q store.GroupQuery
 	v := r.URL.Query()
 	if v.Has("group") {
 		if v.Has("groups") || v.Has("groups_after") {

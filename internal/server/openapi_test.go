@@ -143,6 +143,12 @@ func TestOpenAPIMatchesRealAnswers(t *testing.T) {
 	require.Equal(t, "done", events[len(events)-1].event)
 
 	call("GET", m, servetest.ReaderToken, "", 200)
+	// A manifest's progress pages its groups by the status's rule.
+	mpage := call("GET", m+"?groups=1", servetest.ReaderToken, "", 200).(map[string]any)
+	require.Equal(t, "line-a", mpage["nextGroupsAfter"])
+	require.Equal(t, float64(2), mpage["groups"])
+	call("GET", m+"?no_groups=true", servetest.ReaderToken, "", 200)
+	call("GET", m+"?no_groups=true&group=line-a", servetest.ReaderToken, "", 400)
 	call("GET", "/v1/manifests?fleet=f", servetest.ReaderToken, "", 200)
 	call("GET", "/v1/status", servetest.ReaderToken, "", 200)
 	// A page of one of the two groups names the next; one group alone; bad pages.

@@ -21,7 +21,7 @@ type Store interface {
 	Ingest(ctx context.Context, req store.IngestRequest) (*store.IngestResult, error)
 	GetManifest(ctx context.Context, id int64) (store.Manifest, error)
 	ListManifests(ctx context.Context, fleetName string, limit int) ([]store.Manifest, error)
-	ManifestProgress(ctx context.Context, id int64, groups bool) (*store.Progress, error)
+	ManifestProgress(ctx context.Context, id int64, groups *store.GroupQuery) (*store.Progress, error)
 	CancelManifest(ctx context.Context, id int64, actor string) (*store.CancelResult, error)
 	Report(ctx context.Context, id int64, secrets bool) iter.Seq2[store.ReportRow, error]
 	Failures(ctx context.Context, manifestID int64, limit int) ([]store.Failure, error)
@@ -29,7 +29,6 @@ type Store interface {
 	FixupRows(ctx context.Context, manifestID int64) iter.Seq2[store.FixupRow, error]
 
 	// Fleets and devices.
-	Status(ctx context.Context, fleetName string) (*store.FleetStatus, error)
 	StatusOf(ctx context.Context, q store.StatusQuery) (*store.FleetStatus, error)
 	GetDevice(ctx context.Context, fleetName, deviceID string) (*store.DeviceDetail, error)
 	RetryFailed(ctx context.Context, fleetName string, manifestID int64, now bool,

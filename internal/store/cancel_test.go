@@ -50,7 +50,7 @@ func TestCancelManifestStopsOwedWorkButNoCallInFlight(t *testing.T) {
 	require.Equal(t, int64(3), e.Counts()["create"], "three creates were sent, no more")
 	require.Len(t, e.Addresses(), 3)
 
-	p, err := e.Store.ManifestProgress(e.Ctx, id, true)
+	p, err := e.Store.ManifestProgress(e.Ctx, id, &store.GroupQuery{})
 	require.NoError(t, err)
 	require.True(t, p.Done, "cancelled devices are settled")
 	require.Equal(t, store.Counts{"ready": 3, "cancelled": 2}, p.ByStatus)

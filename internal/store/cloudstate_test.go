@@ -32,7 +32,7 @@ func TestProgressCarriesTheETAInputs(t *testing.T) {
 		('zenlayer', 'p1', 5, 0.5, 1, now(), now(), now())`)
 	require.NoError(t, err)
 
-	p, err := e.st.ManifestProgress(e.ctx, m, false)
+	p, err := e.st.ManifestProgress(e.ctx, m, nil)
 	require.NoError(t, err)
 	require.Equal(t, 2+1, p.CallsOwed, "a pending device owes a create and a poll, an awaiting one a poll")
 	require.NotNil(t, p.Cloud)
@@ -54,7 +54,7 @@ func TestProgressCarriesTheETAInputs(t *testing.T) {
 
 	_, err = e.pool.Exec(e.ctx, `UPDATE rate_limit_processes SET updated_at = now() - interval '1 minute'`)
 	require.NoError(t, err)
-	p, err = e.st.ManifestProgress(e.ctx, m, false)
+	p, err = e.st.ManifestProgress(e.ctx, m, nil)
 	require.NoError(t, err)
 	require.Nil(t, p.Cloud.Limiter, "no live process: no limiter state")
 }
@@ -71,7 +71,7 @@ func TestCloudStateCountsTheAnswersAsTheyAreRecorded(t *testing.T) {
 
 	e.Sim.SetFaults(sim.Faults{FailRate: 1})
 	require.Equal(t, 3, e.Step(key, 3, provisiontest.RetryNow), "three creates answered 503")
-	p, err := e.Store.ManifestProgress(e.Ctx, id, false)
+	p, err := e.Store.ManifestProgress(e.Ctx, id, nil)
 	require.NoError(t, err)
 	require.Equal(t, 3, p.Cloud.Calls)
 	require.Equal(t, map[string]int{"503": 3}, p.Cloud.ErrorsLastMinute)
@@ -79,7 +79,7 @@ func TestCloudStateCountsTheAnswersAsTheyAreRecorded(t *testing.T) {
 	e.Sim.SetFaults(sim.Faults{})
 	require.Equal(t, 3, e.Step(key, 3, provisiontest.RetryNow), "three creates answered")
 	require.Equal(t, 3, e.Poll(), "three polls answered")
-	p, err = e.Store.ManifestProgress(e.Ctx, id, false)
+	p, err = e.Store.ManifestProgress(e.Ctx, id, nil)
 	require.NoError(t, err)
 	require.True(t, p.Done)
 	c, err := e.Store.ManifestCloudState(e.Ctx, id)

@@ -74,21 +74,33 @@ func statusCounts(rows pgx.Rows, err error) (Counts, error) {
 	return byStatus, nil
 }
 
-// countedByGroup sums one manifest's group counters by group and status, in the
-// order of their key.
-func (s *Store) countedByGroup(ctx context.Context, manifestID int64) (map[string]Counts, error) {
-	return groupCounts(s.pool.Query(ctx, `
-		SELECT grp, status, sum(devices) FROM device_group_counts
-		WHERE fleet_id = (SELECT fleet_id FROM manifests WHERE id = $1) AND manifest_id = $1
-		GROUP BY 1, 2 HAVING sum(devices) <> 0 ORDER BY 1, 2`, manifestID))
+// groupScope is whose groups a page reads: a fleet's (every fleet's when fleet is
+// ""), or one manifest's when manifest is set.
+type groupScope struct {
+	fleet    string
+	manifest int64
 }
 
-// fleetGroupPage reads the page of groups q asks for (status.go), summed over the
-// manifests of the fleet (of every fleet when q.Fleet is ""), with the number of
-// groups that have devices and the groups_after of the next page (nil on the last). The page is found in the counters' key order, one index range per fleet and
-// manifest that has counters, so it costs the same at the first group as at the
-// hundred-thousandth; the count reads each group's rows once, without summing them.
-func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]Counts, int, *time.Time, *string, error) {
+// keys is the CTE that names the scope's (fleet, manifest) pairs with counters, as
+// keys, and its argument ($1): each pair is a range of the group counters' key.
+func (sc groupScope) keys() (sql string, arg any) {
+	if sc.manifest != 0 {
+		return `
+	WITH keys AS (SELECT fleet_id, id AS manifest_id FROM manifests WHERE id = $1)`, sc.manifest
+	}
+	return `
+	WITH keys AS (
+		SELECT DISTINCT fleet_id, manifest_id FROM device_counts
+		WHERE $1 = '' OR fleet_id = (SELECT id FROM fleets WHERE name = $1))`, sc.fleet
+}
+
+// groupPage reads the page of groups q asks for, summed over the scope's (fleet,
+// manifest) pairs, with the number of groups that have devices and the groups_after
+// of the next page (nil on the last). The page is found in the counters' key order,
+// one index range per pair that has counters, so it costs the same at the first
+// group as at the hundred-thousandth; the count reads each group's rows once,
+// without summing them.
+func (s *Store) groupPage(ctx context.Context, scope groupScope, q GroupQuery) (*GroupPage, error) {
 	limit := q.Groups
 	switch {
 	case limit == 0:
@@ -97,24 +109,24 @@ func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]C
 		limit = 0
 	}
 	limit = min(limit, MaxStatusGroups)
-	groups, asOf, err := s.groupCount(ctx, q.Fleet)
-	if err != nil {
-		return nil, 0, nil, nil, err
+	page := &GroupPage{}
+	var err error
+	if page.Groups, page.GroupsCountedAt, err = s.groupCount(ctx, scope); err != nil {
+		return nil, err
 	}
-	var byGroup map[string]Counts
-	var next *string
+	keysSQL, arg := scope.keys()
 	err = func() error {
 		if q.OnlyGroup {
-			byGroup, err = groupCounts(s.pool.Query(ctx, groupKeysSQL+`
+			page.ByGroup, err = groupCounts(s.pool.Query(ctx, keysSQL+`
 				SELECT $2::text, c.status, sum(c.devices) FROM keys k, LATERAL (
 					SELECT c.status, c.devices FROM device_group_counts c
 					WHERE c.fleet_id = k.fleet_id AND c.manifest_id = k.manifest_id AND c.grp = $2
 					OFFSET 0) c
-				GROUP BY 1, 2 HAVING sum(c.devices) <> 0`, q.Fleet, q.Group))
+				GROUP BY 1, 2 HAVING sum(c.devices) <> 0`, arg, q.Group))
 			return err
 		}
+		page.ByGroup = map[string]Counts{}
 		if limit == 0 {
-			byGroup = map[string]Counts{}
 			return nil
 		}
 		// The first limit+1 groups after the cursor of each (fleet, manifest),
@@ -123,7 +135,7 @@ func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]C
 		// step is a range or a lookup of the counters' key, written as such: right
 		// after a large apply the planner's statistics say the counters are a few rows,
 		// and a join it chose on them read all 100,000 for a page (0.9 s).
-		rows, err := s.pool.Query(ctx, groupKeysSQL+`,
+		rows, err := s.pool.Query(ctx, keysSQL+`,
 			ahead AS (
 				SELECT DISTINCT g.grp FROM keys k, LATERAL (
 					SELECT DISTINCT c.grp FROM device_group_counts c
@@ -141,12 +153,11 @@ func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]C
 					OFFSET 0) c -- a lookup per group: not flattened into a join
 				GROUP BY 1, 2 HAVING sum(c.devices) <> 0) c ON true
 			ORDER BY 3, 4`,
-			q.Fleet, q.GroupsAfter, limit)
+			arg, q.GroupsAfter, limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		byGroup = map[string]Counts{}
 		for rows.Next() {
 			var ahead int
 			var last, group, status *string
@@ -155,29 +166,29 @@ func (s *Store) fleetGroupPage(ctx context.Context, q StatusQuery) (map[string]C
 				return err
 			}
 			if ahead > limit {
-				next = last
+				page.NextGroupsAfter = last
 			}
 			if group == nil {
 				continue // an empty page
 			}
-			if byGroup[*group] == nil {
-				byGroup[*group] = Counts{}
+			if page.ByGroup[*group] == nil {
+				page.ByGroup[*group] = Counts{}
 			}
-			byGroup[*group][*status] = *n
+			page.ByGroup[*group][*status] = *n
 		}
 		return rows.Err()
 	}()
 	if err != nil {
-		return nil, 0, nil, nil, fmt.Errorf("status by group: %w", err)
+		return nil, fmt.Errorf("counts by group: %w", err)
 	}
-	return byGroup, groups, asOf, next, nil
+	return page, nil
 }
 
 // Counting a hundred thousand groups takes longer than the rest of a status read
 // (0.2-0.4 s on two busy cores), and the number changes only when manifests add or
-// regroup devices: a fleet with at least manyGroups groups has its count kept here
-// for groupCountMaxAge, then served for as long again while a count afresh runs in
-// the background, so it is never more than twice that old. Smaller fleets are
+// regroup devices: a fleet or manifest with at least manyGroups groups has its count
+// kept here for groupCountMaxAge, then served for as long again while a count afresh
+// runs in the background, so it is never more than twice that old. Smaller ones are
 // counted on every read, exactly.
 const (
 	manyGroups       = 10_000
@@ -185,11 +196,10 @@ const (
 	groupCountTime   = time.Minute // bounds a background count
 )
 
-// groupCountCache caches the group counts of fleets with many groups, by fleet name (""
-// for every fleet).
+// groupCountCache caches the group counts of fleets and manifests with many groups.
 type groupCountCache struct {
 	mu      sync.Mutex
-	byFleet map[string]*groupCounted
+	byScope map[groupScope]*groupCounted
 }
 
 type groupCounted struct {
@@ -198,12 +208,12 @@ type groupCounted struct {
 	refreshing bool
 }
 
-// groupCount counts the groups with devices of a fleet (of every fleet for ""): from
-// the cache when the fleet has many (with the time it was counted), afresh otherwise.
-func (s *Store) groupCount(ctx context.Context, fleetName string) (int, *time.Time, error) {
+// groupCount counts the groups with devices of a scope: from the cache when it has
+// many (with the time it was counted), afresh otherwise.
+func (s *Store) groupCount(ctx context.Context, scope groupScope) (int, *time.Time, error) {
 	c := s.groups
 	c.mu.Lock()
-	e := c.byFleet[fleetName]
+	e := c.byScope[scope]
 	// Fresh, it is served; older, it is served while counted afresh in the
 	// background; older than twice the age (nobody asked meanwhile), it is counted
 	// now.
@@ -211,17 +221,17 @@ func (s *Store) groupCount(ctx context.Context, fleetName string) (int, *time.Ti
 		n, at := e.n, e.at
 		if time.Since(at) > groupCountMaxAge && !e.refreshing {
 			e.refreshing = true
-			go s.recountGroups(fleetName, e)
+			go s.recountGroups(scope, e)
 		}
 		c.mu.Unlock()
 		return n, &at, nil
 	}
 	c.mu.Unlock()
-	n, err := s.countGroups(ctx, fleetName)
+	n, err := s.countGroups(ctx, scope)
 	if err != nil || n < manyGroups {
 		if err == nil {
 			c.mu.Lock()
-			delete(c.byFleet, fleetName)
+			delete(c.byScope, scope)
 			c.mu.Unlock()
 		}
 		return n, nil, err
@@ -229,17 +239,17 @@ func (s *Store) groupCount(ctx context.Context, fleetName string) (int, *time.Ti
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	c.byFleet[fleetName] = &groupCounted{n: n, at: now}
+	c.byScope[scope] = &groupCounted{n: n, at: now}
 	return n, &now, nil
 }
 
-// recountGroups counts a cached fleet's groups afresh, in the background; a fleet
-// that has fewer than manyGroups now leaves the cache.
-func (s *Store) recountGroups(fleetName string, e *groupCounted) {
+// recountGroups counts a cached scope's groups afresh, in the background; one that
+// has fewer than manyGroups now leaves the cache.
+func (s *Store) recountGroups(scope groupScope, e *groupCounted) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupCountTime)
 	defer cancel()
 	at := time.Now()
-	n, err := s.countGroups(ctx, fleetName)
+	n, err := s.countGroups(ctx, scope)
 	c := s.groups
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -247,31 +257,24 @@ func (s *Store) recountGroups(fleetName string, e *groupCounted) {
 	switch {
 	case err != nil: // the stale count stays; the next read tries again
 	case n < manyGroups:
-		delete(c.byFleet, fleetName)
+		delete(c.byScope, scope)
 	default:
 		e.n, e.at = n, at
 	}
 }
 
-// countGroups counts the groups with devices of a fleet (of every fleet for "").
-func (s *Store) countGroups(ctx context.Context, fleetName string) (int, error) {
+// countGroups counts the groups with devices of a scope.
+func (s *Store) countGroups(ctx context.Context, scope groupScope) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, groupKeysSQL+`
+	keysSQL, arg := scope.keys()
+	err := s.pool.QueryRow(ctx, keysSQL+`
 		SELECT count(DISTINCT c.grp) FROM keys k JOIN device_group_counts c USING (fleet_id, manifest_id)
-		WHERE c.devices <> 0`, fleetName).Scan(&n)
+		WHERE c.devices <> 0`, arg).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count groups: %w", err)
 	}
 	return n, nil
 }
-
-// groupKeysSQL names, as CTE keys, the (fleet, manifest) pairs with counters of the
-// fleet named $1 (of every fleet when $1 is ""): each a range of the group counters'
-// key.
-const groupKeysSQL = `
-	WITH keys AS (
-		SELECT DISTINCT fleet_id, manifest_id FROM device_counts
-		WHERE $1 = '' OR fleet_id = (SELECT id FROM fleets WHERE name = $1))`
 
 // groupCounts adds up rows of (group, status, devices).
 func groupCounts(rows pgx.Rows, err error) (map[string]Counts, error) {

@@ -224,7 +224,7 @@ func (e *countsEnv) requireReadersMatchFullCounts(t *testing.T) {
 	}
 
 	for id := range e.manifests {
-		p, err := e.st.ManifestProgress(e.ctx, id, true)
+		p, err := e.st.ManifestProgress(e.ctx, id, &store.GroupQuery{Groups: store.MaxStatusGroups})
 		require.NoError(t, err)
 		byStatus := full(`SELECT '', status, count(*) FROM devices WHERE manifest_id = $1 GROUP BY 1, 2`, id)
 		require.Equal(t, byStatus[""], map[string]int(p.ByStatus), "manifest %d", id)
@@ -266,7 +266,7 @@ func TestCountersCountEveryGroupOfADevice(t *testing.T) {
 		($1, 'loner', 'connect', '{}', NULL, '\x00', $2, 'pending'),
 		($1, 'open', 'listen', NULL, NULL, '\x00', $2, 'failed')`, e.manifests[m], m)
 	require.NoError(t, err)
-	p, err := e.st.ManifestProgress(e.ctx, m, true)
+	p, err := e.st.ManifestProgress(e.ctx, m, &store.GroupQuery{})
 	require.NoError(t, err)
 	require.Equal(t, store.Counts{"ready": 1, "pending": 2, "failed": 1}, p.ByStatus)
 	require.Equal(t, 4, p.Total, "each device once in the total")
@@ -280,7 +280,7 @@ func TestCountersCountEveryGroupOfADevice(t *testing.T) {
 	// Regrouping moves the counts; the emptied counter rows go.
 	_, err = e.pool.Exec(e.ctx, `UPDATE devices SET groups = '{line-9}' WHERE device_id = 'viewer'`)
 	require.NoError(t, err)
-	p, err = e.st.ManifestProgress(e.ctx, m, true)
+	p, err = e.st.ManifestProgress(e.ctx, m, &store.GroupQuery{})
 	require.NoError(t, err)
 	require.Equal(t, store.Counts{"ready": 1}, p.ByGroup["line-9"])
 	require.Equal(t, store.Counts{"pending": 1}, p.ByGroup["line-1"])
@@ -320,7 +320,7 @@ func TestConcurrentTransactionsAddToShardsOfTheirOwn(t *testing.T) {
 	var shards int
 	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT count(DISTINCT shard) FROM device_counts WHERE manifest_id = $1`, m).Scan(&shards))
 	require.Equal(t, 2, shards)
-	p, err := e.st.ManifestProgress(e.ctx, m, true)
+	p, err := e.st.ManifestProgress(e.ctx, m, &store.GroupQuery{})
 	require.NoError(t, err)
 	require.Equal(t, store.Counts{"pending": 10}, p.ByStatus)
 	require.Equal(t, store.Counts{"pending": 10}, p.ByGroup["line-1"])
@@ -369,7 +369,7 @@ func TestUpdatesChangingNothingCountedTakeNoShard(t *testing.T) {
 	require.Equal(t, 1, shardLocks(tx), "one changed row among fifty is counted")
 	require.NoError(t, tx.Commit(e.ctx))
 
-	p, err := e.st.ManifestProgress(e.ctx, m, true)
+	p, err := e.st.ManifestProgress(e.ctx, m, &store.GroupQuery{})
 	require.NoError(t, err)
 	require.Equal(t, store.Counts{"awaiting_ready": 49, "ready": 1}, p.ByStatus)
 	require.Equal(t, store.Counts{"awaiting_ready": 49, "ready": 1}, p.ByGroup["line-1"])

@@ -125,11 +125,15 @@ type Failure struct {
 	Message    string `json:"message"`
 }
 
+// failuresSQL reads a manifest's ($1) first $2 failed devices in line order: a range
+// of devices_failed_idx (migration 0028), whose order it is.
+const failuresSQL = `
+	SELECT device_id, coalesce(line, 0), coalesce(last_error_status, 0), coalesce(last_error_code, 0), coalesce(last_error, '')
+	FROM devices WHERE manifest_id = $1 AND status = 'failed' ORDER BY coalesce(line, 0), id LIMIT $2`
+
 // Failures lists the failed devices of a manifest in line order, at most limit.
 func (s *Store) Failures(ctx context.Context, manifestID int64, limit int) ([]Failure, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT device_id, coalesce(line, 0), coalesce(last_error_status, 0), coalesce(last_error_code, 0), coalesce(last_error, '')
-		FROM devices WHERE manifest_id = $1 AND status = 'failed' ORDER BY line, id LIMIT $2`, manifestID, limit)
+	rows, err := s.pool.Query(ctx, failuresSQL, manifestID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failures of manifest %d: %w", manifestID, err)
 	}
@@ -170,7 +174,7 @@ func (s *Store) FixupRows(ctx context.Context, manifestID int64) iter.Seq2[Fixup
 		rows, err := s.pool.Query(ctx, `
 			SELECT device_id, action, groups, allow_groups, allow_devices, desired_state,
 			       coalesce(zenlayer_instance_id, ''), metadata, coalesce(last_error, '')
-			FROM devices WHERE manifest_id = $1 AND status = 'failed' ORDER BY line, id`, manifestID)
+			FROM devices WHERE manifest_id = $1 AND status = 'failed' ORDER BY coalesce(line, 0), id`, manifestID)
 		if err != nil {
 			yield(FixupRow{}, fmt.Errorf("fix-up rows: %w", err))
 			return

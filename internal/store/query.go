@@ -31,9 +31,11 @@ type Progress struct {
 	Done     bool     `json:"done"`
 	// Staged counts the manifest's rows not yet applied to devices (stage.go): they
 	// count in Total, as not settled, and appear in no status.
-	Staged   int               `json:"staged,omitempty"`
-	ByStatus Counts            `json:"byStatus"`
-	ByGroup  map[string]Counts `json:"byGroup,omitempty"`
+	Staged   int    `json:"staged,omitempty"`
+	ByStatus Counts `json:"byStatus"`
+	// GroupPage is the page of groups that was asked for (GroupQuery); nil, and
+	// absent from the answer, when none was.
+	*GroupPage
 	// CallsOwed is the VNC Cloud calls the manifest's devices still owe at the least
 	// (progress.CallsOwed): what its ETA divides by the rate.
 	CallsOwed int `json:"callsOwed"`
@@ -90,10 +92,11 @@ func (s *Store) ListManifests(ctx context.Context, fleetName string, limit int) 
 }
 
 // ManifestProgress counts the devices whose desired state the manifest last set, by
-// status and, with groups, by group too, from the status counters (counts.go). A
-// factory manifest of a million rows lists a hundred thousand groups: a waiting
-// client that draws only a progress bar leaves them out.
-func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*Progress, error) {
+// status and, when groups is not nil, the page of their groups it selects (as a
+// status does: GroupQuery), from the status counters (counts.go). A factory manifest
+// of a million rows has a hundred thousand groups: a page of them costs the same as
+// the first, and a waiting client that draws only a progress bar asks for none.
+func (s *Store) ManifestProgress(ctx context.Context, id int64, groups *GroupQuery) (*Progress, error) {
 	m, err := s.GetManifest(ctx, id)
 	if err != nil {
 		return nil, err
@@ -108,8 +111,8 @@ func (s *Store) ManifestProgress(ctx context.Context, id int64, groups bool) (*P
 	if p.ByStatus, err = s.countedByStatus(ctx, id); err != nil {
 		return nil, err
 	}
-	if groups {
-		if p.ByGroup, err = s.countedByGroup(ctx, id); err != nil {
+	if groups != nil {
+		if p.GroupPage, err = s.groupPage(ctx, groupScope{manifest: id}, *groups); err != nil {
 			return nil, err
 		}
 	}
@@ -149,14 +152,21 @@ func (s *Store) workCounts(ctx context.Context, key string) (Counts, map[string]
 // manifests always, and a page of its groups (a factory of a million devices has a
 // hundred thousand of them).
 type FleetStatus struct {
-	Total      int               `json:"total"`
-	ByStatus   Counts            `json:"byStatus"`
-	ByGroup    map[string]Counts `json:"byGroup"`
-	ByManifest []ManifestCounts  `json:"byManifest"`
+	Total      int              `json:"total"`
+	ByStatus   Counts           `json:"byStatus"`
+	ByManifest []ManifestCounts `json:"byManifest"`
+	GroupPage
+}
+
+// GroupPage is a page of groups (GroupQuery's) with the counts of their devices by
+// status, and what a client needs to page on: how many groups there are and where
+// the next page starts.
+type GroupPage struct {
+	ByGroup map[string]Counts `json:"byGroup"`
 	// Groups counts the groups with devices, whether ByGroup shows them or not.
 	Groups int `json:"groups"`
-	// GroupsCountedAt, when set, is when Groups was counted: a fleet of 10,000
-	// groups or more has its count kept for up to a minute (counts.go).
+	// GroupsCountedAt, when set, is when Groups was counted: a fleet or manifest of
+	// 10,000 groups or more has its count kept for up to a minute (counts.go).
 	GroupsCountedAt *time.Time `json:"groupsCountedAt,omitempty"`
 	// NextGroupsAfter, when set, is the groups_after of the next page of groups: the
 	// last group of this one. Absent on the last page.
@@ -173,12 +183,17 @@ type ManifestCounts struct {
 // StatusQuery selects a fleet's status and the page of its groups it shows.
 type StatusQuery struct {
 	Fleet string // "" for every fleet
-	// Groups is how many groups ByGroup shows at most, in name order: 0 for
-	// DefaultStatusGroups, negative for none. At most MaxStatusGroups.
+	GroupQuery
+}
+
+// GroupQuery selects a page of groups, of a fleet's status or of a manifest's
+// progress alike: the groups in name order, "(no group)" (named "") first.
+type GroupQuery struct {
+	// Groups is how many groups the page shows at most: 0 for DefaultStatusGroups,
+	// negative for none (their count only). At most MaxStatusGroups.
 	Groups int
 	// GroupsAfter starts the page after this group name (the previous page's
-	// NextGroupsAfter); nil for the first page. The "(no group)" group is named ""
-	// and comes first.
+	// NextGroupsAfter); nil for the first page.
 	GroupsAfter *string
 	// Group, when set, shows that group alone (a name, or "" with OnlyGroup for the
 	// devices in no group); Groups and GroupsAfter are then ignored.
@@ -203,11 +218,11 @@ func (s *Store) Status(ctx context.Context, fleetName string) (*FleetStatus, err
 // StatusOf counts the devices q selects by status and manifest, and counts and pages
 // their groups, from the status counters (counts.go).
 func (s *Store) StatusOf(ctx context.Context, q StatusQuery) (*FleetStatus, error) {
-	st := &FleetStatus{ByStatus: Counts{}}
-	var err error
-	if st.ByGroup, st.Groups, st.GroupsCountedAt, st.NextGroupsAfter, err = s.fleetGroupPage(ctx, q); err != nil {
+	page, err := s.groupPage(ctx, groupScope{fleet: q.Fleet}, q.GroupQuery)
+	if err != nil {
 		return nil, err
 	}
+	st := &FleetStatus{ByStatus: Counts{}, GroupPage: *page}
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.manifest_id, f.name, c.status, sum(c.devices)::bigint
 		FROM device_counts c JOIN fleets f ON f.id = c.fleet_id
@@ -654,12 +669,11 @@ func (s *Store) WorkFleets(ctx context.Context, key string) ([]string, error) {
 
 // WorkProgress counts the devices of a work queue (a rotation or retry run) by status.
 func (s *Store) WorkProgress(ctx context.Context, key string) (*Progress, error) {
-	p := &Progress{}
-	var err error
-	p.ByStatus, p.ByGroup, err = s.workCounts(ctx, key)
+	byStatus, byGroup, err := s.workCounts(ctx, key)
 	if err != nil {
 		return nil, err
 	}
+	p := &Progress{ByStatus: byStatus, GroupPage: &GroupPage{ByGroup: byGroup, Groups: len(byGroup)}}
 	var owed int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM devices WHERE work_key = $1 AND (op IS NOT NULL OR status NOT IN `+settledSQL+`)`, key).Scan(&owed); err != nil {
 		return nil, fmt.Errorf("work progress: %w", err)

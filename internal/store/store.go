@@ -24,7 +24,7 @@ type Store struct {
 	webhooks bool
 	// answersPrunedAt is when this store last deleted old cloud answers (answers.go).
 	answersPrunedAt atomic.Int64
-	groups          *groupCountCache // the group counts of fleets with many groups (counts.go)
+	groups          *groupCountCache // the group counts of fleets and manifests with many groups (counts.go)
 }
 
 // EmitWebhookEvents makes the store record device.ready, device.rotated,
@@ -34,7 +34,7 @@ func (s *Store) EmitWebhookEvents(on bool) { s.webhooks = on }
 
 // New wraps a pool. keys may be nil for read-only uses that never touch passwords.
 func New(pool *pgxpool.Pool, keys *secretbox.Keyring) *Store {
-	return &Store{pool: pool, keys: keys, groups: &groupCountCache{byFleet: map[string]*groupCounted{}}}
+	return &Store{pool: pool, keys: keys, groups: &groupCountCache{byScope: map[groupScope]*groupCounted{}}}
 }
 
 // Pool is the underlying pool, for River and the rate limiter, which share it.

@@ -35,7 +35,7 @@ func TestStatusPagesGroupsInNameOrder(t *testing.T) {
 	_, err = e.upload(t, fleet.ModeMerge, "device_id,action,groups\ndev-000,connect,moved\ndev-001,connect,moved\nnew,connect,g-000\n")
 	require.NoError(t, err)
 
-	all, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Groups: MaxStatusGroups})
+	all, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Groups: MaxStatusGroups}})
 	require.NoError(t, err)
 	require.Equal(t, 252, all.Total)
 	require.Equal(t, 127, all.Groups, "g-000..g-124, moved and (no group)")
@@ -61,7 +61,7 @@ func TestStatusPagesGroupsInNameOrder(t *testing.T) {
 	seen := map[string]Counts{}
 	var pages int
 	for after := (*string)(nil); ; pages++ {
-		page, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Groups: 30, GroupsAfter: after})
+		page, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Groups: 30, GroupsAfter: after}})
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(page.ByGroup), 30)
 		for g, c := range page.ByGroup {
@@ -77,30 +77,30 @@ func TestStatusPagesGroupsInNameOrder(t *testing.T) {
 	require.Equal(t, 4, pages, "127 groups in pages of 30: the last one is the fifth")
 
 	// A last page that is full says that it is the last.
-	full, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Groups: 127})
+	full, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Groups: 127}})
 	require.NoError(t, err)
 	require.Len(t, full.ByGroup, 127)
 	require.Nil(t, full.NextGroupsAfter)
 
-	one, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Group: "g-042", OnlyGroup: true})
+	one, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Group: "g-042", OnlyGroup: true}})
 	require.NoError(t, err)
 	require.Equal(t, map[string]Counts{"g-042": {"pending": 2}}, one.ByGroup)
 	require.Nil(t, one.NextGroupsAfter)
-	none, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Group: "", OnlyGroup: true})
+	none, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Group: "", OnlyGroup: true}})
 	require.NoError(t, err)
 	require.Equal(t, map[string]Counts{"": {"pending": 1}}, none.ByGroup)
-	missing, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Group: "no-such", OnlyGroup: true})
+	missing, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Group: "no-such", OnlyGroup: true}})
 	require.NoError(t, err)
 	require.Empty(t, missing.ByGroup)
 
-	counted, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", Groups: -1})
+	counted, err := e.st.StatusOf(ctx, StatusQuery{Fleet: "f", GroupQuery: GroupQuery{Groups: -1}})
 	require.NoError(t, err)
 	require.Empty(t, counted.ByGroup)
 	require.Equal(t, 127, counted.Groups)
 	require.Equal(t, 252, counted.Total)
 
 	// Every fleet: the same groups, as this is the only fleet.
-	everyFleet, err := e.st.StatusOf(ctx, StatusQuery{Groups: MaxStatusGroups})
+	everyFleet, err := e.st.StatusOf(ctx, StatusQuery{GroupQuery: GroupQuery{Groups: MaxStatusGroups}})
 	require.NoError(t, err)
 	require.Equal(t, all.ByGroup, everyFleet.ByGroup)
 }
@@ -221,7 +221,7 @@ func TestStatusKeepsTheGroupCountOfAFleetOfManyGroups(t *testing.T) {
 
 	// Twice as old as it may be served: counted again at once.
 	e.st.groups.mu.Lock()
-	e.st.groups.byFleet["f"].at = time.Now().Add(-3 * groupCountMaxAge)
+	e.st.groups.byScope[groupScope{fleet: "f"}].at = time.Now().Add(-3 * groupCountMaxAge)
 	e.st.groups.mu.Unlock()
 	st, err = e.st.Status(ctx, "f")
 	require.NoError(t, err)

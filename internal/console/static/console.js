@@ -27,8 +27,13 @@ async function api(method, path, body, headers = {}) {
   const resp = await fetch("/ui/api" + path, { method, body, headers: h, cache: "no-store", credentials: "same-origin" });
   const type = resp.headers.get("Content-Type") || "";
   const data = type.includes("json") ? await resp.json() : await resp.text();
-  if (resp.status === 401) location.assign("/signin?expired=1&next=" + encodeURIComponent(location.pathname));
+  if (resp.status === 401) toSignIn();
   return { status: resp.status, body: data };
+}
+
+// toSignIn sends the operator whose session ended to sign in, and back here after.
+function toSignIn() {
+  location.assign("/signin?expired=1&next=" + encodeURIComponent(location.pathname + location.search));
 }
 
 // bar draws counts by status as the server's bar template does: an SVG stacked bar
@@ -97,27 +102,169 @@ function perSecond(r) {
   return (r >= 10 || Number.isInteger(r) ? r.toFixed(0) : r.toFixed(1)) + "/s";
 }
 
-// --- fleets overview: live counts ---
+// liveStream follows a Server-Sent Events stream: handlers[name] gets each event of
+// that name, onState hears "live" and what the stream waits for when it is not. The
+// answer closes the stream or opens it afresh.
+//
+// EventSource reconnects by itself after a dropped connection, but an answer other
+// than 200 ends it for good, without saying which: the stream then asks the server
+// once more with fetch to learn why. 401, the session ended: to sign in. 503 (the
+// process's stream limit) or 429: again after its Retry-After. Another 4xx will not
+// change by asking again: said, and left. Anything else (a 5xx, the server
+// unreachable): again after a while.
+const STREAM_RETRY_SECONDS = 5;
+
+function liveStream(url, handlers, onState) {
+  let es, timer, closed = false;
+  const open = () => {
+    clearTimeout(timer);
+    es = new EventSource(url);
+    es.onopen = () => onState("live");
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) whyClosed();
+      else onState("reconnecting…");
+    };
+    for (const [name, handle] of Object.entries(handlers)) es.addEventListener(name, handle);
+  };
+  const whyClosed = async () => {
+    let status = 0, wait = STREAM_RETRY_SECONDS;
+    const asked = new AbortController();
+    try {
+      const resp = await fetch(url, { signal: asked.signal, cache: "no-store", credentials: "same-origin" });
+      status = resp.status;
+      wait = Number(resp.headers.get("Retry-After")) || wait;
+    } catch {
+      // unreachable: as a 5xx
+    } finally {
+      asked.abort(); // a 200 is a stream: only its status was wanted
+    }
+    if (closed) return;
+    if (status === 401) return toSignIn();
+    if (status >= 400 && status < 500 && status !== 429) return onState(`stopped: the server answered ${status}; reload the page to try again`);
+    onState(status === 503 || status === 429
+      ? `the server has too many live streams open; trying again in ${wait} s…`
+      : `reconnecting in ${wait} s…`);
+    timer = setTimeout(open, wait * 1000);
+  };
+  open();
+  return {
+    close: () => { closed = true; clearTimeout(timer); es.close(); },
+    reopen: () => { closed = false; es.close(); open(); },
+  };
+}
+
+// --- fleets overview: everything on it live ---
+
+// The overview redraws itself from GET /ui/api/overview (the page's own data, read as
+// the page is: fleets, manifests and their state, the last reconcile) every
+// OVERVIEW_EVERY ms, and at once when the fleet status stream says the counts moved;
+// the rotation lines from GET /v1/rotation every ROTATION_EVERY ms, as that read counts
+// every device holding a password (a second at a million devices).
+const OVERVIEW_EVERY = 5000;
+const ROTATION_EVERY = 30000;
+
+// when is a time as the pages' templates write it: "2006-01-02 15:04:05 UTC".
+const when = (t) => new Date(t).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+
 function overview() {
   const live = $("#live");
   if (!live) return;
-  const es = new EventSource(live.dataset.stream);
-  es.addEventListener("status", (ev) => {
-    const st = JSON.parse(ev.data);
-    const byFleet = {};
-    for (const m of st.byManifest || []) {
-      const f = (byFleet[m.fleet] ||= {});
-      for (const [s, n] of Object.entries(m.byStatus)) f[s] = (f[s] || 0) + n;
+  const canUpload = !!$('nav a[href="/upload"]');
+  let data = null, rotation = undefined; // the last answers; rotation null: it could not be read
+  let reading = false, again = false;
+
+  const refresh = async () => {
+    if (reading) { again = true; return; }
+    reading = true;
+    try {
+      const { status, body } = await api("GET", "/overview");
+      if (status === 200) {
+        data = body;
+        draw();
+        live.textContent = "This page refreshes live; last update " + new Date().toLocaleTimeString() + ".";
+      } else {
+        live.textContent = "Live updates failed: " + ((body && body.error) || status) + "; trying again.";
+      }
+    } catch {
+      live.textContent = "Live updates interrupted; trying again.";
+    } finally {
+      reading = false;
     }
-    for (const card of document.querySelectorAll("section.fleet")) {
-      const counts = byFleet[card.dataset.fleet] || {};
-      const { settled, total } = settledOf(counts);
-      $("[data-total]", card).textContent = `${settled} of ${total}`;
-      $(".fleet-bar", card).replaceChildren(bar(counts));
+    if (again) { again = false; refresh(); }
+  };
+  const refreshRotation = async () => {
+    try {
+      const { status, body } = await api("GET", "/v1/rotation");
+      rotation = status === 200 ? body : null;
+    } catch {
+      return; // the lines drawn stay; the next round tries again
     }
-    live.textContent = "Counts refresh live; last update " + new Date().toLocaleTimeString() + ".";
+    draw();
+  };
+
+  function draw() {
+    if (!data) return;
+    if (rotation !== undefined) drawNextRotation();
+    drawLastReconcile();
+    // Until the script has read the rotation, the lines the page came with stay.
+    const drawn = new Map([...document.querySelectorAll("section.fleet")].map((s) => [s.dataset.fleet, $(".rotation", s)]));
+    const fleets = data.fleets.map((f) => fleetCard(f, drawn.get(f.name)));
+    $("#fleets").replaceChildren(...(fleets.length ? fleets : [el("p", {}, "No manifest has been uploaded yet. ",
+      canUpload ? [el("a", { href: "/upload" }, "Upload one"), "."] : [])]));
+  }
+
+  function drawNextRotation() {
+    let p = $("#next-rotation");
+    if (!rotation) { p?.remove(); return; }
+    if (!p) { p = el("p", { id: "next-rotation" }); live.after(p); }
+    p.replaceChildren("Next scheduled rotation: ", el("strong", {}, rotation.nextRun ? when(rotation.nextRun) : "none (rotation is not scheduled)"), ".");
+  }
+
+  function drawLastReconcile() {
+    let p = $("#last-reconcile");
+    const run = data.lastReconcile;
+    if (!run && !data.noReconcile) { p?.remove(); return; }
+    if (!p) { p = el("p", { id: "last-reconcile" }); ($("#next-rotation") || live).after(p); }
+    if (!run) { p.replaceChildren("Last reconcile: " + data.noReconcile); return; }
+    const c = (k) => (run.counts || {})[k] || 0;
+    p.replaceChildren(...["Last reconcile: ", el("strong", {}, when(run.startedAt)), run.dryRun ? " (a dry run)" : "", ", ",
+      run.error ? [el("strong", {}, "failed"), ": " + run.error]
+        : [el("strong", {}, run.converged ? "converged" : "not converged"),
+          `: ${c("vanished")} vanished, ${c("drifted")} drifted, ${c("adopted")} adopted, ${c("foreign")} foreign, ${c("errors")} errors`],
+      ". ", el("a", { href: "/reconcile" }, "The report"), "."].flat());
+  }
+
+  function fleetCard(f, drawnRotation) {
+    const head = "fleet-" + f.name;
+    const rot = rotation ? (rotation.fleets || []).find((r) => r.fleet === f.name) : null;
+    const rotationLine = rotation === undefined ? drawnRotation || [] : rot ? el("p", { class: "rotation" }, `Passwords: ${rot.devices}, `, el("strong", {}, `${rot.overdue} overdue`),
+      rot.newestPasswordAt ? `; last set ${when(rot.newestPasswordAt)}` : "",
+      rot.nextRotation && rot.nextRotation.nextRunAt ? `; next rotation: the scheduled run of ${when(rot.nextRotation.nextRunAt)}` : "", ".") : [];
+    const found = f.reconciled;
+    return el("section", { class: "card fleet", "data-fleet": f.name, "aria-labelledby": head },
+      el("h2", { id: head }, "Fleet " + f.name),
+      el("p", {}, el("span", { class: "settled", "data-total": "" }, `${f.bar.settled} of ${f.bar.total}`), " devices settled."),
+      el("div", { class: "fleet-bar" }, bar(f.bar.counts)),
+      rotationLine,
+      found ? el("p", { class: "reconciled" }, "Last reconcile, of this fleet's devices: " +
+        (found.vanished || found.drifted || found.adopted || found.createsInFlight
+          ? `${found.vanished} vanished, ${found.drifted} drifted, ${found.adopted} adopted` +
+            (found.createsInFlight ? `, ${found.createsInFlight} creates in flight` : "")
+          : "nothing to put right") + ".") : [],
+      el("table", {},
+        el("caption", {}, "Manifests, newest first"),
+        el("thead", {}, el("tr", {}, ["Manifest", "Mode", "Rows", "Uploaded", "By", "State", "Failed"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, f.manifests.map((m) => el("tr", {},
+          el("td", {}, el("a", { href: "/manifests/" + m.id }, "#" + m.id)), el("td", {}, m.mode), el("td", {}, m.rows),
+          el("td", {}, when(m.uploadedAt)), el("td", {}, m.uploader),
+          el("td", {}, el("span", { class: "state state-" + m.state }, m.state)), el("td", {}, m.bar.counts.failed || 0))))));
+  }
+
+  liveStream(live.dataset.stream, { status: refresh }, (state) => {
+    if (state !== "live") live.textContent = "Live updates interrupted; " + state;
   });
-  es.onerror = () => { live.textContent = "Live updates interrupted; reconnecting…"; };
+  setInterval(refresh, OVERVIEW_EVERY);
+  setInterval(refreshRotation, ROTATION_EVERY);
 }
 
 // --- upload: plan first, then apply ---
@@ -269,14 +416,13 @@ function manifest() {
   if (!root) return;
   const id = root.dataset.id;
   const streamState = $("#stream-state");
-  let es;
+  let stream;
   const connect = () => {
-    es?.close();
-    es = new EventSource(root.dataset.stream);
-    es.onopen = () => { streamState.textContent = "live"; };
-    es.onerror = () => { streamState.textContent = "reconnecting…"; };
-    es.addEventListener("progress", (ev) => draw(JSON.parse(ev.data)));
-    es.addEventListener("done", () => { es.close(); streamState.textContent = "finished"; refreshFailures(); });
+    if (stream) return stream.reopen();
+    stream = liveStream(root.dataset.stream, {
+      progress: (ev) => draw(JSON.parse(ev.data)),
+      done: () => { stream.close(); streamState.textContent = "finished"; refreshFailures(); },
+    }, (state) => { streamState.textContent = state; });
   };
   function draw(p) {
     const pct = p.total ? ((100 * p.settled) / p.total).toFixed(1) : "100.0";
@@ -291,20 +437,41 @@ function manifest() {
     $("#eta").textContent = p.done ? "done" : duration(p.etaSeconds);
     $("#limiter").textContent = p.done ? "" : limiterNote(p.cloud);
     $("#by-status").replaceChildren(bar(p.byStatus));
-    const groups = Object.keys(p.byGroup || {}).sort();
-    $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
-      const { settled, total } = settledOf(p.byGroup[g]);
-      return el("div", { class: "group" }, el("h3", {}, g || "(no group)"), el("p", {}, `${settled} of ${total} settled`), bar(p.byGroup[g]));
-    }) : [el("p", {}, "No groups.")]));
+    drawGroups(p);
     const state = $("#state");
     const st = p.manifest.cancelledAt ? "cancelled" : p.done ? "done" : "in progress";
     state.textContent = st;
     state.className = "state state-" + st;
     const cancel = $("#cancel");
     if (cancel) cancel.disabled = p.done || !!p.manifest.cancelledAt;
-    if (p.failed) refreshFailures();
+    // The failures are read again only when their count moved (a retry that fails
+    // anew keeps it, and the list is read again on done).
+    if (p.failed !== failedSeen) { failedSeen = p.failed; refreshFailures(); }
   }
-  let lastFailures = -1;
+  // drawGroups draws the page of groups the stream sends (the page this one asked
+  // for: the stream has its query) and keeps the count of groups and the link to
+  // the next page up to date, as a large manifest's apply adds groups.
+  function drawGroups(p) {
+    const groups = Object.keys(p.byGroup || {}).sort();
+    const alone = new URLSearchParams(location.search).has("group");
+    $("#groups").replaceChildren(...(groups.length ? groups.map((g) => {
+      const { settled, total } = settledOf(p.byGroup[g]);
+      return el("div", { class: "group" }, el("h3", {}, g || "(no group)"), el("p", {}, `${settled} of ${total} settled`), bar(p.byGroup[g]));
+    }) : [el("p", {}, alone ? "No device of this manifest is in that group." : "No groups.")]));
+    if (p.groups === undefined) return;
+    const set = (sel, text) => { const e = $(sel); if (e) e.textContent = text; };
+    set("#groups-shown", groups.length);
+    set("#groups-total", p.groups);
+    const first = !new URLSearchParams(location.search).has("groups_after") && !alone;
+    const more = first ? p.groups - groups.length : 0; // groupPages.More's rule
+    set("#groups-more", more > 0 ? `${more} more groups.` : p.nextGroupsAfter ? "More groups follow." : "");
+    const next = $("#groups-next");
+    if (next && !alone) {
+      next.hidden = !p.nextGroupsAfter;
+      if (p.nextGroupsAfter) next.href = `/manifests/${id}?` + new URLSearchParams({ groups_after: p.nextGroupsAfter });
+    }
+  }
+  let lastFailures = -1, failedSeen = Number($("#progress").dataset.failed);
   async function refreshFailures() {
     const { status, body } = await api("GET", `/v1/manifests/${id}/failures`);
     if (status !== 200 || body.failures.length === lastFailures) return;
