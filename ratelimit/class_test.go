@@ -29,6 +29,7 @@ func TestClassesShareTheBudget(t *testing.T) {
 			var all []grant
 			var both, alone [2]int // grants per class while both classes waited, and after
 			onboardingDone := false
+			mostLate := 0 // the most grants one onboarding waiter got once told to stop
 			var wg sync.WaitGroup
 			for proc, l := range ls {
 				for _, class := range []ratelimit.Class{ratelimit.Onboarding, ratelimit.Rotation} {
@@ -38,9 +39,18 @@ func TestClassesShareTheBudget(t *testing.T) {
 							if class == ratelimit.Onboarding {
 								cctx = ratelimit.WithClass(onboardingCtx, class)
 							}
+							late := 0
 							for {
 								if l.Wait(cctx) != nil {
+									mu.Lock()
+									mostLate = max(mostLate, late)
+									mu.Unlock()
 									return
+								}
+								// A grant seen after the stop may have been made just
+								// before it; a second one cannot.
+								if class == ratelimit.Onboarding && onboardingCtx.Err() != nil {
+									late++
 								}
 								mu.Lock()
 								all = append(all, grant{time.Now(), proc})
@@ -69,7 +79,9 @@ func TestClassesShareTheBudget(t *testing.T) {
 			t.Logf("share %v: while both waited onboarding got %.3f of %d grants; after, rotation %d and onboarding %d",
 				share, got, both[0]+both[1], alone[ratelimit.Rotation], alone[ratelimit.Onboarding])
 			require.InDelta(t, share, got, 0.05, "onboarding's share of the grants while both classes waited")
-			require.Zero(t, alone[ratelimit.Onboarding])
+			// A waiter granted a slot as onboarding stopped may record it after the
+			// stop, so alone[Onboarding] can be a few; none may be granted twice.
+			require.LessOrEqual(t, mostLate, 1, "an onboarding waiter was granted slots after its context ended")
 			// Alone, rotation gets the whole rate: at least nine tenths of what both
 			// classes got together over as long.
 			require.Greater(t, float64(alone[ratelimit.Rotation]), 0.9*float64(both[0]+both[1]),
