@@ -187,7 +187,10 @@ func (s *Server) manifestEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) statusEvents(w http.ResponseWriter, r *http.Request) {
-	fleetName := r.URL.Query().Get("fleet")
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
+		return
+	}
 	s.stream(w, r, "status", func(ctx context.Context) (any, bool, error) {
 		st, err := s.cfg.Store.Status(ctx, fleetName)
 		return st, false, err

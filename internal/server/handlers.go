@@ -248,9 +248,18 @@ func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool
 	return id, true
 }
 
-// knownFleet answers 404 and returns false when the query names a fleet that does
-// not exist ("" names every fleet); every route that takes ?fleet= checks it, so
-// that a typo is an error rather than zero devices.
+// fleetParam is the fleet a fleet-wide route acts on, from ?fleet= ("" is every
+// fleet), checked by the one rule of every route that takes it: a fleet outside the
+// token's scope is 403 (fleetScope), one that does not exist is 404 (knownFleet), so
+// that a typo is an error rather than zero devices. ok is false when the request was
+// answered.
+func (s *Server) fleetParam(w http.ResponseWriter, r *http.Request) (name string, ok bool) {
+	name, ok = fleetScope(w, r)
+	return name, ok && s.knownFleet(w, r, name)
+}
+
+// knownFleet answers 404 and returns false when name is a fleet that does not exist
+// ("" names every fleet).
 func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request, name string) bool {
 	if name == "" {
 		return true
@@ -268,8 +277,8 @@ func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request, name string)
 }
 
 func (s *Server) listManifests(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	ms, err := s.cfg.Store.ListManifests(r.Context(), fleetName, 100)
@@ -374,8 +383,8 @@ func (s *Server) auditEnd(r *http.Request, action string, secrets bool, outcome 
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	q, ok := statusQuery(w, r)
@@ -421,7 +430,7 @@ func statusQuery(w http.ResponseWriter, r *http.Request) (store.StatusQuery, boo
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
+	fleetName, ok := s.fleetParam(w, r)
 	if !ok {
 		return
 	}
@@ -430,7 +439,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	metadata, ok := queryBool(w, r, "metadata")
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	if !ok {
 		return
 	}
 	query := store.ExportQuery{Fleet: fleetName, Secrets: secrets, Metadata: metadata}
@@ -567,8 +576,8 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	n, key, err := s.cfg.Store.RetryFailed(r.Context(), fleetName, manifestID, now, s.cfg.Enqueue)
@@ -588,8 +597,8 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	// Rotating every fleet at once costs the whole account's API rate: admin only.
