@@ -55,7 +55,7 @@ settled: exit 1 if any device failed.`,
 // its counts per status, and returns exit 1 if any device failed.
 func waitWork(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, key string) error {
 	label := "work " + key
-	var seen limiterSeen
+	var seen cloudSeen
 	p, err := pollUntilDone(ctx, cmd, label, &seen, func(ctx context.Context) (*apiclient.Progress, error) { return client.WorkProgress(ctx, key) })
 	if err != nil {
 		return err
