@@ -126,8 +126,8 @@ func TestOperatorFirstHour(t *testing.T) {
 	// The deletion guard says its sentence once.
 	_, errOut, code = c.run("upload", "--fleet", "factory", "--mode", "replace", "--max-deletions", "0", writeFile(t, "other.csv", "device_id,action\nw1,connect\n"))
 	require.Equal(t, 2, code, errOut)
-	require.Equal(t, "vncfleet: this replace would delete 1 device, more than the 0 allowed; nothing was changed. "+
-		"If every deletion listed above is intended, upload again with --max-deletions 1", lastLine(errOut))
+	require.Equal(t, "vncfleet: this replace would delete 1 device, more than the 0 allowed, so nothing was changed; "+
+		"if every deletion listed above is intended, upload again with --max-deletions 1", lastLine(errOut))
 
 	// VNCFLEET_URL pointed at the simulator.
 	_, errOut, code = c.runAt(c.simURL, "status")

@@ -165,6 +165,10 @@ Windows-1252: the server says so, and --separator and --encoding read it as it i
 			case res.DryRun:
 				fmt.Fprintf(out, "dry run (fleet %s, %s): nothing was changed\n", fleetName, mode)
 				printPlan(out, &res.Plan)
+				if m, _ := fleet.ParseMode(mode); m == fleet.ModeReplace && res.Plan.Deletes > res.Plan.MaxDeletions {
+					// What the upload would meet; a refused one says it as its error instead.
+					fmt.Fprintln(out, "note: "+deletionGuard(res.Plan.Deletes, res.Plan.MaxDeletions, ""))
+				}
 				return nil
 			case res.Unchanged:
 				fmt.Fprintf(out, "manifest unchanged (same as #%d): nothing to do\n", res.Manifest.ID)
@@ -247,8 +251,7 @@ func uploadError(errOut io.Writer, err error) error {
 		if apiErr.Plan != nil {
 			n = apiErr.Plan.Deletes
 		}
-		return withExit(exitBadInput, fmt.Errorf("this replace would delete %s, more than the %d allowed; nothing was changed. "+
-			"If every deletion listed above is intended, upload again with --max-deletions %d", fleet.Plural(n, "device"), apiErr.MaxDeletions, n))
+		return withExit(exitBadInput, errors.New(deletionGuard(n, apiErr.MaxDeletions, ", so nothing was changed")))
 	case 413:
 		return withExit(exitBadInput, fmt.Errorf("manifest too large for the server (%s); split it into several fleets or raise the server's upload limit", apiErr.Message))
 	}
@@ -287,9 +290,14 @@ func printPlan(w io.Writer, p *apiclient.Plan) {
 		fmt.Fprintf(w, "  ... and %d more to delete\n", n)
 	}
 	printWarnings(w, p)
-	if p.MaxDeletions > 0 && p.Deletes > p.MaxDeletions {
-		fmt.Fprintf(w, "note: %d deletions exceed the %d allowed: the upload needs --max-deletions %d\n", p.Deletes, p.MaxDeletions, p.Deletes)
-	}
+}
+
+// deletionGuard is the replace guard in the CLI user's words, one sentence: what the
+// replace would delete against the limit, what came of it (outcome: ", so nothing
+// was changed" for a refusal), and the flag that allows it.
+func deletionGuard(deletes, limit int, outcome string) string {
+	return fmt.Sprintf("%s%s; if every deletion listed above is intended, upload again with --max-deletions %d",
+		fleet.OverDeletionLimit(deletes, limit), outcome, deletes)
 }
 
 // printWarnings prints the plan's warnings, one line each.

@@ -129,8 +129,8 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, "manifest rejected: "+fleet.Plural(problems.Total, "problem"),
 			map[string]any{"problems": list, "details": details, "total": problems.Total})
 	case errors.As(err, &guard):
-		writeError(w, http.StatusConflict, guard.Error(),
-			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
+		writeError(w, http.StatusConflict, fmt.Sprintf("%v, so nothing was changed; if every deletion of the plan is intended, send the manifest again with max_deletions=%d",
+			guard, guard.Plan.Deletes), map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
 	case err != nil:
 		s.internalError(w, r, err)
 	case dryRun:
