@@ -145,7 +145,7 @@ func TestDoctorAndServeSelfCheck(t *testing.T) {
 	out, errOut, code := c.run("doctor")
 	require.Equal(t, 0, code, "%s\n%s", out, errOut)
 	require.Contains(t, out, "ok    database   reachable and migrated\n")
-	require.Contains(t, out, "ok    secret key opens the 1 stored passwords sampled\n")
+	require.Contains(t, out, "ok    secret key opens the 1 stored password sampled\n")
 	require.Contains(t, out, "ok    VNC Cloud  credentials accepted (one list call)\n")
 	require.Contains(t, out, "skip  Zenlayer   not configured")
 	require.Regexp(t, `ok    clock      within \S+ of the database's`, out)
@@ -159,12 +159,12 @@ func TestDoctorAndServeSelfCheck(t *testing.T) {
 	out, _, code = badCluster.run("doctor")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "FAIL  VNC Cloud  credentials refused (HTTP 401): check VNCCLOUD_API_KEY and VNCCLOUD_API_SECRET\n")
-	require.Regexp(t, `FAIL  secret key opens none of the 1 stored passwords sampled \(sealed under key ids \S+\): `+
+	require.Regexp(t, `FAIL  secret key opens none of the 1 stored password sampled \(sealed under key ids \S+\): `+
 		`set VNCFLEET_SECRET_KEY to the key that sealed them, or list that key in VNCFLEET_OLD_SECRET_KEYS`, out)
 
 	code, errOut = runServeToExit(t, append(bad, "VNCFLEET_LISTEN="+freeAddr(t)))
 	require.Equal(t, 2, code, errOut)
-	require.Contains(t, errOut, "serve cannot work and does not start: secret key: opens none of the 1 stored passwords sampled")
+	require.Contains(t, errOut, "serve cannot work and does not start: secret key: opens none of the 1 stored password sampled")
 	require.Contains(t, errOut, "VNC Cloud: credentials refused (HTTP 401)")
 
 	// An unmigrated database: "run vncfleet migrate", not a missing relation.

@@ -358,6 +358,7 @@ func TestUploadWait(t *testing.T) {
 		code     int
 		inStdout []string
 		notIn    []string
+		inStderr []string
 		manifest string
 	}{
 		{
@@ -387,6 +388,15 @@ func TestUploadWait(t *testing.T) {
 			manifest: "/v1/manifests/7",
 		},
 		{
+			name:     "one device, failed: counted in the singular",
+			upload:   fakeAnswer{201, map[string]any{"manifest": manifestJSON(7), "plan": testPlan}},
+			polls:    []fakeAnswer{progressAnswer(7, 1, 1, true, map[string]int{"failed": 1})},
+			code:     exitSomeFailed,
+			inStdout: []string{"manifest #7: 1 device settled\n"},
+			inStderr: []string{"vncfleet: 1 of 1 device failed (vncfleet retry --manifest 7 schedules it again)\n"},
+			manifest: "/v1/manifests/7",
+		},
+		{
 			name:     "unchanged still waits on that manifest",
 			upload:   fakeAnswer{200, map[string]any{"manifest": manifestJSON(5), "plan": map[string]any{"unchanged": 3}, "unchanged": true}},
 			polls:    []fakeAnswer{progressAnswer(5, 3, 3, true, map[string]int{"ready": 3})},
@@ -408,6 +418,9 @@ func TestUploadWait(t *testing.T) {
 			}
 			for _, s := range tt.notIn {
 				require.NotContains(t, out, s)
+			}
+			for _, s := range tt.inStderr {
+				require.Contains(t, errOut, s)
 			}
 			polls := fake.seen("GET " + tt.manifest)
 			require.Len(t, polls, len(tt.polls), "polled until done, then stopped")

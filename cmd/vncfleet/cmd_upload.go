@@ -551,7 +551,7 @@ func percentOf(n, calls int) int { return 100 * n / max(calls, 1) }
 // printSettled is the final summary of a wait: the devices settled by status, and
 // what the cloud put it through if anything.
 func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *cloudSeen) {
-	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
+	fmt.Fprintf(out, "%s: %s settled\n", label, fleet.Plural(p.Total, "device"))
 	printStatusTable(out, p.ByStatus)
 	for _, line := range seen.summary(time.Now()) {
 		fmt.Fprintln(out, line)
@@ -628,7 +628,7 @@ func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Cli
 	if err := printFailed(ctx, out, client, id); err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "cannot list the failed devices: %v\n", err)
 	}
-	return withExit(exitSomeFailed, fmt.Errorf("%d of %d devices failed (vncfleet retry --manifest %d schedules them again)", failed, p.Total, id))
+	return withExit(exitSomeFailed, fmt.Errorf("%s (vncfleet retry --manifest %d schedules %s again)", devicesFailed(failed, p.Total), id, fleet.Agree(failed, "it", "them")))
 }
 
 // printFailed lists the failed devices of the manifest's report (device_id, error),

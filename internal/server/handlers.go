@@ -54,7 +54,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", s.cfg.MaxUploadBytes), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, "manifest larger than "+fleet.Plural(s.cfg.MaxUploadBytes, "byte"), nil)
 		return
 	}
 	// Each upload streams its body into the database over a connection of the pool
@@ -115,7 +115,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable,
 			fmt.Sprintf("fleet %q is busy with another upload for too long: nothing was stored; try again", fleetName), nil)
 	case errors.As(err, &tooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", tooLarge.Limit), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, "manifest larger than "+fleet.Plural(tooLarge.Limit, "byte"), nil)
 	case errors.As(err, &problems):
 		if s.cfg.ObserveUpload != nil && !dryRun {
 			s.cfg.ObserveUpload(store.Plan{}, problems.Total)
