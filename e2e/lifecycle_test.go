@@ -118,9 +118,17 @@ func TestReplaceModeAndDeletionGuard(t *testing.T) {
 	for _, d := range keep[5:] {
 		require.Contains(t, dry, d.id, "dry run lists every deletion by device_id")
 	}
+	// The default limit (max_deletions_percent 10, max_deletions_min 1) of the 18
+	// devices: 1. Said once, in the CLI's words (golden).
+	require.Contains(t, dry, "\nnote: this replace would delete 13 devices, more than the 1 allowed; "+
+		"if every deletion listed above is intended, upload again with --max-deletions 13\n")
 	out, errOut, code = c.run("upload", "--fleet", "r", "--mode", "replace", writeFile(t, "small.csv", manifestCSV(small)))
 	require.Equal(t, 2, code, "guard refuses: %s\n%s", out, errOut)
 	require.Contains(t, out+errOut, keep[len(keep)-1].id, "the refusal shows the plan")
+	require.Equal(t, "vncfleet: this replace would delete 13 devices, more than the 1 allowed, so nothing was changed; "+
+		"if every deletion listed above is intended, upload again with --max-deletions 13", lastLine(errOut))
+	require.Equal(t, 1, strings.Count(out+errOut, "more than the 1 allowed"), "said once: %s\n%s", out, errOut)
+	require.NotContains(t, out+errOut, "max_deletions", "the API's parameter is no CLI user's")
 	require.Equal(t, before, c.state().Requests, "a refused upload makes no API call")
 	verifyFleet(t, c, keep)
 

@@ -78,6 +78,14 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("mode must be merge or replace, not %q", s)
 }
 
+// OverDeletionLimit is the replace guard's finding in the words every surface uses
+// (the API's answer, the CLI's refusal and its dry-run note): "this replace would
+// delete 60 devices, more than the 50 allowed". How to allow it is each surface's to
+// say, in its own terms: the CLI has a flag, the API a parameter.
+func OverDeletionLimit(deletes, limit int) string {
+	return fmt.Sprintf("this replace would delete %s, more than the %d allowed", Plural(deletes, "device"), limit)
+}
+
 // Field is one unknown manifest column, kept as device metadata.
 type Field struct{ Name, Value string }
 

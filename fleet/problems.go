@@ -80,11 +80,38 @@ func (p *Problems) Error() string {
 	return b.String()
 }
 
-// Plural renders a count with its noun, "1 problem", "2 problems": every message that
-// counts says it so.
-func Plural(n int, noun string) string {
+// Counts in messages follow one rule, Agree's: a count takes the singular only when it
+// is exactly 1 ("0 devices", "1 device", "2 devices"), and so does a verb whose
+// subject it is. Every message that counts says it by these functions.
+
+// Count is a count of things (the database's counts are int64, the program's int),
+// or a measure counted like one ("1.5 days").
+type Count interface {
+	~int | ~int32 | ~int64 | ~float64
+}
+
+// Plural renders a count with its noun, "1 problem", "2 problems", for a noun whose
+// plural adds an s.
+func Plural[N Count](n N, noun string) string { return PluralOf(n, noun, noun+"s") }
+
+// PluralOf renders a count with a noun whose plural is irregular: PluralOf(n, "entry",
+// "entries"), PluralOf(n, "address", "addresses").
+func PluralOf[N Count](n N, singular, plural string) string {
+	return fmt.Sprint(n) + " " + Agree(n, singular, plural)
+}
+
+// PluralVerb renders a count with its noun and a verb that agrees with it: PluralVerb(n,
+// "device", "has", "have") is "1 device has", "2 devices have".
+func PluralVerb[N Count](n N, noun, verbOne, verbMany string) string {
+	return Plural(n, noun) + " " + Agree(n, verbOne, verbMany)
+}
+
+// Agree is the word of the two that agrees with count n: one when n is 1, else many.
+// For a word apart from its count: "%d of %s %s", matched, Plural(total, "password"),
+// Agree(matched, "equals", "equal").
+func Agree[N Count](n N, one, many string) string {
 	if n == 1 {
-		return "1 " + noun
+		return one
 	}
-	return fmt.Sprintf("%d %ss", n, noun)
+	return many
 }

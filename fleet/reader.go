@@ -171,7 +171,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 	rd.headerLine = headerLine
 	if width := cut.width(len(header)); width > opts.MaxColumns {
 		rd.problems.Add(Problem{Line: rd.headerLine, Column: opts.MaxColumns + 1,
-			Reason: fmt.Sprintf("the header has %d columns, at most %d are allowed", width, opts.MaxColumns)})
+			Reason: fmt.Sprintf("the header has %s, at most %d %s allowed", Plural(width, "column"), opts.MaxColumns, Agree(opts.MaxColumns, "is", "are"))})
 		return nil, rd.problems
 	}
 	rd.header = make([]string, len(header))
@@ -181,7 +181,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 	for _, i := range cut.long() {
 		rd.reported[i] = true
 		rd.problems.Add(Problem{Line: rd.headerLine, Column: i + 1,
-			Reason: fmt.Sprintf("column name is longer than %d bytes", opts.MaxCellBytes)})
+			Reason: "column name is longer than " + Plural(opts.MaxCellBytes, "byte")})
 	}
 	// A map, not a scan of the earlier names, so that the header costs linear time.
 	seen := make(map[string]int, len(header))
@@ -276,7 +276,7 @@ func (r *Reader) locate(csvLine int) (line int, cut *cutRecord) {
 		// Never expected: the limiter and encoding/csv disagree on where a record
 		// starts. A cut cell must not pass for a whole one, so the file is refused.
 		r.problems.Add(Problem{Line: line, Column: 1,
-			Reason: fmt.Sprintf("a cell before this line is longer than %d bytes", r.opts.MaxCellBytes)})
+			Reason: "a cell before this line is longer than " + Plural(r.opts.MaxCellBytes, "byte")})
 	}
 	if cut != nil {
 		// Newlines dropped inside this record's cut cells move the later records.
@@ -370,7 +370,7 @@ func (r *Reader) parseRow(record []string, line int, cut *cutRecord) (Device, bo
 	c := rowCheck{r: r, line: line}
 	n, want := cut.width(len(record)), len(r.header)
 	if n != want {
-		p := Problem{Line: line, Column: min(n, want) + 1, Reason: fmt.Sprintf("row has %d fields, the header has %d", n, want)}
+		p := Problem{Line: line, Column: min(n, want) + 1, Reason: fmt.Sprintf("row has %s, the header has %d", Plural(n, "field"), want)}
 		if n < want {
 			p.ColumnName = r.names[n] // the first missing one
 		}
@@ -382,7 +382,7 @@ func (r *Reader) parseRow(record []string, line int, cut *cutRecord) (Device, bo
 		r.reported[i] = true
 		c.bad = true
 		r.problems.Add(Problem{Line: line, Column: i + 1, ColumnName: r.names[i],
-			Reason: fmt.Sprintf("cell is longer than %d bytes, the limit", r.opts.MaxCellBytes)})
+			Reason: fmt.Sprintf("cell is longer than %s, the limit", Plural(r.opts.MaxCellBytes, "byte"))})
 	}
 	for i, v := range record {
 		if r.reported[i] {

@@ -358,6 +358,7 @@ func TestUploadWait(t *testing.T) {
 		code     int
 		inStdout []string
 		notIn    []string
+		inStderr []string
 		manifest string
 	}{
 		{
@@ -387,6 +388,15 @@ func TestUploadWait(t *testing.T) {
 			manifest: "/v1/manifests/7",
 		},
 		{
+			name:     "one device, failed: counted in the singular",
+			upload:   fakeAnswer{201, map[string]any{"manifest": manifestJSON(7), "plan": testPlan}},
+			polls:    []fakeAnswer{progressAnswer(7, 1, 1, true, map[string]int{"failed": 1})},
+			code:     exitSomeFailed,
+			inStdout: []string{"manifest #7: 1 device settled\n"},
+			inStderr: []string{"vncfleet: 1 of 1 device failed (vncfleet retry --manifest 7 schedules it again)\n"},
+			manifest: "/v1/manifests/7",
+		},
+		{
 			name:     "unchanged still waits on that manifest",
 			upload:   fakeAnswer{200, map[string]any{"manifest": manifestJSON(5), "plan": map[string]any{"unchanged": 3}, "unchanged": true}},
 			polls:    []fakeAnswer{progressAnswer(5, 3, 3, true, map[string]int{"ready": 3})},
@@ -408,6 +418,9 @@ func TestUploadWait(t *testing.T) {
 			}
 			for _, s := range tt.notIn {
 				require.NotContains(t, out, s)
+			}
+			for _, s := range tt.inStderr {
+				require.Contains(t, errOut, s)
 			}
 			polls := fake.seen("GET " + tt.manifest)
 			require.Len(t, polls, len(tt.polls), "polled until done, then stopped")
@@ -775,24 +788,72 @@ func TestLimiterMessages(t *testing.T) {
 		require.Equal(t, c.line, cloudLine(c.cloud, now), c.name)
 	}
 
-	var seen limiterSeen
+	var seen cloudSeen
 	require.Empty(t, seen.summary(now), "nothing seen: no line")
 	seen.observe(&apiclient.CloudState{Limiter: full}, now)
 	require.Empty(t, seen.summary(now), "full speed throughout: no line")
 	seen.observe(&apiclient.CloudState{Limiter: slowed}, now)
 	seen.observe(&apiclient.CloudState{Limiter: &apiclient.LimiterState{Rate: 40, Factor: 0.1, Sending: 4, Slowed: 3}}, now)
 	seen.observe(&apiclient.CloudState{Limiter: slowed}, now)
-	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest", seen.summary(now))
+	require.Equal(t, []string{"VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest"}, seen.summary(now))
 	seen.observe(&apiclient.CloudState{PausedUntil: &until}, now)
-	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; "+
-		"every call paused by Retry-After once, the last until 12:03:04", seen.summary(now))
+	require.Equal(t, []string{"VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; " +
+		"every call paused by Retry-After once, the last until 12:03:04"}, seen.summary(now))
 	later := now.Add(time.Minute)
 	seen.observe(&apiclient.CloudState{PausedUntil: &later}, now.Add(time.Second)) // the same pause, extended
 	seen.observe(nil, now.Add(2*time.Minute))
 	end := later.Add(2 * time.Minute)
 	seen.observe(&apiclient.CloudState{PausedUntil: &end}, later.Add(time.Second))
-	require.Equal(t, "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; "+
-		"every call paused by Retry-After 2 times, the last until 12:06:00", seen.summary(now))
+	require.Equal(t, []string{"VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at the slowest; " +
+		"every call paused by Retry-After 2 times, the last until 12:06:00"}, seen.summary(now))
+}
+
+// TestWaitSummaryNamesTheCloudsErrors: the final summary of a wait names each error
+// status at the worst minute the wait saw (the most such answers), and the calls left
+// unanswered, in the live line's words (golden).
+func TestWaitSummaryNamesTheCloudsErrors(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 3, 0, 0, time.UTC)
+	var seen cloudSeen
+	for _, minute := range []*apiclient.CloudState{
+		{Calls: 1, ErrorsLastMinute: map[string]int{"503": 1}},
+		{Calls: 1030, ErrorsLastMinute: map[string]int{"503": 412, "429": 1}, Unanswered: 3},
+		{Calls: 2000, ErrorsLastMinute: map[string]int{"503": 400}},
+		{Calls: 900, Unanswered: 1},
+		nil,
+		{Calls: 10},
+	} {
+		seen.observe(minute, now)
+	}
+	require.Equal(t, []string{
+		"VNC Cloud answered 429 to 1 of 1030 calls in a minute (0%)",
+		"VNC Cloud answered 503 to 412 of 1030 calls in a minute (40%)",
+		"VNC Cloud gave no answer to 3 of 1030 calls in a minute (0%): a timeout or a lost connection",
+	}, seen.summary(now))
+
+	var one cloudSeen
+	one.observe(&apiclient.CloudState{Calls: 1, ErrorsLastMinute: map[string]int{"503": 1}, Unanswered: 1}, now)
+	require.Equal(t, []string{
+		"VNC Cloud answered 503 to 1 of 1 call in a minute (100%)",
+		"VNC Cloud gave no answer to 1 of 1 call in a minute (100%): a timeout or a lost connection",
+	}, one.summary(now), "one call is a call")
+}
+
+// TestUploadWaitSummaryShowsTheCloud: a real `upload --wait` run ends with the
+// cloud's worst minute in its summary, not only in the live lines that scrolled by.
+func TestUploadWaitSummaryShowsTheCloud(t *testing.T) {
+	fake, srv := newAPIFake(t)
+	fake.on("POST /v1/manifests", fakeAnswer{201, map[string]any{"manifest": manifestJSON(7), "plan": testPlan}})
+	poll := func(settled int, done bool, calls, errors503 int) fakeAnswer {
+		a := progressAnswer(7, settled, 3, done, map[string]int{"pending": 3 - settled, "ready": settled})
+		a.body.(map[string]any)["cloud"] = map[string]any{"calls": calls, "errorsLastMinute": map[string]int{"503": errors503}}
+		return a
+	}
+	fake.on("GET /v1/manifests/7", poll(0, false, 20, 2), poll(1, false, 1030, 412), poll(2, false, 600, 0), poll(3, true, 5, 0))
+	out, errOut, code := runCLI(t, srv.URL, nil, "upload", "--wait", writeManifest(t, sampleCSV))
+	require.Equal(t, exitOK, code, "%s\n%s", out, errOut)
+	require.Contains(t, errOut, "VNC Cloud: answered 503 to 412 of the 1030 calls in the last minute (40%)\n", "the live line")
+	require.True(t, strings.HasSuffix(out, "manifest #7: 3 devices settled\nSTATUS  DEVICES\nready   3\n"+
+		"VNC Cloud answered 503 to 412 of 1030 calls in a minute (40%)\n"), out)
 }
 
 // TestUploadWaitShowsTheLimiter: the limiter's state reaches the progress line, the

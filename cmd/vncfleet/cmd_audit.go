@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/apiclient"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -99,10 +100,10 @@ audit log line of serve carries the same seq and hash).`,
 					return withExit(exitUnreachable, err)
 				}
 				if brk != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "audit log BROKEN: %d entries hold, then entry %d: %s\n", n, brk.Seq, brk.Reason)
+					fmt.Fprintf(cmd.OutOrStdout(), "audit log BROKEN: %s %s, then entry %d: %s\n", fleet.PluralOf(n, "entry", "entries"), fleet.Agree(n, "holds", "hold"), brk.Seq, brk.Reason)
 					return withExit(exitSomeFailed, brk)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, last hash %s\n", n, head)
+				fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %s, last hash %s\n", fleet.PluralOf(n, "entry", "entries"), head)
 				return nil
 			})
 		},

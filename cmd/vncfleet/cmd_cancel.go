@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/apiclient"
 )
 
@@ -43,13 +44,13 @@ say "cancelled". It ends with the manifest's devices by status: what was done.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := cancelUntilSettled(ctx, client, id, func(inFlight int) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for %d calls in flight to finish\n", inFlight)
+				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for %s in flight to finish\n", fleet.Plural(inFlight, "call"))
 			})
 			if err != nil {
 				return apiExit(err)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "manifest %d cancelled: %d devices will not be provisioned\n", id, res.ByStatus["cancelled"])
+			fmt.Fprintf(out, "manifest %d cancelled: %s will not be provisioned\n", id, fleet.Plural(res.ByStatus["cancelled"], "device"))
 			statuses := make([]string, 0, len(res.ByStatus))
 			for s := range res.ByStatus {
 				statuses = append(statuses, s)

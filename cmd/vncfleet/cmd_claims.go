@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/apiclient"
 )
 
@@ -42,7 +43,7 @@ Devices without a password yet are left out (counted on stderr).`,
 				return apiExit(err)
 			}
 			if skipped > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d devices have no cloud password yet and got no claim\n", skipped)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s no cloud password yet and got no claim\n", fleet.PluralVerb(skipped, "device", "has", "have"))
 			}
 			return nil
 		},

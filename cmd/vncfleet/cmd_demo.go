@@ -146,7 +146,7 @@ simulator's. The database is DATABASE_URL's server.`,
 				}
 				return apiExit(err)
 			}
-			fmt.Fprintf(out, "uploaded  manifest #%d: %d rows, %d to create\n", res.Manifest.ID, res.Manifest.Rows, res.Plan.Creates)
+			fmt.Fprintf(out, "uploaded  manifest #%d: %s, %d to create\n", res.Manifest.ID, fleet.Plural(res.Manifest.Rows, "row"), res.Plan.Creates)
 			waitErr := waitManifest(ctx, cmd, client, res.Manifest.ID)
 			var exitErr *exitError
 			if waitErr != nil && !(errors.As(waitErr, &exitErr) && exitErr.code == exitSomeFailed) {
@@ -297,7 +297,8 @@ func printDemoReport(w io.Writer, export []byte, truth sim.AccountState) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", deviceID, action, status, short, who, check, console)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\n%d of %d stored passwords equal the simulator's; %d addresses in the account.\n", matched, len(rows)-1, len(truth.Addresses))
+	fmt.Fprintf(w, "\n%d of %s %s the simulator's; %s in the account.\n", matched, fleet.Plural(len(rows)-1, "stored password"),
+		fleet.Agree(matched, "equals", "equal"), fleet.PluralOf(len(truth.Addresses), "address", "addresses"))
 	if matched != len(rows)-1 {
 		return withExit(exitSomeFailed, errors.New("some stored passwords differ from the cloud's"))
 	}

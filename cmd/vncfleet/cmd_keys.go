@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/app"
 	"github.com/vncfleet/vncfleet/internal/secretbox"
 	"github.com/vncfleet/vncfleet/internal/store"
@@ -58,7 +59,7 @@ Exit 1 when some secrets are sealed by a key that is not configured (they cannot
 					return withExit(exitUnreachable, err)
 				}
 				if missing := printKeys(cmd.OutOrStdout(), inv, keys); missing > 0 {
-					return withExit(exitSomeFailed, fmt.Errorf("%d stored secrets are sealed by keys that are not configured", missing))
+					return withExit(exitSomeFailed, fmt.Errorf("%s sealed by keys that are not configured", fleet.PluralVerb(missing, "stored secret", "is", "are")))
 				}
 				return nil
 			})
@@ -91,7 +92,7 @@ func printKeys(out io.Writer, inv store.KeyInventory, keys *secretbox.Keyring) (
 		fmt.Fprintln(out, "no sealed secrets stored")
 	}
 	if inv.PlaintextConsoleURLs > 0 {
-		fmt.Fprintf(out, "%d console URLs stored in clear (from before this version): run rekey to seal them\n", inv.PlaintextConsoleURLs)
+		fmt.Fprintf(out, "%s stored in clear (from before this version): run rekey to seal them\n", fleet.Plural(inv.PlaintextConsoleURLs, "console URL"))
 	}
 	return missing
 }
@@ -119,8 +120,8 @@ only the current key, and the old ones may leave VNCFLEET_OLD_SECRET_KEYS.`,
 				res, err := st.Rekey(cmd.Context(), batch, func(r store.RekeyResult) {
 					fmt.Fprintf(errOut, "rekey: %d re-sealed, %d sealed\n", r.Resealed, r.Sealed)
 				})
-				fmt.Fprintf(cmd.OutOrStdout(), "rekey: %d secrets re-sealed under key %s, %d console URLs sealed, %d rows read again after a concurrent change\n",
-					res.Resealed, keys.PrimaryID(), res.Sealed, res.Raced)
+				fmt.Fprintf(cmd.OutOrStdout(), "rekey: %s re-sealed under key %s, %s sealed, %s read again after a concurrent change\n",
+					fleet.Plural(res.Resealed, "secret"), keys.PrimaryID(), fleet.Plural(res.Sealed, "console URL"), fleet.Plural(res.Raced, "row"))
 				switch {
 				case err == nil:
 					return nil

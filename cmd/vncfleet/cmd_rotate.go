@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/apiclient"
 )
 
@@ -38,7 +40,7 @@ settled: exit 1 if any device failed.`,
 			if err != nil {
 				return apiExit(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d rotations scheduled (work %s)\n", res.Scheduled, res.Key)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s scheduled (work %s)\n", fleet.Plural(res.Scheduled, "rotation"), res.Key)
 			if !wait || res.Scheduled == 0 {
 				return nil
 			}
@@ -55,16 +57,21 @@ settled: exit 1 if any device failed.`,
 // its counts per status, and returns exit 1 if any device failed.
 func waitWork(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, key string) error {
 	label := "work " + key
-	var seen limiterSeen
+	var seen cloudSeen
 	p, err := pollUntilDone(ctx, cmd, label, &seen, func(ctx context.Context) (*apiclient.Progress, error) { return client.WorkProgress(ctx, key) })
 	if err != nil {
 		return err
 	}
 	printSettled(cmd.OutOrStdout(), label, p, &seen)
 	if n := failedOf(p); n > 0 {
-		return withExit(exitSomeFailed, fmt.Errorf("%d of %d devices failed", n, p.Total))
+		return withExit(exitSomeFailed, errors.New(devicesFailed(n, p.Total)))
 	}
 	return nil
+}
+
+// devicesFailed is a wait's failures: "1 of 3 devices failed".
+func devicesFailed(failed, total int) string {
+	return fmt.Sprintf("%d of %s failed", failed, fleet.Plural(total, "device"))
 }
 
 // failedOf counts the failed devices; work progress has no "failed" field, only counts.

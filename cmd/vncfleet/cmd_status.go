@@ -137,12 +137,12 @@ func printManifestProgress(w io.Writer, id int64, p *apiclient.Progress) {
 		state = "done"
 	}
 	if m := p.Manifest; m != nil {
-		fmt.Fprintf(w, "manifest #%d (fleet %s, %s, %d rows, uploaded %s by %s)\n", id, m.Fleet, m.Mode, m.Rows,
+		fmt.Fprintf(w, "manifest #%d (fleet %s, %s, %s, uploaded %s by %s)\n", id, m.Fleet, m.Mode, fleet.Plural(m.Rows, "row"),
 			m.UploadedAt.Local().Format("2006-01-02 15:04:05"), m.Uploader)
 	} else {
 		fmt.Fprintf(w, "manifest #%d\n", id)
 	}
-	fmt.Fprintf(w, "%d of %d devices settled, %d failed: %s\n\n", p.Settled, p.Total, p.Failed, state)
+	fmt.Fprintf(w, "%d of %s settled, %d failed: %s\n\n", p.Settled, fleet.Plural(p.Total, "device"), p.Failed, state)
 	printStatusTable(w, p.ByStatus)
 	if p.GroupPage != nil {
 		printGroups(w, *p.GroupPage)

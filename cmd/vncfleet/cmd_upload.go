@@ -165,6 +165,10 @@ Windows-1252: the server says so, and --separator and --encoding read it as it i
 			case res.DryRun:
 				fmt.Fprintf(out, "dry run (fleet %s, %s): nothing was changed\n", fleetName, mode)
 				printPlan(out, &res.Plan)
+				if m, _ := fleet.ParseMode(mode); m == fleet.ModeReplace && res.Plan.Deletes > res.Plan.MaxDeletions {
+					// What the upload would meet; a refused one says it as its error instead.
+					fmt.Fprintln(out, "note: "+deletionGuard(res.Plan.Deletes, res.Plan.MaxDeletions, ""))
+				}
 				return nil
 			case res.Unchanged:
 				fmt.Fprintf(out, "manifest unchanged (same as #%d): nothing to do\n", res.Manifest.ID)
@@ -247,8 +251,7 @@ func uploadError(errOut io.Writer, err error) error {
 		if apiErr.Plan != nil {
 			n = apiErr.Plan.Deletes
 		}
-		return withExit(exitBadInput, fmt.Errorf("this replace would delete %s, more than the %d allowed; nothing was changed. "+
-			"If every deletion listed above is intended, upload again with --max-deletions %d", fleet.Plural(n, "device"), apiErr.MaxDeletions, n))
+		return withExit(exitBadInput, errors.New(deletionGuard(n, apiErr.MaxDeletions, ", so nothing was changed")))
 	case 413:
 		return withExit(exitBadInput, fmt.Errorf("manifest too large for the server (%s); split it into several fleets or raise the server's upload limit", apiErr.Message))
 	}
@@ -287,9 +290,14 @@ func printPlan(w io.Writer, p *apiclient.Plan) {
 		fmt.Fprintf(w, "  ... and %d more to delete\n", n)
 	}
 	printWarnings(w, p)
-	if p.MaxDeletions > 0 && p.Deletes > p.MaxDeletions {
-		fmt.Fprintf(w, "note: %d deletions exceed the %d allowed: the upload needs --max-deletions %d\n", p.Deletes, p.MaxDeletions, p.Deletes)
-	}
+}
+
+// deletionGuard is the replace guard in the CLI user's words, one sentence: what the
+// replace would delete against the limit, what came of it (outcome: ", so nothing
+// was changed" for a refusal), and the flag that allows it.
+func deletionGuard(deletes, limit int, outcome string) string {
+	return fmt.Sprintf("%s%s; if every deletion listed above is intended, upload again with --max-deletions %d",
+		fleet.OverDeletionLimit(deletes, limit), outcome, deletes)
 }
 
 // printWarnings prints the plan's warnings, one line each.
@@ -324,8 +332,8 @@ func statusOrder() []string {
 // pollUntilDone polls fetch until the work is done, drawing progress. Polls back
 // off from pollPolicy.First to Max; the server being unreachable for a while (a
 // restart) is waited out up to pollPolicy.Outage. seen gathers what the wait saw of
-// the limiter, for the final summary.
-func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, seen *limiterSeen, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
+// the cloud, for the final summary.
+func pollUntilDone(ctx context.Context, cmd *cobra.Command, label string, seen *cloudSeen, fetch func(context.Context) (*apiclient.Progress, error)) (*apiclient.Progress, error) {
 	bar := newProgress(cmd, label)
 	delay := pollPolicy.First
 	var outageSince time.Time
@@ -435,9 +443,15 @@ func perSecond(r float64) string {
 	return fmt.Sprintf("%.1f/s", r)
 }
 
-// limiterSeen gathers what a wait saw of the cluster's limiter: the slowest it sent
-// while slowed down, and the last Retry-After pause.
-type limiterSeen struct {
+// cloudSeen gathers what a wait saw of VNC Cloud, for its final summary: the worst
+// minute of each error status and of unanswered calls, the slowest the cluster's
+// limiter sent while slowed down, and the Retry-After pauses. The minutes are the
+// progress answers' "last minute" as the polls found it, so the worst is the worst
+// the wait saw, not necessarily the worst there was between two polls.
+type cloudSeen struct {
+	worstErrors     map[string]minuteCalls // by HTTP status
+	worstUnanswered minuteCalls
+
 	slowed      bool
 	slowest     float64 // requests/s sent at the slowest while slowed
 	rate        float64 // the cap
@@ -446,10 +460,31 @@ type limiterSeen struct {
 	inPause     bool
 }
 
-func (s *limiterSeen) observe(c *apiclient.CloudState, now time.Time) {
+// minuteCalls is n of a minute's calls.
+type minuteCalls struct{ n, calls int }
+
+// worse reports whether m is a worse minute than o: more such calls, or as many of
+// fewer calls. The count ranks first: 1 of 1 call (100%) is less trouble than 412 of
+// 1030 (40%).
+func (m minuteCalls) worse(o minuteCalls) bool {
+	return m.n > o.n || m.n == o.n && m.n > 0 && m.calls < o.calls
+}
+
+func (s *cloudSeen) observe(c *apiclient.CloudState, now time.Time) {
 	if c == nil {
 		s.inPause = false
 		return
+	}
+	for code, n := range c.ErrorsLastMinute {
+		if m := (minuteCalls{n, c.Calls}); m.worse(s.worstErrors[code]) {
+			if s.worstErrors == nil {
+				s.worstErrors = map[string]minuteCalls{}
+			}
+			s.worstErrors[code] = m
+		}
+	}
+	if m := (minuteCalls{c.Unanswered, c.Calls}); m.worse(s.worstUnanswered) {
+		s.worstUnanswered = m
 	}
 	if l := c.Limiter; l != nil && l.Slowed > 0 {
 		if !s.slowed || l.Sending < s.slowest {
@@ -469,10 +504,22 @@ func (s *limiterSeen) observe(c *apiclient.CloudState, now time.Time) {
 	s.inPause = paused
 }
 
-// summary is the final summary's line of the limiter, "" when it ran at full speed
-// throughout: "VNC Cloud asked to slow down during the wait: sending 4/s of 40/s at
-// the slowest; every call paused by Retry-After 2 times, the last until 12:03:04".
-func (s *limiterSeen) summary(now time.Time) string {
+// summary is the final summary's lines of the cloud, none when it answered every call
+// and the limiter ran at full speed throughout: a line per error status at its worst
+// minute ("VNC Cloud answered 503 to 412 of 1030 calls in a minute (40%)"), one for
+// unanswered calls, and one for the limiter ("VNC Cloud asked to slow down during the
+// wait: sending 4/s of 40/s at the slowest; every call paused by Retry-After 2 times,
+// the last until 12:03:04").
+func (s *cloudSeen) summary(now time.Time) []string {
+	var lines []string
+	for _, code := range sortedKeys(s.worstErrors) {
+		m := s.worstErrors[code]
+		lines = append(lines, "VNC Cloud "+answeredTo(code, m.n, m.calls, fleet.Plural(m.calls, "call")+" in a minute"))
+	}
+	if m := s.worstUnanswered; m.n > 0 {
+		lines = append(lines, fmt.Sprintf("VNC Cloud gave no answer to %d of %s in a minute (%d%%): a timeout or a lost connection",
+			m.n, fleet.Plural(m.calls, "call"), percentOf(m.n, m.calls)))
+	}
 	var parts []string
 	if s.slowed {
 		parts = append(parts, fmt.Sprintf("sending %s of %s at the slowest", perSecond(s.slowest), perSecond(s.rate)))
@@ -484,18 +531,29 @@ func (s *limiterSeen) summary(now time.Time) string {
 		}
 		parts = append(parts, fmt.Sprintf("every call paused by Retry-After %s, the last until %s", times, clockTime(s.pausedUntil, now)))
 	}
-	if len(parts) == 0 {
-		return ""
+	if len(parts) > 0 {
+		lines = append(lines, "VNC Cloud asked to slow down during the wait: "+strings.Join(parts, "; "))
 	}
-	return "VNC Cloud asked to slow down during the wait: " + strings.Join(parts, "; ")
+	return lines
 }
 
+// answeredTo is one error status's share of a minute's calls, in the words of the
+// live cloud line and of the final summary alike: "answered 503 to 12 of the 15 calls
+// in the last minute (80%)". ofCalls names the calls (all of them, calls).
+func answeredTo(code string, n, calls int, ofCalls string) string {
+	return fmt.Sprintf("answered %s to %d of %s (%d%%)", code, n, ofCalls, percentOf(n, calls))
+}
+
+// percentOf is n of calls as a whole percentage, rounded down (so 100% means every
+// call).
+func percentOf(n, calls int) int { return 100 * n / max(calls, 1) }
+
 // printSettled is the final summary of a wait: the devices settled by status, and
-// what the limiter went through if anything.
-func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *limiterSeen) {
-	fmt.Fprintf(out, "%s: %d devices settled\n", label, p.Total)
+// what the cloud put it through if anything.
+func printSettled(out io.Writer, label string, p *apiclient.Progress, seen *cloudSeen) {
+	fmt.Fprintf(out, "%s: %s settled\n", label, fleet.Plural(p.Total, "device"))
 	printStatusTable(out, p.ByStatus)
-	if line := seen.summary(time.Now()); line != "" {
+	for _, line := range seen.summary(time.Now()) {
 		fmt.Fprintln(out, line)
 	}
 }
@@ -513,8 +571,7 @@ func cloudLine(c *apiclient.CloudState, now time.Time) string {
 	var parts []string
 	for _, code := range sortedKeys(c.ErrorsLastMinute) {
 		n := c.ErrorsLastMinute[code]
-		parts = append(parts, fmt.Sprintf("answered %s to %d of the %s in the last minute (%d%%)",
-			code, n, fleet.Plural(c.Calls, "call"), 100*n/max(c.Calls, 1)))
+		parts = append(parts, answeredTo(code, n, c.Calls, "the "+fleet.Plural(c.Calls, "call")+" in the last minute"))
 	}
 	if c.Unanswered > 0 {
 		parts = append(parts, fmt.Sprintf("%d of the %s in the last minute got no answer (a timeout or a lost connection)",
@@ -556,7 +613,7 @@ func stoppedWaiting(ctx context.Context, label string) error {
 // counts per status and the failed devices, and returns exit 1 if any failed.
 func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Client, id int64) error {
 	label := fmt.Sprintf("manifest #%d", id)
-	var seen limiterSeen
+	var seen cloudSeen
 	p, err := pollUntilDone(ctx, cmd, label, &seen, func(ctx context.Context) (*apiclient.Progress, error) { return client.ManifestTotals(ctx, id) })
 	if err != nil {
 		return err
@@ -571,7 +628,7 @@ func waitManifest(ctx context.Context, cmd *cobra.Command, client *apiclient.Cli
 	if err := printFailed(ctx, out, client, id); err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "cannot list the failed devices: %v\n", err)
 	}
-	return withExit(exitSomeFailed, fmt.Errorf("%d of %d devices failed (vncfleet retry --manifest %d schedules them again)", failed, p.Total, id))
+	return withExit(exitSomeFailed, fmt.Errorf("%s (vncfleet retry --manifest %d schedules %s again)", devicesFailed(failed, p.Total), id, fleet.Agree(failed, "it", "them")))
 }
 
 // printFailed lists the failed devices of the manifest's report (device_id, error),

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -227,6 +228,37 @@ func TestDryRunUpdatesAndIdempotentReupload(t *testing.T) {
 		}
 	}
 	require.True(t, found, "the cloud holds the new groups")
+}
+
+// TestDeletionGuardAnswerAtTheDefaultLimit: at the configuration's default limit (10%
+// of the fleet, at least 1) a replace that deletes more is refused with one sentence
+// that names the API's parameter, and nothing is stored (golden).
+func TestDeletionGuardAnswerAtTheDefaultLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var all, kept strings.Builder
+	all.WriteString("device_id,action,location\n")
+	for i := range 20 {
+		fmt.Fprintf(&all, "d%02d,connect,hall-%d\n", i, i%2)
+	}
+	kept.WriteString("device_id,action,location\nd00,connect,hall-0\nd01,connect,hall-1\n")
+	status, resp := e.do("POST", "/v1/manifests?fleet=g", uploadToken, all.String())
+	require.Equal(t, http.StatusCreated, status, string(resp))
+
+	status, resp = e.do("POST", "/v1/manifests?fleet=g&mode=replace", uploadToken, kept.String())
+	require.Equal(t, http.StatusConflict, status, string(resp))
+	var refused struct {
+		Error        string
+		MaxDeletions int
+	}
+	require.NoError(t, json.Unmarshal(resp, &refused))
+	require.Equal(t, "this replace would delete 18 devices, more than the 2 allowed, so nothing was changed; "+
+		"if every deletion of the plan is intended, send the manifest again with max_deletions=18", refused.Error)
+	require.Equal(t, 2, refused.MaxDeletions, "10% of 20")
+	_, resp = e.do("GET", "/v1/manifests?fleet=g", readToken, "")
+	var manifests []struct{ ID int64 }
+	require.NoError(t, json.Unmarshal(resp, &manifests))
+	require.Len(t, manifests, 1, "the refused replace stored nothing")
 }
 
 func TestAuthAndLimits(t *testing.T) {

@@ -28,10 +28,12 @@ var funcs = template.FuncMap{
 	"label":      statusLabel,
 	"join":       func(list []string) string { return strings.Join(list, "; ") },
 	"when":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"days":       func(d time.Duration) string { return fmt.Sprintf("%g days", d.Hours()/24) },
+	"days":       func(d time.Duration) string { return fleet.Plural(d.Hours()/24, "day") },
 	"percent":    func(n, total int) string { return fmt.Sprintf("%.1f", 100*float64(n)/float64(max(total, 1))) },
 	"pathEscape": url.PathEscape,
 	"trigger":    triggerLabel,
+	"plural":     fleet.Plural[int],
+	"pluralOf":   fleet.PluralOf[int],
 	// The scripts draw bars in the same order and count the same statuses as settled.
 	"statuses":        func() string { return joinStatuses(func(fleet.Status) bool { return true }) },
 	"settledStatuses": func() string { return joinStatuses(fleet.Status.Settled) },

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vncfleet/vncfleet/fleet"
 	"github.com/vncfleet/vncfleet/internal/store"
 	"github.com/vncfleet/vncfleet/migrations"
 	"github.com/vncfleet/vncfleet/vnccloud"
@@ -145,9 +146,9 @@ func checkSecretKey(ctx context.Context, c Config, dbOK bool) Result {
 		r.Outcome, r.Detail = OK, "set; no stored passwords to open yet"
 	case s.Opened == 0:
 		r.Outcome = Fail
-		r.Detail = fmt.Sprintf("opens none of the %d stored passwords sampled (sealed under key ids %s): "+
+		r.Detail = fmt.Sprintf("opens none of the %s sampled (sealed under key ids %s): "+
 			"set VNCFLEET_SECRET_KEY to the key that sealed them, or list that key in VNCFLEET_OLD_SECRET_KEYS",
-			s.Sampled, strings.Join(s.KeyIDs, ", "))
+			fleet.Plural(s.Sampled, "stored password"), strings.Join(s.KeyIDs, ", "))
 	case s.Opened < s.Sampled:
 		// Some devices work: serve can start, but exports and rotations of the
 		// others will fail.
@@ -155,7 +156,7 @@ func checkSecretKey(ctx context.Context, c Config, dbOK bool) Result {
 		r.Detail = fmt.Sprintf("opens %d of the %d stored passwords sampled; the others were sealed under key ids %s, "+
 			"which VNCFLEET_OLD_SECRET_KEYS must still hold", s.Opened, s.Sampled, strings.Join(s.KeyIDs, ", "))
 	default:
-		r.Outcome, r.Detail = OK, fmt.Sprintf("opens the %d stored passwords sampled", s.Sampled)
+		r.Outcome, r.Detail = OK, fmt.Sprintf("opens the %s sampled", fleet.Plural(s.Sampled, "stored password"))
 	}
 	return r
 }

@@ -23,6 +23,7 @@ import (
 //     may share the budget.
 //   - A Retry-After pause adds the time until it ends.
 //   - Neither measured nor budgeted: no ETA.
+//   - Calls still owed and an estimate under MinETA: no ETA either.
 
 // CallsPerStatus is how many VNC Cloud calls a device in a status still owes at the
 // least: a create then a readiness poll (pending, creating, and a manifest's rows not
@@ -42,6 +43,12 @@ func CallsOwed(byStatus map[string]int) int {
 	}
 	return n
 }
+
+// MinETA is the shortest ETA shown while calls are still owed. Under it the estimate
+// means nothing: the next poll of the progress, a worker's batch and a readiness
+// delay each take longer than that; and "ETA 0s" would say the work is done when it
+// is not.
+const MinETA = time.Second
 
 // DefaultWindow is how far back Pace measures the rate achieved: long enough to
 // smooth the workers' batches, short enough to follow a slow-down.
@@ -129,7 +136,11 @@ func ETA(owed int, achieved float64, measured bool, budget float64, paused time.
 		return 0, false
 	}
 	secs := float64(owed) / rate
-	return time.Duration(secs*float64(time.Second)) + max(paused, 0), true
+	eta = time.Duration(secs*float64(time.Second)) + max(paused, 0)
+	if eta < MinETA {
+		return 0, false
+	}
+	return eta, true
 }
 
 // BudgetShare is the requests per second the cluster's limiter allows now: its cap

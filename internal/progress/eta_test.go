@@ -40,6 +40,10 @@ func TestETARule(t *testing.T) {
 		{name: "neither measured nor budgeted: no ETA", owed: 400, achieved: 3, unknown: true},
 		{name: "a pause adds its rest", owed: 400, budget: 40, paused: 7 * time.Second, want: 17 * time.Second},
 		{name: "a pause in the past adds nothing", owed: 400, budget: 40, paused: -3 * time.Second, want: 10 * time.Second},
+		{name: "calls owed, under MinETA: no ETA", owed: 39, budget: 40, unknown: true},
+		{name: "calls owed, at MinETA: shown", owed: 40, budget: 40, want: progress.MinETA},
+		{name: "calls owed, under MinETA at the achieved rate: no ETA", owed: 3, achieved: 8, measured: true, budget: 40, unknown: true},
+		{name: "calls owed and a pause that lifts it over MinETA", owed: 4, budget: 40, paused: 2 * time.Second, want: 2100 * time.Millisecond},
 	} {
 		got, ok := progress.ETA(c.owed, c.achieved, c.measured, c.budget, c.paused)
 		require.Equal(t, !c.unknown, ok, c.name)
@@ -139,4 +143,18 @@ func TestNoteEndsTheLine(t *testing.T) {
 	clk.advance(5 * time.Second)
 	r.Update(progress.Snapshot{Total: 10, ByStatus: map[string]int{"pending": 10}, Budget: 40, PausedUntil: clk.t.Add(3 * time.Second), Note: "paused"})
 	require.Contains(t, out.String(), "0.0/s ETA 4s | paused | 6s elapsed", "20 calls at 40/s after a 3 s pause: 3.5 s, rounded")
+}
+
+// TestNoETAUnderMinETAWhileCallsAreOwed: a call still owed at a budget that would pay
+// it off in 25 ms shows no ETA rather than "ETA 0s"; once every device is settled
+// the line says ETA 0s.
+func TestNoETAUnderMinETAWhileCallsAreOwed(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	clk := newClock()
+	r := progress.New(progress.Config{Out: &out, Now: clk.now, Order: order})
+	r.Update(progress.Snapshot{Settled: 9, Total: 10, ByStatus: map[string]int{"awaiting_ready": 1, "ready": 9}, Budget: 40})
+	require.Equal(t, "9/10 settled (90%) | ready 9, awaiting_ready 1 | 0.0/s | 0s elapsed\n", out.String())
+	r.Finish(progress.Snapshot{Settled: 10, Total: 10, ByStatus: map[string]int{"ready": 10}})
+	require.Contains(t, out.String(), " ETA 0s", "done")
 }

@@ -167,8 +167,8 @@ func requireEveryFleet(w http.ResponseWriter, r *http.Request, what string) bool
 	return false
 }
 
-// fleetScope is the fleet a fleet-wide route acts on, from ?fleet=: "" is every fleet.
-// A fleet-limited token must name one of its fleets, except that a token limited to
+// fleetScope holds ?fleet= to the token's scope (the first half of fleetParam): a
+// fleet-limited token must name one of its fleets, except that a token limited to
 // one fleet gets that fleet when it names none. ok is false when the request was
 // answered (403).
 func fleetScope(w http.ResponseWriter, r *http.Request) (fleet string, ok bool) {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,4 +130,50 @@ func TestStatusStreamKeepsToTheTokensFleets(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Empty(t, st.ByGroup)
 	require.Equal(t, 1, st.Groups)
+}
+
+// The fleet status stream takes ?fleet= by the rule of GET /v1/status: a fleet that
+// does not exist is 404 "not found", one outside the token's scope 403, with the
+// same answer, before any event is sent.
+func TestStatusStreamChecksTheFleetAsStatusDoes(t *testing.T) {
+	t.Parallel()
+	pool, _ := dbtest.New(t)
+	api := server.New(server.Config{Store: store.New(pool, nil), Tokens: []server.Token{
+		{Name: "r", Value: "reader", Roles: []string{server.RoleRead}},
+		{Name: "line-a", Value: "line-a", Roles: []string{server.RoleRead}, Fleets: []string{"a"}},
+	}})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	// Over real HTTP: a stream that opened anyway answers 200 at once and is closed
+	// here, instead of never ending.
+	get := func(path, token string) (status int, contentType, body string) {
+		req, err := http.NewRequest("GET", srv.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return resp.StatusCode, resp.Header.Get("Content-Type"), ""
+		}
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	for _, tc := range []struct {
+		name, query, token string
+		want               int
+		says               string
+	}{
+		{"unknown fleet", "?fleet=ghost", "reader", http.StatusNotFound, `fleet \"ghost\": not found`},
+		{"fleet outside the token's scope", "?fleet=b", "line-a", http.StatusForbidden, `token line-a may not use fleet \"b\"`},
+	} {
+		statusCode, _, statusBody := get("/v1/status"+tc.query, tc.token)
+		streamCode, streamType, streamBody := get("/v1/status/events"+tc.query, tc.token)
+		require.Equal(t, tc.want, statusCode, "%s: GET /v1/status: %s", tc.name, statusBody)
+		require.Equal(t, tc.want, streamCode, "%s: the stream: %s", tc.name, streamBody)
+		require.Contains(t, streamBody, tc.says, tc.name)
+		require.Equal(t, statusBody, streamBody, tc.name)
+		require.True(t, strings.HasPrefix(streamType, "application/json"), tc.name)
+	}
 }

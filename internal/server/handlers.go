@@ -54,7 +54,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", s.cfg.MaxUploadBytes), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, "manifest larger than "+fleet.Plural(s.cfg.MaxUploadBytes, "byte"), nil)
 		return
 	}
 	// Each upload streams its body into the database over a connection of the pool
@@ -115,7 +115,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable,
 			fmt.Sprintf("fleet %q is busy with another upload for too long: nothing was stored; try again", fleetName), nil)
 	case errors.As(err, &tooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("manifest larger than %d bytes", tooLarge.Limit), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, "manifest larger than "+fleet.Plural(tooLarge.Limit, "byte"), nil)
 	case errors.As(err, &problems):
 		if s.cfg.ObserveUpload != nil && !dryRun {
 			s.cfg.ObserveUpload(store.Plan{}, problems.Total)
@@ -129,8 +129,8 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, "manifest rejected: "+fleet.Plural(problems.Total, "problem"),
 			map[string]any{"problems": list, "details": details, "total": problems.Total})
 	case errors.As(err, &guard):
-		writeError(w, http.StatusConflict, guard.Error(),
-			map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
+		writeError(w, http.StatusConflict, fmt.Sprintf("%v, so nothing was changed; if every deletion of the plan is intended, send the manifest again with max_deletions=%d",
+			guard, guard.Plan.Deletes), map[string]any{"plan": guard.Plan, "maxDeletions": guard.MaxDeletions})
 	case err != nil:
 		s.internalError(w, r, err)
 	case dryRun:
@@ -248,9 +248,18 @@ func (s *Server) manifestID(w http.ResponseWriter, r *http.Request) (int64, bool
 	return id, true
 }
 
-// knownFleet answers 404 and returns false when the query names a fleet that does
-// not exist ("" names every fleet); every route that takes ?fleet= checks it, so
-// that a typo is an error rather than zero devices.
+// fleetParam is the fleet a fleet-wide route acts on, from ?fleet= ("" is every
+// fleet), checked by the one rule of every route that takes it: a fleet outside the
+// token's scope is 403 (fleetScope), one that does not exist is 404 (knownFleet), so
+// that a typo is an error rather than zero devices. ok is false when the request was
+// answered.
+func (s *Server) fleetParam(w http.ResponseWriter, r *http.Request) (name string, ok bool) {
+	name, ok = fleetScope(w, r)
+	return name, ok && s.knownFleet(w, r, name)
+}
+
+// knownFleet answers 404 and returns false when name is a fleet that does not exist
+// ("" names every fleet).
 func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request, name string) bool {
 	if name == "" {
 		return true
@@ -268,8 +277,8 @@ func (s *Server) knownFleet(w http.ResponseWriter, r *http.Request, name string)
 }
 
 func (s *Server) listManifests(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	ms, err := s.cfg.Store.ListManifests(r.Context(), fleetName, 100)
@@ -406,8 +415,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 // statusQuery reads what a status shows (GET /v1/status and its stream): the fleet
 // (a fleet-limited token's own) and the page of groups.
 func (s *Server) statusQuery(w http.ResponseWriter, r *http.Request) (store.StatusQuery, bool) {
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return store.StatusQuery{}, false
 	}
 	groups, ok := groupQuery(w, r)
@@ -445,7 +454,7 @@ func groupQuery(w http.ResponseWriter, r *http.Request) (store.GroupQuery, bool)
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {
-	fleetName, ok := fleetScope(w, r)
+	fleetName, ok := s.fleetParam(w, r)
 	if !ok {
 		return
 	}
@@ -454,7 +463,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	metadata, ok := queryBool(w, r, "metadata")
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	if !ok {
 		return
 	}
 	query := store.ExportQuery{Fleet: fleetName, Secrets: secrets, Metadata: metadata}
@@ -591,8 +600,8 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	n, key, err := s.cfg.Store.RetryFailed(r.Context(), fleetName, manifestID, now, s.cfg.Enqueue)
@@ -612,8 +621,8 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fleetName, ok := fleetScope(w, r)
-	if !ok || !s.knownFleet(w, r, fleetName) {
+	fleetName, ok := s.fleetParam(w, r)
+	if !ok {
 		return
 	}
 	// Rotating every fleet at once costs the whole account's API rate: admin only.

@@ -147,7 +147,7 @@ func (s *Store) verifyAudit(ctx context.Context) (int64, []byte, *ChainBreak, er
 			}
 			switch {
 			case got != seq+1:
-				brk = &ChainBreak{Seq: seq + 1, Reason: fmt.Sprintf("entries %d to %d are missing", seq+1, got-1)}
+				brk = &ChainBreak{Seq: seq + 1, Reason: missingEntries(seq+1, got-1)}
 			case !bytes.Equal(prevHash, prev):
 				brk = &ChainBreak{Seq: got, Reason: "its link to the entry before does not match (an entry before it was removed or altered)"}
 			case !bytes.Equal(hash, want):
@@ -179,9 +179,18 @@ func (s *Store) verifyAudit(ctx context.Context) (int64, []byte, *ChainBreak, er
 	case err != nil:
 		return seq, prev, nil, fmt.Errorf("audit verify: %w", err)
 	case headSeq != seq:
-		return seq, prev, &ChainBreak{Seq: seq + 1, Reason: fmt.Sprintf("the log ends at entry %d but %d were written (entries removed from the end)", seq, headSeq)}, nil
+		return seq, prev, &ChainBreak{Seq: seq + 1, Reason: fmt.Sprintf("the log ends at entry %d but the chain's head is entry %d (entries removed from the end)", seq, headSeq)}, nil
 	case !bytes.Equal(headHash, prev):
 		return seq, prev, &ChainBreak{Seq: seq, Reason: "the last entry does not match the chain's head (altered)"}, nil
 	}
 	return seq, prev, nil, nil
+}
+
+// missingEntries names the entries first..last that the chain lacks: "entry 5 is
+// missing", "entries 5 to 7 are missing".
+func missingEntries(first, last int64) string {
+	if first == last {
+		return fmt.Sprintf("entry %d is missing", first)
+	}
+	return fmt.Sprintf("entries %d to %d are missing", first, last)
 }

@@ -97,7 +97,7 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 		"edited outcome":     {`UPDATE audit_log SET outcome = 'denied' WHERE seq = 7`, 7, 6, "altered"},
 		"edited time":        {`UPDATE audit_log SET at = at - interval '1 day' WHERE seq = 2`, 2, 1, "altered"},
 		"rehashed edit":      {`UPDATE audit_log SET actor = 'x', hash = audit_entry_hash(prev_hash, seq, at, 'x', action, detail, remote, outcome) WHERE seq = 5`, 6, 5, "removed or altered"},
-		"deleted in between": {`DELETE FROM audit_log WHERE seq = 5`, 5, 4, "entries 5 to 5 are missing"},
+		"deleted in between": {`DELETE FROM audit_log WHERE seq = 5`, 5, 4, "entry 5 is missing"},
 		"deleted and renumbered": {`DELETE FROM audit_log WHERE seq = 5; UPDATE audit_log SET seq = seq - 1 WHERE seq > 5`,
 			5, 4, "removed or altered"},
 		"deleted at the end": {`DELETE FROM audit_log WHERE seq > 8`, 9, 8, "removed from the end"},

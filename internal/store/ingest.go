@@ -113,8 +113,7 @@ type DeletionGuardError struct {
 }
 
 func (e *DeletionGuardError) Error() string {
-	return fmt.Sprintf("this replace would delete %s, more than the %d allowed; nothing was changed",
-		fleet.Plural(e.Plan.Deletes, "device"), e.MaxDeletions)
+	return fleet.OverDeletionLimit(e.Plan.Deletes, e.MaxDeletions)
 }
 
 // WorkKeyForManifest names the work queue of a manifest's devices.

@@ -263,7 +263,7 @@ type gaveUpError struct {
 }
 
 func (e *gaveUpError) Error() string {
-	return fmt.Sprintf("%s gave up after %d attempts in a row that failed transiently; the last: %v", e.op, e.attempts, e.last)
+	return fmt.Sprintf("%s gave up after %s in a row that failed transiently; the last: %v", e.op, fleet.Plural(e.attempts, "attempt"), e.last)
 }
 
 func (e *gaveUpError) Unwrap() error { return e.last }

@@ -42,11 +42,11 @@ func planWarnings(ctx context.Context, tx pgx.Tx, table string, fleetID int64, m
 	var out []string
 	if openListen > 0 {
 		out = append(out, fmt.Sprintf("%s every connect address of the account (no allow_groups or allow_devices): %s",
-			verb(openListen, "listen device", "accepts", "accept"), examples(openIDs, openListen)))
+			fleet.PluralVerb(openListen, "listen device", "accepts", "accept"), examples(openIDs, openListen)))
 	}
 	if noGroup > 0 {
 		out = append(out, fmt.Sprintf("%s to no group, so only listen devices that name it in allow_devices (or have no access list) accept it: %s",
-			verb(noGroup, "connect device", "belongs", "belong"), examples(noGroupIDs, noGroup)))
+			fleet.PluralVerb(noGroup, "connect device", "belongs", "belong"), examples(noGroupIDs, noGroup)))
 	}
 	if mode == fleet.ModeReplace {
 		return out, nil // the devices it leaves out are deleted, and the plan lists them
@@ -62,18 +62,10 @@ func planWarnings(ctx context.Context, tx pgx.Tx, table string, fleetID int64, m
 		return nil, fmt.Errorf("plan warnings: %w", err)
 	}
 	if stale > 0 {
-		out = append(out, fmt.Sprintf("%s of the fleet not mentioned by any manifest for over %d days (still provisioned; a replace upload or state absent deletes them): %s",
-			fleet.Plural(stale, "device"), int(StaleAfter.Hours()/24), examples(staleIDs, stale)))
+		out = append(out, fmt.Sprintf("%s of the fleet not mentioned by any manifest for over %s (still provisioned; a replace upload or state absent deletes them): %s",
+			fleet.Plural(stale, "device"), fleet.Plural(int(StaleAfter.Hours()/24), "day"), examples(staleIDs, stale)))
 	}
 	return out, nil
-}
-
-// verb is "1 listen device accepts", "3 listen devices accept".
-func verb(n int, noun, one, many string) string {
-	if n == 1 {
-		return fleet.Plural(n, noun) + " " + one
-	}
-	return fleet.Plural(n, noun) + " " + many
 }
 
 // examples renders the first ids of a warning, and how many more there are.

@@ -102,6 +102,12 @@ function perSecond(r) {
   return (r >= 10 || Number.isInteger(r) ? r.toFixed(0) : r.toFixed(1)) + "/s";
 }
 
+// plural is the server's rule for a count (fleet.Plural): the singular only for
+// exactly 1, "1 device", "0 devices"; many for an irregular plural.
+function plural(n, noun, many = noun + "s") {
+  return `${n} ${n === 1 ? noun : many}`;
+}
+
 // liveStream follows a Server-Sent Events stream: handlers[name] gets each event of
 // that name, onState hears "live" and what the stream waits for when it is not. The
 // answer closes the stream or opens it afresh.
@@ -356,7 +362,7 @@ function upload() {
     });
     const more = body.total > (body.details || []).length ? ` (the first ${body.details.length} are shown)` : "";
     result.replaceChildren(el("section", { class: "card", "aria-labelledby": "problems-h" },
-      el("h2", { id: "problems-h" }, `Rejected: ${body.total} problem${body.total === 1 ? "" : "s"}${more}`),
+      el("h2", { id: "problems-h" }, `Rejected: ${plural(body.total, "problem")}${more}`),
       el("p", {}, "Nothing was stored. Correct the file and check it again."),
       el("div", { class: "problems" }, items)));
     $("#problems-h").focus?.();
@@ -378,7 +384,7 @@ function upload() {
         el("li", {}, el("strong", {}, plan.updates), "to update"),
         el("li", {}, el("strong", {}, plan.deletes), "to delete"),
         el("li", {}, el("strong", {}, plan.unchanged), "unchanged")),
-      plan.resumes ? el("p", {}, `${plan.resumes} cancelled device${plan.resumes === 1 ? "" : "s"} will be resumed.`) : [],
+      plan.resumes ? el("p", {}, `${plural(plan.resumes, "cancelled device")} will be resumed.`) : [],
       idList("Creates", plan.createIds || [], plan.creates),
       plan.updates ? [el("h3", {}, `Updates: ${plan.updates}`), el("ul", { class: "items" },
         (plan.updateList || []).map((u) => el("li", {}, el("code", {}, u.deviceId), " changes " + u.fields.join(", "))))] : [],
@@ -387,7 +393,7 @@ function upload() {
     if (guard) {
       confirmInput = el("input", { id: "confirm-deletions", inputmode: "numeric", autocomplete: "off" });
       card.append(el("div", { class: "error", role: "alert" },
-        el("p", {}, `This replace would delete ${plan.deletes} devices, more than the ${guard.maxDeletions} allowed without confirmation.`),
+        el("p", {}, `This replace would delete ${plural(plan.deletes, "device")}, more than the ${guard.maxDeletions} allowed without confirmation.`),
         el("label", { for: "confirm-deletions" }, `Type ${plan.deletes} to confirm the deletions`), confirmInput));
       apply.disabled = true;
       confirmInput.addEventListener("input", () => { apply.disabled = confirmInput.value.trim() !== String(plan.deletes); });
@@ -491,7 +497,7 @@ function manifest() {
   $("#print")?.addEventListener("click", () => window.print());
   $("#retry")?.addEventListener("click", async () => {
     const { status, body } = await api("POST", `/v1/retry?manifest=${id}`);
-    say(status === 200 ? `${body.retried} failed devices scheduled again.` : body.error);
+    say(status === 200 ? `${plural(body.retried, "failed device")} scheduled again.` : body.error);
     lastFailures = -1;
     connect();
   });
@@ -510,12 +516,12 @@ function manifest() {
       if (status !== 200) { say(body.error); return; }
       if (body.inFlight === 0) {
         const now = STATUSES.filter((s) => body.byStatus[s]).map((s) => `${body.byStatus[s]} ${label(s)}`).join(", ");
-        say(`Cancelled: ${body.byStatus.cancelled || 0} devices will not be provisioned. Now: ${now}.`);
+        say(`Cancelled: ${plural(body.byStatus.cancelled || 0, "device")} will not be provisioned. Now: ${now}.`);
         cancel.textContent = "Cancelled";
         cancel.classList.remove("danger");
         break;
       }
-      say(`Waiting for ${body.inFlight} calls in flight to finish…`);
+      say(`Waiting for ${plural(body.inFlight, "call")} in flight to finish…`);
       await new Promise((r) => setTimeout(r, 500));
     }
     connect();
