@@ -128,7 +128,7 @@ func TestConsoleSignInUploadAndWatch(t *testing.T) {
 	b.step(chromedp.SendKeys(chromedp.CSS("#confirm-deletions"), "\b9")) // backspace, then the right count
 	require.Equal(t, "9", eval[string](b, `document.querySelector("#confirm-deletions").value`))
 	b.click("#apply")
-	b.waitText("#progress", "replace of 1 rows")
+	b.waitText("#progress", "replace of 1 row")
 	b.waitText("#by-status", "deleted 9")
 }
 

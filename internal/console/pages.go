@@ -34,6 +34,7 @@ var funcs = template.FuncMap{
 	"trigger":    triggerLabel,
 	"plural":     fleet.Plural[int],
 	"pluralOf":   fleet.PluralOf[int],
+	"agree":      fleet.Agree[int],
 	// The scripts draw bars in the same order and count the same statuses as settled.
 	"statuses":        func() string { return joinStatuses(func(fleet.Status) bool { return true }) },
 	"settledStatuses": func() string { return joinStatuses(fleet.Status.Settled) },

@@ -236,7 +236,7 @@ function overview() {
     p.replaceChildren(...["Last reconcile: ", el("strong", {}, when(run.startedAt)), run.dryRun ? " (a dry run)" : "", ", ",
       run.error ? [el("strong", {}, "failed"), ": " + run.error]
         : [el("strong", {}, run.converged ? "converged" : "not converged"),
-          `: ${c("vanished")} vanished, ${c("drifted")} drifted, ${c("adopted")} adopted, ${c("foreign")} foreign, ${c("errors")} errors`],
+          `: ${c("vanished")} vanished, ${c("drifted")} drifted, ${c("adopted")} adopted, ${c("foreign")} foreign, ${plural(c("errors"), "error")}`],
       ". ", el("a", { href: "/reconcile" }, "The report"), "."].flat());
   }
 
@@ -249,7 +249,7 @@ function overview() {
     const found = f.reconciled;
     return el("section", { class: "card fleet", "data-fleet": f.name, "aria-labelledby": head },
       el("h2", { id: head }, "Fleet " + f.name),
-      el("p", {}, el("span", { class: "settled", "data-total": "" }, `${f.bar.settled} of ${f.bar.total}`), " devices settled."),
+      el("p", {}, el("span", { class: "settled", "data-total": "" }, `${f.bar.settled} of ${f.bar.total}`), ` ${f.bar.total === 1 ? "device" : "devices"} settled.`),
       el("div", { class: "fleet-bar" }, bar(f.bar.counts)),
       rotationLine,
       found ? el("p", { class: "reconciled" }, "Last reconcile, of this fleet's devices: " +
@@ -470,7 +470,7 @@ function manifest() {
     set("#groups-total", p.groups);
     const first = !new URLSearchParams(location.search).has("groups_after") && !alone;
     const more = first ? p.groups - groups.length : 0; // groupPages.More's rule
-    set("#groups-more", more > 0 ? `${more} more groups.` : p.nextGroupsAfter ? "More groups follow." : "");
+    set("#groups-more", more > 0 ? `${plural(more, "more group")}.` : p.nextGroupsAfter ? "More groups follow." : "");
     const next = $("#groups-next");
     if (next && !alone) {
       next.hidden = !p.nextGroupsAfter;
