@@ -206,6 +206,18 @@ func (b *browser) exists(sel string) bool {
 // Apply that opens the manifest's page) does not end the wait.
 func (b *browser) waitText(sel, want string) {
 	b.t.Helper()
+	b.waitTextFor(sel, want, strings.Contains)
+}
+
+// waitTextIs is waitText for the whole text: where a longer message holds want
+// ("too many live streams" holds "live"), a substring proves nothing.
+func (b *browser) waitTextIs(sel, want string) {
+	b.t.Helper()
+	b.waitTextFor(sel, want, func(got, want string) bool { return strings.TrimSpace(got) == want })
+}
+
+func (b *browser) waitTextFor(sel, want string, says func(got, want string) bool) {
+	b.t.Helper()
 	js := fmt.Sprintf(`(document.querySelector(%q) || {innerText: ""}).innerText`, sel)
 	var got string
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -213,7 +225,7 @@ func (b *browser) waitText(sel, want string) {
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
 		cancel()
 		if err == nil {
-			if got = v; strings.Contains(got, want) {
+			if got = v; says(got, want) {
 				return
 			}
 		}

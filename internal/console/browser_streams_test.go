@@ -64,7 +64,7 @@ func TestConsoleStreamsRetryAfter503AndSignInOn401(t *testing.T) {
 	b.waitText("#stream-state", "the server has too many live streams open; trying again in 5 s")
 	b.screenshot("manifest-stream-limit")
 	release()
-	b.waitText("#stream-state", "live")
+	b.waitTextIs("#stream-state", "live")
 
 	// 401: the session ends while the page waits to try again; its next try signs in.
 	b.open(st.url + "/webhooks")

@@ -105,7 +105,12 @@ function perSecond(r) {
 // plural is the server's rule for a count (fleet.Plural): the singular only for
 // exactly 1, "1 device", "0 devices"; many for an irregular plural.
 function plural(n, noun, many = noun + "s") {
-  return `${n} ${n === 1 ? noun : many}`;
+  return `${n} ${agree(n, noun, many)}`;
+}
+
+// agree is the word of the two that agrees with count n (fleet.Agree).
+function agree(n, one, many) {
+  return n === 1 ? one : many;
 }
 
 // liveStream follows a Server-Sent Events stream: handlers[name] gets each event of
@@ -122,17 +127,22 @@ const STREAM_RETRY_SECONDS = 5;
 
 function liveStream(url, handlers, onState) {
   let es, timer, closed = false;
+  // One stream at a time: open closes the one it replaces, and a refused stream's
+  // question (whyClosed) is dropped once another stream took its place (reopen while
+  // the fetch was out), else both would draw the page and hold a server slot each.
   const open = () => {
     clearTimeout(timer);
-    es = new EventSource(url);
-    es.onopen = () => onState("live");
-    es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) whyClosed();
+    es?.close();
+    const mine = new EventSource(url);
+    es = mine;
+    mine.onopen = () => onState("live");
+    mine.onerror = () => {
+      if (mine.readyState === EventSource.CLOSED) whyClosed(mine);
       else onState("reconnecting…");
     };
-    for (const [name, handle] of Object.entries(handlers)) es.addEventListener(name, handle);
+    for (const [name, handle] of Object.entries(handlers)) mine.addEventListener(name, handle);
   };
-  const whyClosed = async () => {
+  const whyClosed = async (mine) => {
     let status = 0, wait = STREAM_RETRY_SECONDS;
     const asked = new AbortController();
     try {
@@ -144,7 +154,7 @@ function liveStream(url, handlers, onState) {
     } finally {
       asked.abort(); // a 200 is a stream: only its status was wanted
     }
-    if (closed) return;
+    if (closed || es !== mine) return;
     if (status === 401) return toSignIn();
     if (status >= 400 && status < 500 && status !== 429) return onState(`stopped: the server answered ${status}; reload the page to try again`);
     onState(status === 503 || status === 429
@@ -155,7 +165,7 @@ function liveStream(url, handlers, onState) {
   open();
   return {
     close: () => { closed = true; clearTimeout(timer); es.close(); },
-    reopen: () => { closed = false; es.close(); open(); },
+    reopen: () => { closed = false; open(); },
   };
 }
 
@@ -202,10 +212,10 @@ function overview() {
     try {
       const { status, body } = await api("GET", "/v1/rotation");
       rotation = status === 200 ? body : null;
+      draw();
     } catch {
-      return; // the lines drawn stay; the next round tries again
+      // the lines drawn stay; the next round tries again
     }
-    draw();
   };
 
   function draw() {
@@ -249,7 +259,7 @@ function overview() {
     const found = f.reconciled;
     return el("section", { class: "card fleet", "data-fleet": f.name, "aria-labelledby": head },
       el("h2", { id: head }, "Fleet " + f.name),
-      el("p", {}, el("span", { class: "settled", "data-total": "" }, `${f.bar.settled} of ${f.bar.total}`), ` ${f.bar.total === 1 ? "device" : "devices"} settled.`),
+      el("p", {}, el("span", { class: "settled", "data-total": "" }, `${f.bar.settled} of ${f.bar.total}`), ` ${agree(f.bar.total, "device", "devices")} settled.`),
       el("div", { class: "fleet-bar" }, bar(f.bar.counts)),
       rotationLine,
       found ? el("p", { class: "reconciled" }, "Last reconcile, of this fleet's devices: " +
@@ -470,11 +480,12 @@ function manifest() {
     set("#groups-total", p.groups);
     const first = !new URLSearchParams(location.search).has("groups_after") && !alone;
     const more = first ? p.groups - groups.length : 0; // groupPages.More's rule
-    set("#groups-more", more > 0 ? `${plural(more, "more group")}.` : p.nextGroupsAfter ? "More groups follow." : "");
+    set("#groups-more", more > 0 ? `${plural(more, "more group")}.` : p.nextGroupsAfter != null ? "More groups follow." : "");
     const next = $("#groups-next");
     if (next && !alone) {
-      next.hidden = !p.nextGroupsAfter;
-      if (p.nextGroupsAfter) next.href = `/manifests/${id}?` + new URLSearchParams({ groups_after: p.nextGroupsAfter });
+      // "" is a cursor too: the "(no group)" group's name.
+      next.hidden = p.nextGroupsAfter == null;
+      if (p.nextGroupsAfter != null) next.href = `/manifests/${id}?` + new URLSearchParams({ groups_after: p.nextGroupsAfter });
     }
   }
   let lastFailures = -1, failedSeen = Number($("#progress").dataset.failed);
