@@ -22,6 +22,7 @@ import (
 	"cmp"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -155,6 +156,16 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message) }
+
+// answerOf is how a page passes on a failed call to the API: the API's own status
+// and message, or 502 with what went wrong on the way.
+func answerOf(err error) (status int, message string) {
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status, apiErr.Message
+	}
+	return http.StatusBadGateway, "The server could not answer: " + err.Error()
+}
 
 // errTokenGone: the session's token is no longer configured.
 var errTokenGone = &apiError{Status: http.StatusUnauthorized, Message: "the token of this session is no longer configured: sign in again"}

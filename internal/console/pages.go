@@ -237,14 +237,8 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
 
 // failPage renders an API failure as a page.
 func (c *Console) failPage(w http.ResponseWriter, name string, v view, err error) {
-	status := http.StatusBadGateway
-	var apiErr *apiError
-	if errors.As(err, &apiErr) {
-		status = apiErr.Status
-		v.Error = apiErr.Message
-	} else {
-		v.Error = "The server could not answer: " + err.Error()
-	}
+	status, msg := answerOf(err)
+	v.Error = msg
 	c.render(w, status, name, v)
 }
 
@@ -372,11 +366,7 @@ func (c *Console) overviewJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	ov, err := c.overviewOf(r, s)
 	if err != nil {
-		status, msg := http.StatusBadGateway, "The server could not answer: "+err.Error()
-		var apiErr *apiError
-		if errors.As(err, &apiErr) {
-			status, msg = apiErr.Status, apiErr.Message
-		}
+		status, msg := answerOf(err)
 		writeJSONError(w, status, msg)
 		return
 	}
@@ -726,12 +716,7 @@ func (c *Console) renderReconcile(w http.ResponseWriter, r *http.Request, status
 		Runs []store.ReconcileRun `json:"runs"`
 	}
 	if err := c.call(r, v.Session, http.MethodGet, "/v1/reconcile/runs", nil, &runs); err != nil {
-		var apiErr *apiError
-		if errors.As(err, &apiErr) {
-			rv.NoRuns = apiErr.Message
-		} else {
-			rv.NoRuns = "The server could not answer: " + err.Error()
-		}
+		_, rv.NoRuns = answerOf(err)
 	}
 	rv.Runs = runs.Runs
 	if started != nil {
@@ -761,13 +746,8 @@ func (c *Console) reconcileNow(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	var rep reconcileReport
 	if err := c.call(r, s, http.MethodPost, path, nil, &rep.Report); err != nil {
-		status := http.StatusBadGateway
-		var apiErr *apiError
-		if errors.As(err, &apiErr) {
-			status, v.Error = apiErr.Status, apiErr.Message
-		} else {
-			v.Error = "The server could not answer: " + err.Error()
-		}
+		status, msg := answerOf(err)
+		v.Error = msg
 		c.renderReconcile(w, r, status, v, nil)
 		return
 	}
