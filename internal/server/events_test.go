@@ -100,25 +100,9 @@ func TestStatusStreamKeepsToTheTokensFleets(t *testing.T) {
 
 	first := func(query string) (int, store.FleetStatus) {
 		t.Helper()
-		req, err := http.NewRequest("GET", srv.URL+"/v1/status/events"+query, nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer line-a-token")
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
 		var st store.FleetStatus
-		if resp.StatusCode != http.StatusOK {
-			return resp.StatusCode, st
-		}
-		lines := bufio.NewScanner(resp.Body)
-		for lines.Scan() {
-			if data, ok := strings.CutPrefix(lines.Text(), "data: "); ok {
-				require.NoError(t, json.Unmarshal([]byte(data), &st))
-				return resp.StatusCode, st
-			}
-		}
-		t.Fatalf("the stream ended before its first event: %v", lines.Err())
-		return 0, st
+		code := firstEvent(t, srv.URL+"/v1/status/events"+query, "line-a-token", &st)
+		return code, st
 	}
 	code, st := first("")
 	require.Equal(t, http.StatusOK, code)
@@ -176,4 +160,30 @@ func TestStatusStreamChecksTheFleetAsStatusDoes(t *testing.T) {
 		require.Equal(t, statusBody, streamBody, tc.name)
 		require.True(t, strings.HasPrefix(streamType, "application/json"), tc.name)
 	}
+}
+
+// firstEvent opens the event stream at url with token and decodes the data of its
+// first event into v. It returns the answer's status, leaving v alone when it is not
+// 200.
+func firstEvent(t *testing.T, url, token string, v any) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode
+	}
+	lines := bufio.NewScanner(resp.Body)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	for lines.Scan() {
+		if data, ok := strings.CutPrefix(lines.Text(), "data: "); ok {
+			require.NoError(t, json.Unmarshal([]byte(data), v))
+			return resp.StatusCode
+		}
+	}
+	t.Fatalf("the stream ended before its first event: %v", lines.Err())
+	return 0
 }

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -115,23 +114,9 @@ func TestManifestProgressPagesItsGroups(t *testing.T) {
 	// The stream's first event: the same first page, and the page a query asks for.
 	event := func(query string) store.Progress {
 		t.Helper()
-		req, err := http.NewRequest("GET", api.URL+m+"/events"+query, nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		lines := bufio.NewReader(resp.Body)
-		for {
-			line, err := lines.ReadString('\n')
-			require.NoError(t, err)
-			if data, ok := strings.CutPrefix(line, "data: "); ok && data != "{}\n" {
-				var p store.Progress
-				require.NoError(t, json.Unmarshal([]byte(data), &p))
-				return p
-			}
-		}
+		var p store.Progress
+		require.Equal(t, http.StatusOK, firstEvent(t, api.URL+m+"/events"+query, adminToken, &p))
+		return p
 	}
 	streamed := event("")
 	require.Equal(t, first.Total, streamed.Total)
